@@ -1,0 +1,254 @@
+"""The input contract: read event and user tables, validate every row, account for all of them.
+
+Rows that break the contract are never dropped silently: they come back in a rejects table with
+a reason, and ``accepted + rejected == read`` always holds. A file that cannot be read at all, or
+lacks a required column, raises :class:`ContractError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import available_timezones
+
+import numpy as np
+import pandas as pd
+
+EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
+OPTIONAL_EVENT_COLUMNS = ("machine_open", "propensity")
+EVENT_TYPES = ("send", "open", "click", "bounce", "unsubscribe", "complaint")
+USER_COLUMNS = ("user_id", "timezone")
+OPTIONAL_USER_COLUMNS = ("segment",)
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
+_OFFSET_RE = r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_TRUE = {"true", "1", "t", "yes", "y"}
+_FALSE = {"false", "0", "f", "no", "n"}
+
+
+class ContractError(ValueError):
+    """The input cannot be used at all (unreadable, or a required column is missing)."""
+
+
+@dataclass
+class ReadResult:
+    accepted: pd.DataFrame
+    rejects: pd.DataFrame  # original columns as text, plus ``reason``
+    read: int
+
+    @property
+    def n_accepted(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejects)
+
+    def summary(self, what: str) -> str:
+        return (
+            f"{what}: read {self.read:,} = accepted {self.n_accepted:,} + rejected {self.n_rejected:,}"
+        )
+
+    def reasons(self) -> dict[str, int]:
+        if self.rejects.empty:
+            return {}
+        return {str(k): int(v) for k, v in self.rejects["reason"].value_counts().items()}
+
+
+def _read_table(path: str | Path, what: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise ContractError(f"{what} file not found: {p}")
+    try:
+        if p.is_dir():
+            files = sorted(x for x in p.rglob("*") if x.suffix in (".parquet", ".csv", ".gz"))
+            if not files:
+                raise ContractError(f"{what} folder {p} holds no .parquet or .csv files")
+            frames = [_read_table(f, what) for f in files]
+            return pd.concat(frames, ignore_index=True)
+        name = p.name.lower()
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            return pd.read_parquet(p)
+        if name.endswith(".csv") or name.endswith(".csv.gz"):
+            return pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except ContractError:
+        raise
+    except UnicodeDecodeError:
+        raise ContractError(f"{what} file {p} is not valid UTF-8 text") from None
+    except Exception as exc:  # pyarrow/pandas raise many types for corrupt input
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractError(f"cannot read {what} file {p}: {first}") from None
+    raise ContractError(f"{what} file {p} must be .parquet or .csv")
+
+
+def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str, path: str | Path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ContractError(f"{what} file {path} lacks required column(s): {', '.join(missing)}")
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Strings with surrounding blanks stripped; missing stays missing."""
+    out = s.astype("object")
+    mask = out.notna()
+    out = out.where(~mask, out[mask].map(lambda v: str(v).strip()) if mask.any() else out)
+    return out.where(out.astype(str) != "", None)
+
+
+def parse_utc(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse timestamps as UTC instants. Returns (timestamps, reason-or-None per row)."""
+    reason = pd.Series([None] * len(values), index=values.index, dtype="object")
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        ts = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_any_dtype(values.dtype):
+        ts = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
+        reason[:] = "timestamp has no UTC offset (naive)"
+        return ts, reason
+    else:
+        text = values.astype("object").map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+        has_offset = text.fillna("").str.contains(_OFFSET_RE, regex=True)
+        ts = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
+        reason[text.isna()] = "missing timestamp"
+        reason[text.notna() & ~has_offset] = "timestamp has no UTC offset (naive)"
+        reason[text.notna() & has_offset & ts.isna()] = "unparseable timestamp"
+    ts = ts.astype("datetime64[us, UTC]")
+    return ts, reason
+
+
+def _parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    reason = pd.Series([None] * len(values), index=values.index, dtype="object")
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean"), reason
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    text = values.astype("object").map(lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
+    out[text.isin(_TRUE)] = True
+    out[text.isin(_FALSE)] = False
+    bad = text.notna() & ~text.isin(_TRUE | _FALSE | {"", "none", "null", "nan"})
+    reason[bad] = "machine_open is not a boolean"
+    return out, reason
+
+
+def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> ReadResult:
+    """Validate an event table already in memory (see :func:`read_events`)."""
+    read = len(raw)
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    df = pd.DataFrame(index=raw.index)
+    for c in ("event_id", "user_id", "message_id", "event_type"):
+        df[c] = _as_text(raw[c])
+    df["event_type"] = df["event_type"].str.lower()
+    df["timestamp"], ts_reason = parse_utc(raw["timestamp"])
+    if "machine_open" in raw.columns:
+        df["machine_open"], mo_reason = _parse_bool(raw["machine_open"])
+    else:
+        df["machine_open"] = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+        mo_reason = pd.Series([None] * read, index=raw.index, dtype="object")
+    if "propensity" in raw.columns:
+        df["propensity"] = pd.to_numeric(raw["propensity"], errors="coerce").astype("float64")
+        bad_prop = raw["propensity"].notna() & (df["propensity"].isna() | (df["propensity"] <= 0) | (df["propensity"] > 1))
+    else:
+        df["propensity"] = np.nan
+        bad_prop = pd.Series(False, index=raw.index)
+
+    reason = pd.Series([None] * read, index=raw.index, dtype="object")
+
+    def flag(mask: pd.Series, text: str) -> None:
+        m = mask & reason.isna()
+        reason[m] = text
+
+    for c in ("event_id", "user_id", "message_id", "event_type"):
+        flag(df[c].isna(), f"missing {c}")
+    flag(~df["event_type"].isin(EVENT_TYPES) & df["event_type"].notna(), "unknown event_type")
+    ts_bad = ts_reason.notna() & reason.isna()
+    reason[ts_bad] = ts_reason[ts_bad]
+    flag(df["timestamp"] < EARLIEST, "timestamp before 1990")
+    flag(df["timestamp"] > now + pd.Timedelta(days=1), "timestamp in the future")
+    flag(mo_reason.notna(), "machine_open is not a boolean")
+    flag(bad_prop, "propensity is not a probability in (0, 1]")
+
+    # Repeated event ids: identical rows are the same event (kept once); differing contents are
+    # a conflict, and only the first occurrence is kept.
+    ok = reason.isna()
+    key_cols = ["event_id", "user_id", "message_id", "event_type", "timestamp"]
+    dup_any = ok & df["event_id"].duplicated(keep="first") & df["event_id"].notna()
+    if dup_any.any():
+        same = ok & df.duplicated(subset=key_cols, keep="first")
+        flag(dup_any & same, "duplicate event (kept once)")
+        flag(dup_any & ~same, "duplicate event_id with different contents")
+
+    # Opens and clicks must follow a send of the same message.
+    ok = reason.isna()
+    sends = df[ok & (df["event_type"] == "send")]
+    send_ts = sends.drop_duplicates("message_id").set_index("message_id")["timestamp"]
+    follow = ok & df["event_type"].isin(["open", "click", "bounce"])
+    matched = df.loc[follow, "message_id"].map(send_ts)
+    no_send = pd.Series(False, index=df.index)
+    no_send[follow] = matched.isna().to_numpy()
+    flag(no_send, "no send for message_id")
+    before = pd.Series(False, index=df.index)
+    before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool)
+    flag(before, "before its send")
+    dup_send = ok & (df["event_type"] == "send") & df["message_id"].duplicated(keep="first")
+    flag(dup_send & reason.isna(), "second send for message_id")
+
+    bad = reason.notna()
+    rejects = raw.loc[bad].astype("object").astype(str).copy()
+    rejects["reason"] = reason[bad].values
+    rejects.insert(0, "source_row", np.flatnonzero(bad.to_numpy()))
+    accepted = df.loc[~bad].copy()
+    accepted.loc[accepted["event_type"] != "open", "machine_open"] = pd.NA
+    accepted = accepted.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+    for c in ("event_id", "user_id", "message_id", "event_type"):
+        accepted[c] = accepted[c].astype(str)
+    return ReadResult(accepted=accepted, rejects=rejects.reset_index(drop=True), read=read)
+
+
+def read_events(path: str | Path, now: pd.Timestamp | None = None) -> ReadResult:
+    """Read and validate events from Parquet (file or folder) or CSV."""
+    raw = _read_table(path, "events")
+    _require(raw, EVENT_COLUMNS, "events", path)
+    return validate_events(raw.reset_index(drop=True), now=now)
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def known_timezone(name: str | None) -> bool:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones())
+    return bool(name) and name in _ZONES
+
+
+def validate_users(raw: pd.DataFrame) -> ReadResult:
+    read = len(raw)
+    df = pd.DataFrame(index=raw.index)
+    df["user_id"] = _as_text(raw["user_id"])
+    df["timezone"] = _as_text(raw["timezone"])
+    df["segment"] = _as_text(raw["segment"]) if "segment" in raw.columns else None
+    reason = pd.Series([None] * read, index=raw.index, dtype="object")
+    reason[df["user_id"].isna()] = "missing user_id"
+    zones = df["timezone"].dropna().unique()
+    bad_zones = {z for z in zones if not known_timezone(z)}
+    reason[reason.isna() & df["timezone"].isin(bad_zones)] = "unknown timezone"
+    reason[reason.isna() & df["user_id"].duplicated(keep="first")] = "duplicate user_id"
+    bad = reason.notna()
+    rejects = raw.loc[bad].astype("object").astype(str).copy()
+    rejects["reason"] = reason[bad].values
+    rejects.insert(0, "source_row", np.flatnonzero(bad.to_numpy()))
+    accepted = df.loc[~bad].reset_index(drop=True)
+    accepted["user_id"] = accepted["user_id"].astype(str)
+    accepted["segment"] = accepted["segment"].fillna("unknown").astype(str)
+    return ReadResult(accepted=accepted, rejects=rejects.reset_index(drop=True), read=read)
+
+
+def read_users(path: str | Path) -> ReadResult:
+    """Read and validate the users table: ``user_id``, ``timezone`` (IANA), optional ``segment``."""
+    raw = _read_table(path, "users")
+    _require(raw, USER_COLUMNS, "users", path)
+    return validate_users(raw.reset_index(drop=True))
+
+
+def write_rejects(result: ReadResult, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    result.rejects.to_csv(p, index=False)
+    return p

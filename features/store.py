@@ -1,0 +1,74 @@
+"""Save and load a feature snapshot (table, activity profiles, population prior) as files.
+
+The nightly run publishes one snapshot next to its predictions; the service loads it to answer
+users by their features and to build cold-start rows from the prior.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import FEATURE_SET_VERSION
+from features.engagement import UserFeatures
+from features.profiles import PopulationPrior
+
+TABLE = "user_features.parquet"
+PROFILES = "profiles.npy"
+PRIOR = "prior.json"
+
+
+def prior_to_dict(prior: PopulationPrior) -> dict:
+    return {
+        "decay": prior.decay,
+        "open_rate": prior.open_rate,
+        "lam_pop": [float(x) for x in prior.lam_pop],
+        "lam_group": {k: [float(x) for x in v] for k, v in prior.lam_group.items()},
+    }
+
+
+def prior_from_dict(d: dict) -> PopulationPrior:
+    return PopulationPrior(
+        decay=float(d["decay"]),
+        lam_pop=np.asarray(d["lam_pop"], dtype=np.float64),
+        lam_group={k: np.asarray(v, dtype=np.float64) for k, v in d["lam_group"].items()},
+        open_rate=float(d["open_rate"]),
+    )
+
+
+def save_features(uf: UserFeatures, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    uf.table.reset_index().to_parquet(folder / TABLE, index=False)
+    np.save(folder / PROFILES, uf.lam.astype(np.float32))
+    meta = {
+        "feature_set_version": FEATURE_SET_VERSION,
+        "as_of": uf.as_of.isoformat(),
+        "horizon": uf.horizon,
+        "prior": prior_to_dict(uf.prior),
+    }
+    (folder / PRIOR).write_text(json.dumps(meta))
+    return folder
+
+
+def load_features(folder: str | Path, mmap: bool = True) -> UserFeatures:
+    folder = Path(folder)
+    meta = json.loads((folder / PRIOR).read_text())
+    if meta.get("feature_set_version") != FEATURE_SET_VERSION:
+        raise ValueError(
+            f"feature snapshot {folder} has version {meta.get('feature_set_version')!r}, expected {FEATURE_SET_VERSION!r}"
+        )
+    table = pd.read_parquet(folder / TABLE).set_index("user_id")
+    lam = np.load(folder / PROFILES, mmap_mode="r" if mmap else None)
+    if lam.shape != (len(table), 168):
+        raise ValueError(f"feature snapshot {folder}: profiles shape {lam.shape} does not match {len(table)} users")
+    return UserFeatures(
+        as_of=pd.Timestamp(meta["as_of"]),
+        table=table,
+        lam=np.asarray(lam),
+        prior=prior_from_dict(meta["prior"]),
+        horizon=int(meta["horizon"]),
+    )

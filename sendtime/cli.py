@@ -1,0 +1,218 @@
+"""The ``sendtime`` command line. Every command validates its input and, on failure, exits
+non-zero with a one-line reason (no traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Send-time optimization: simulate, train nightly, predict, evaluate and serve.",
+)
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_READY = 3
+EXIT_UNAVAILABLE = 4
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _settings():
+    from sendtime.settings import Settings
+
+    try:
+        return Settings.from_env().prepare()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _progress():
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{time.time() - t0:7.1f}s[/] {msg}", soft_wrap=True)
+
+    return say
+
+
+def _known_errors():
+    from features.contract import ContractError
+    from serving.model_store import NotReady
+    from training.registry import TrackingUnavailable
+
+    return ContractError, NotReady, TrackingUnavailable
+
+
+@app.command()
+def simulate(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write events, users and ground truth into."),
+    users: int = typer.Option(2000, "--users", min=1, max=50_000_000, help="Number of users."),
+    days: int = typer.Option(90, "--days", min=7, max=3650, help="Days of history."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    world: str = typer.Option("default", "--world", help="Preset: default, no-flags, one-hour, random-rhythms."),
+    end: Optional[str] = typer.Option(None, "--end", help="As-of date the history ends at (YYYY-MM-DD)."),
+) -> None:
+    """Write a synthetic world (events, users, ground truth) in the input contract."""
+    from sendtime.simulate import simulate_world, world_config, write_world
+
+    overrides = {"n_users": users, "days": days, "seed": seed}
+    if end:
+        overrides["end"] = end
+    try:
+        cfg = world_config(world, **overrides)
+    except ValueError as exc:
+        fail(str(exc))
+    say = _progress()
+    w = simulate_world(cfg, progress=say)
+    paths = write_world(w, out_dir)
+    n_send = int((w.events["event_type"] == "send").sum())
+    out.print(
+        f"world '{world}': {len(w.users):,} users, {len(w.events):,} events ({n_send:,} sends) "
+        f"from {cfg.start_ts.date()} to {cfg.end_ts.date()} (as-of), status-quo hour {w.status_quo_utc_hour:02d}:00 UTC"
+    )
+    out.print(f"written to {paths['events'].parent}")
+
+
+@app.command()
+def nightly(
+    events: Path = typer.Option(..., "--events", help="Events: Parquet file or folder, or CSV."),
+    users: Path = typer.Option(..., "--users", help="Users: Parquet or CSV with user_id, timezone."),
+    as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD: only events before it are used."),
+) -> None:
+    """Validate, build features, train, gate and promote, and publish tomorrow's predictions."""
+    from sendtime.nightly import parse_as_of, run_nightly
+
+    settings = _settings()
+    ContractError, NotReady, TrackingUnavailable = _known_errors()
+    try:
+        cutoff = parse_as_of(as_of)
+        r = run_nightly(settings, events, users, cutoff, say=_progress())
+    except TrackingUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except (ContractError, ValueError, FileNotFoundError, NotReady) as exc:
+        fail(str(exc))
+    m = r.metrics
+    out.print("\n[bold]nightly run complete[/]")
+    out.print(f"  {r.events.summary('events')}")
+    out.print(f"  {r.users.summary('users')}")
+    for what, path in r.rejects.items():
+        out.print(f"  rejected {what} written to {path}")
+    out.print(f"  validation: ROC AUC {m['roc_auc']:.4f}  log loss {m['log_loss']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")
+    verdict = "promoted to champion" if r.promoted else "kept as challenger"
+    out.print(f"  model v{r.model_version} {verdict}: {r.reason}")
+    out.print(f"  predictions for {r.as_of.date()} (champion v{r.champion_version}): {r.predictions}")
+    out.print(f"  MLflow run {r.run_id} in {settings.tracking_uri}")
+    out.print(f"  took {r.seconds:.1f}s")
+
+
+@app.command()
+def predict(
+    date: str = typer.Option(..., "--date", help="Local date to score, YYYY-MM-DD."),
+    out_file: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Rebuild features from these events instead of the last nightly run."),
+    users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --events)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Feature cutoff (with --events); default: the date."),
+) -> None:
+    """Score the 24 local hours of a date for every user; write best hour and all scores."""
+    import pandas as pd
+
+    settings = _settings()
+    ContractError, NotReady, TrackingUnavailable = _known_errors()
+    try:
+        day = pd.Timestamp(date).date()
+    except (ValueError, TypeError):
+        fail(f"--date must be a date like 2026-03-30, got {date!r}")
+    if (events is None) != (users is None):
+        fail("--events and --users go together")
+    try:
+        from serving.model_store import load_champion, load_scorer
+        from serving.scoring import Scorer
+
+        if events is None:
+            scorer, _ = load_scorer(settings)
+        else:
+            from features.contract import read_events, read_users
+            from features.engagement import build_user_features
+            from features.messages import build_messages
+            from features.profiles import ShrinkageParams
+            from sendtime.nightly import parse_as_of
+
+            cutoff = parse_as_of(as_of or date)
+            ev, us = read_events(events), read_users(users)
+            console.print(ev.summary("events"))
+            console.print(us.summary("users"))
+            msgs = build_messages(ev.accepted.loc[ev.accepted["timestamp"] < cutoff], us.accepted, settings.default_timezone)
+            uf = build_user_features(msgs, us.accepted, cutoff, ShrinkageParams(horizon_hours=settings.horizon_hours), settings.default_timezone)
+            model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+            scorer = Scorer(model=model, model_version=version, input_columns=columns, features=uf)
+        preds = scorer.predict_day(day)
+    except NotReady as exc:
+        fail(str(exc), EXIT_NOT_READY)
+    except (ContractError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    preds.to_parquet(out_file, index=False)
+    by_source = preds["source"].value_counts().to_dict()
+    out.print(f"{len(preds):,} users scored for {day} with model v{scorer.model_version} ({by_source}) -> {out_file}")
+
+
+@app.command()
+def evaluate(
+    world: Path = typer.Option(..., "--world", help="Folder written by `sendtime simulate`."),
+    predictions: Path = typer.Option(..., "--predictions", help="Parquet written by `sendtime predict` or the nightly run."),
+) -> None:
+    """Expected open rate of each policy against the simulator's ground truth."""
+    from sendtime.evaluate import evaluate_predictions
+
+    ContractError, *_ = _known_errors()
+    try:
+        rep = evaluate_predictions(world, predictions)
+    except (ContractError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    out.print(f"date {rep.date}, {rep.users:,} users")
+    out.print(rep.table().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out.print(f"[bold]capture of the oracle's gain over the status quo: {rep.capture:.3f}[/]")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(3000, "--port", min=1, max=65535, help="Port."),
+) -> None:
+    """Start the HTTP API (BentoML) with the champion model and the published features."""
+    settings = _settings()
+    from serving.model_store import NotReady, current_snapshot
+
+    try:
+        current_snapshot(settings.published_dir)
+    except NotReady as exc:
+        fail(str(exc), EXIT_NOT_READY)
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:SendTime", "--host", host, "--port", str(port)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    console.print(f"serving on http://{host}:{port} (docs at /docs)")
+    raise typer.Exit(subprocess.call(cmd, env=env, cwd=str(root)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The nightly run: validate, build features, train, gate and promote, publish predictions.
+
+Outputs are published atomically: everything is written into a fresh folder under
+``published/`` and only then does ``published/CURRENT`` move to it, so a run killed halfway
+leaves the previous snapshot being served.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+import pandas as pd
+
+from features.contract import ReadResult, read_events, read_users, write_rejects
+from features.engagement import build_user_features
+from features.messages import build_messages
+from features.profiles import ShrinkageParams
+from features.store import save_features
+from sendtime.settings import Settings
+from serving.model_store import load_champion, publish_pointer
+from serving.scoring import Scorer
+from training.dataset import build_training_set
+from training.model import ForestParams
+from training.registry import configure
+from training.train import train_and_register
+
+
+@dataclass
+class NightlyResult:
+    as_of: pd.Timestamp
+    events: ReadResult
+    users: ReadResult
+    run_id: str
+    model_version: str
+    champion_version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    published: Path
+    predictions: Path
+    rejects: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def parse_as_of(text: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise ValueError(f"--as-of must be a date like 2026-03-30, got {text!r}") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def run_nightly(
+    settings: Settings,
+    events_path: str | Path,
+    users_path: str | Path,
+    as_of: pd.Timestamp,
+    say: Callable[[str], None] = print,
+) -> NightlyResult:
+    t0 = time.time()
+    settings.prepare()
+    configure(settings.tracking_uri, settings.registry_uri, settings.experiment, settings.artifact_root)
+
+    say(f"reading events from {events_path}")
+    ev = read_events(events_path)
+    say(ev.summary("events"))
+    us = read_users(users_path)
+    say(us.summary("users"))
+    events = ev.accepted.loc[ev.accepted["timestamp"] < as_of]
+    if events.empty or not (events["event_type"] == "send").any():
+        raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
+    ignored = len(ev.accepted) - len(events)
+    if ignored:
+        say(f"{ignored:,} accepted events at or after the as-of cutoff are not used")
+
+    with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
+        run_dir = settings.runs_dir / run.info.run_id
+        rejects = {}
+        if ev.n_rejected:
+            rejects["events"] = write_rejects(ev, run_dir / "rejects_events.csv")
+        if us.n_rejected:
+            rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")
+        for path in rejects.values():
+            mlflow.log_artifact(str(path), artifact_path="rejects")
+        mlflow.log_metrics({
+            "events_read": ev.read, "events_accepted": ev.n_accepted, "events_rejected": ev.n_rejected,
+            "users_read": us.read, "users_accepted": us.n_accepted, "users_rejected": us.n_rejected,
+        })
+        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path)})
+
+        say("building messages and training rows (point-in-time snapshots)")
+        msgs = build_messages(events, us.accepted, settings.default_timezone)
+        params = ShrinkageParams(horizon_hours=settings.horizon_hours)
+        ts = build_training_set(
+            msgs, us.accepted, as_of, settings.horizon_hours, settings.validation_days,
+            settings.snapshot_days, settings.max_train_rows, settings.random_state,
+            settings.default_timezone, params, progress=say,
+        )
+        forest = ForestParams(
+            n_estimators=settings.n_estimators, max_depth=settings.max_depth,
+            min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
+            n_jobs=settings.n_jobs,
+        )
+        result = train_and_register(
+            ts, forest, settings.model_name, settings.gate_tolerance,
+            extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
+            progress=say,
+        )
+        say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
+
+        say("building serving features as of the cutoff and publishing")
+        uf = build_user_features(msgs, us.accepted, as_of, params=params, default_tz=settings.default_timezone)
+        model, champ_version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+        scorer = Scorer(model=model, model_version=champ_version, input_columns=columns, features=uf)
+        folder_name = f"{as_of.date().isoformat()}_{run.info.run_id[:12]}"
+        staging = settings.published_dir / f".staging_{folder_name}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        save_features(uf, staging / "features")
+        predictions = scorer.predict_day(as_of.date())
+        predictions.to_parquet(staging / "predictions.parquet", index=False)
+        manifest = {
+            "as_of": as_of.isoformat(),
+            "run_id": run.info.run_id,
+            "model_name": settings.model_name,
+            "model_version": champ_version,
+            "trained_version": result.model_version,
+            "promoted": result.decision.promoted,
+            "prediction_date": as_of.date().isoformat(),
+            "users": int(len(uf.table)),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        final = settings.published_dir / folder_name
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        publish_pointer(settings.published_dir, folder_name)
+        mlflow.log_dict(manifest, "published/manifest.json")
+        mlflow.log_metrics({
+            "users_scored": len(predictions),
+            "users_prior": int((predictions["source"] == "prior").sum()),
+        })
+
+    return NightlyResult(
+        as_of=as_of, events=ev, users=us, run_id=run.info.run_id,
+        model_version=result.model_version, champion_version=champ_version,
+        promoted=result.decision.promoted, reason=result.decision.reason,
+        metrics=result.metrics, published=final, predictions=final / "predictions.parquet",
+        rejects=rejects, seconds=time.time() - t0,
+    )

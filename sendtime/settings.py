@@ -1,0 +1,119 @@
+"""One typed settings object, read from the environment and passed explicitly.
+
+Everything defaults to embedded, local state under ``SENDTIME_HOME`` (SQLite MLflow store,
+file artifacts, published outputs, BentoML store) so nothing needs a server; teams with a
+tracking server override ``MLFLOW_TRACKING_URI`` and friends.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+MODEL_NAME_DEFAULT = "sendtime-open-model"
+
+# Environment variables that switch off outbound telemetry of MLflow and BentoML.
+TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str
+    experiment: str = "sendtime"
+    model_name: str = MODEL_NAME_DEFAULT
+    default_timezone: str = "UTC"
+    horizon_hours: int = 24
+    validation_days: int = 14
+    snapshot_days: int = 7
+    max_train_rows: int = 400_000
+    n_estimators: int = 120
+    max_depth: int = 14
+    min_samples_leaf: int = 40
+    random_state: int = 0
+    n_jobs: int = -1
+    gate_tolerance: float = 0.002
+    api_key: str | None = field(default=None, repr=False)
+    max_users_per_request: int = 10_000
+    max_window_hours: int = 24 * 7
+
+    @property
+    def published_dir(self) -> Path:
+        return self.home / "published"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        home = Path(env.get("SENDTIME_HOME") or Path.cwd() / ".sendtime").expanduser().resolve()
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        registry = env.get("MLFLOW_REGISTRY_URI") or tracking
+        artifacts = env.get("SENDTIME_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri()
+        return cls(
+            home=home,
+            tracking_uri=tracking,
+            registry_uri=registry,
+            artifact_root=artifacts,
+            experiment=env.get("SENDTIME_EXPERIMENT", "sendtime"),
+            model_name=env.get("SENDTIME_MODEL_NAME", MODEL_NAME_DEFAULT),
+            default_timezone=env.get("SENDTIME_DEFAULT_TIMEZONE", "UTC"),
+            horizon_hours=_int(env, "SENDTIME_HORIZON_HOURS", 24),
+            validation_days=_int(env, "SENDTIME_VALIDATION_DAYS", 14),
+            snapshot_days=_int(env, "SENDTIME_SNAPSHOT_DAYS", 7),
+            max_train_rows=_int(env, "SENDTIME_MAX_TRAIN_ROWS", 400_000),
+            n_estimators=_int(env, "SENDTIME_N_ESTIMATORS", 120),
+            max_depth=_int(env, "SENDTIME_MAX_DEPTH", 14),
+            min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 40),
+            random_state=_int(env, "SENDTIME_RANDOM_STATE", 0),
+            n_jobs=_int(env, "SENDTIME_N_JOBS", -1),
+            gate_tolerance=_float(env, "SENDTIME_GATE_TOLERANCE", 0.002),
+            api_key=env.get("SENDTIME_API_KEY") or None,
+            max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
+        )
+
+    def prepare(self) -> "Settings":
+        """Create the state folders and make the local process quiet and loopback-only."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.published_dir.mkdir(parents=True, exist_ok=True)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        for key, value in TELEMETRY_OFF.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home))
+        return self

@@ -1,0 +1,691 @@
+"""Synthetic email-engagement world with known ground truth (fully vectorized).
+
+The generator draws users (time zone, segment, daily rhythm, engagement, Apple MPP), a
+status-quo campaign schedule with a logged exploration policy, and every send / open /
+click / bounce / unsubscribe event, and it returns the exact ground truth the opens were
+sampled from, so downstream models can be scored against it.
+
+Model
+-----
+* Hour of week ``how = local_weekday * 24 + local_hour`` (Monday = 0) in the user's own
+  time zone, converted DST-correctly with pandas ``tz_convert`` per zone.
+* Each user has an hourly attention rate ``lam[how] >= 0`` (168 values).
+* A message delivered at local ``how = h`` is opened by the human within the horizon with
+  probability ``p(h) = 1 - exp(-sum_{k<H} lam[(h+k) % 168] * decay**k)``; the open hour
+  ``k`` is sampled with exactly that discrete hazard (first hour with success), the minute
+  uniformly within the hour.  ``truth.p_open`` is exactly ``p(h)``.  Note that the hazard
+  index advances one hour-of-week per elapsed hour from the *delivery* how, even if a DST
+  change happens inside the horizon; this keeps the truth exact by construction.
+* Sends happen at whole UTC hours (plus < 20 s of jitter).  All time zones used have
+  whole-hour UTC offsets (no India/Nepal/Adelaide/...), so a whole UTC hour is always a
+  whole local hour and the delivery how is unambiguous.
+* Apple MPP users: every delivered message gets a machine open 2 s..10 min after delivery;
+  their human opens are observed only with probability 0.15 (pixel cached), their clicks
+  always.  Non-MPP users: every human open is an open event.
+* Events are right-censored at ``end``: opens/clicks of late sends that would fall on or
+  after ``end`` are not in the log (``message_truth`` still has them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "WorldConfig",
+    "World",
+    "PRESETS",
+    "PERSONAS",
+    "SEGMENTS",
+    "TIMEZONES",
+    "EVENT_COLUMNS",
+    "world_config",
+    "simulate_world",
+    "write_world",
+    "load_truth",
+    "local_how",
+]
+
+EVENT_COLUMNS = [
+    "event_id",
+    "user_id",
+    "message_id",
+    "event_type",
+    "timestamp",
+    "machine_open",
+    "propensity",
+]
+EVENT_TYPES = ("send", "bounce", "open", "click", "unsubscribe")  # also the tie-break order
+
+US_HOUR = 3_600_000_000  # microseconds
+US_SEC = 1_000_000
+US_DAY = 24 * US_HOUR
+
+# Time zone mix (normalised).  Every zone has whole-hour offsets all year (required: sends
+# are on whole UTC hours and the truth is indexed by whole local hours).
+TIMEZONES: dict[str, float] = {
+    "America/New_York": 0.20,
+    "America/Chicago": 0.08,
+    "America/Los_Angeles": 0.12,
+    "America/Sao_Paulo": 0.05,
+    "Europe/London": 0.12,
+    "Europe/Berlin": 0.12,
+    "Europe/Madrid": 0.05,
+    "Asia/Tokyo": 0.07,
+    "Asia/Singapore": 0.05,
+    "Australia/Sydney": 0.07,
+    "Africa/Johannesburg": 0.03,
+    "Pacific/Auckland": 0.02,
+    "UTC": 0.02,
+}
+
+# Persona daily curves: (centre hour, sigma hours, height) Gaussian bumps, separately for
+# weekdays (Mon-Fri) and weekend days.  Bumps live on the 168-hour ring, so late bumps
+# spill over midnight into the next day.
+PERSONAS: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+    "early_bird": {"weekday": [(7.0, 1.0, 1.0)], "weekend": [(8.5, 1.4, 0.8)]},
+    "commuter": {
+        "weekday": [(8.0, 0.9, 1.0), (18.0, 1.0, 0.9)],
+        "weekend": [(11.0, 2.0, 0.45)],
+    },
+    "office": {
+        "weekday": [(10.0, 1.1, 1.0), (14.5, 1.4, 0.85)],
+        "weekend": [(11.0, 2.0, 0.12)],
+    },
+    "lunch": {"weekday": [(12.5, 0.8, 1.0)], "weekend": [(13.0, 1.6, 0.6)]},
+    "evening": {"weekday": [(20.5, 1.3, 1.0)], "weekend": [(18.5, 2.2, 0.9)]},
+    "night_owl": {"weekday": [(23.5, 1.2, 1.0)], "weekend": [(0.8, 1.6, 1.0)]},
+}
+PERSONA_NAMES = tuple(PERSONAS)
+
+# Segment mix and persona mix per segment (business -> mostly office / commuter).
+SEGMENTS: dict[str, tuple[float, dict[str, float]]] = {
+    "consumer": (
+        0.60,
+        {"early_bird": .15, "commuter": .15, "office": .10, "lunch": .20, "evening": .25, "night_owl": .15},
+    ),
+    "business": (
+        0.28,
+        {"early_bird": .10, "commuter": .30, "office": .45, "lunch": .10, "evening": .05, "night_owl": .00},
+    ),
+    "student": (
+        0.12,
+        {"early_bird": .05, "commuter": .05, "office": .05, "lunch": .20, "evening": .30, "night_owl": .35},
+    ),
+}
+
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "no-flags": {"machine_flags": False},
+    "one-hour": {"campaign_hours": ((14, 1.0),), "explore_rate": 0.05},
+    "random-rhythms": {"rhythm": "random"},
+}
+
+# Fixed behavioural constants.
+RECEIVE_PROB = 0.85          # an active user gets a given campaign
+BOUNCE_PROB = 0.005          # per send
+UNSUB_PROB = 0.002           # per human open
+MPP_HUMAN_OBSERVED = 0.15    # MPP human opens that still fire the pixel
+NEW_USER_DAYS = 14
+NEW_USER_MAX_SENDS = 6
+BASELINE = 0.04              # relative to the peak of the daily curve
+ENGAGEMENT_MEDIAN = 0.33     # median peak hourly hazard a_u (lognormal)
+ENGAGEMENT_SIGMA = 0.6
+SEND_JITTER_S = 20           # sends at hh:00:00 + U[0, 20) s
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    n_users: int = 2000
+    days: int = 90
+    seed: int = 0
+    # As-of date: exclusive end of history, UTC midnight.  With 90 days the default history
+    # (2026-01-13 .. 2026-04-12) crosses US (Mar 8) and EU (Mar 29) spring-forward and the
+    # Australia / New Zealand fall-back (Apr 5).
+    end: str = "2026-04-13"
+    rhythm: str = "personas"  # "personas" | "random"
+    campaign_hours: tuple[tuple[int, float], ...] = ((14, 0.6), (17, 0.25), (1, 0.15))
+    explore_rate: float = 0.08
+    mpp_share: float = 0.3
+    machine_flags: bool = True
+    new_user_share: float = 0.15
+    no_history_share: float = 0.03
+    campaigns_per_week: float = 3.0
+    decay: float = 0.75
+    horizon_hours: int = 24
+
+    def __post_init__(self) -> None:
+        ch = tuple((int(h), float(w)) for h, w in self.campaign_hours)
+        object.__setattr__(self, "campaign_hours", ch)
+        if not ch:
+            raise ValueError("campaign_hours must not be empty")
+        for h, w in ch:
+            if not 0 <= h <= 23:
+                raise ValueError(f"campaign hour {h} is not a UTC hour 0..23")
+            if w < 0:
+                raise ValueError(f"campaign hour weight {w} is negative")
+        if sum(w for _, w in ch) <= 0:
+            raise ValueError("campaign_hours weights must sum to > 0")
+        if self.rhythm not in ("personas", "random"):
+            raise ValueError(f"rhythm must be 'personas' or 'random', got {self.rhythm!r}")
+        if self.n_users < 0 or self.days < 1 or self.horizon_hours < 1:
+            raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
+        for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        if self.new_user_share + self.no_history_share > 1.0:
+            raise ValueError("new_user_share + no_history_share must be <= 1")
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        if self.campaigns_per_week < 0:
+            raise ValueError("campaigns_per_week must be >= 0")
+        end = pd.Timestamp(self.end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        if end != end.normalize():
+            raise ValueError(f"end must be a UTC midnight, got {self.end!r}")
+
+    @property
+    def end_ts(self) -> pd.Timestamp:
+        end = pd.Timestamp(self.end)
+        return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+
+    @property
+    def start_ts(self) -> pd.Timestamp:
+        return self.end_ts - pd.Timedelta(days=self.days)
+
+    def hour_weights(self) -> np.ndarray:
+        """Normalised status-quo weight of each UTC hour 0..23."""
+        w = np.zeros(24)
+        for h, wt in self.campaign_hours:
+            w[h] += wt
+        return w / w.sum()
+
+    @property
+    def status_quo_utc_hour(self) -> int:
+        return int(np.argmax(self.hour_weights()))
+
+    def propensity(self, utc_hour) -> np.ndarray:
+        """Logging-policy probability of a send landing on ``utc_hour`` on a campaign day."""
+        w = self.hour_weights()
+        return (1.0 - self.explore_rate) * w[np.asarray(utc_hour)] + self.explore_rate / 24.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["campaign_hours"] = [list(x) for x in self.campaign_hours]
+        return d
+
+
+def world_config(preset: str = "default", **overrides) -> WorldConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown world preset {preset!r}; choose one of {sorted(PRESETS)}")
+    known = set(WorldConfig.__dataclass_fields__)
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ValueError(f"unknown WorldConfig field(s) {bad}; valid: {sorted(known)}")
+    return WorldConfig(**{**PRESETS[preset], **overrides})
+
+
+@dataclass
+class World:
+    config: WorldConfig
+    events: pd.DataFrame
+    users: pd.DataFrame
+    truth: pd.DataFrame
+    status_quo_utc_hour: int
+    # Extra ground truth (not visible to a model):
+    # open_truth: event_id, is_machine for every open event.
+    open_truth: pd.DataFrame | None = None
+    # user_truth: user_id, persona, is_mpp, engagement, click_prob, is_new, no_history,
+    #             unsubscribed_at (NaT if never).
+    user_truth: pd.DataFrame | None = None
+    # message_truth: one row per kept send: message_id, user_id, sent_at, utc_hour, how
+    #   (local delivery how), p_open, bounced, human_open, human_open_at, clicked,
+    #   machine_open_at (NaT unless MPP & delivered), human_open_observed.  Not censored.
+    message_truth: pd.DataFrame | None = None
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def is_mpp(self) -> pd.Series:
+        """Boolean Series indexed by user_id: the user is on Apple Mail Privacy Protection."""
+        ut = self.user_truth
+        return pd.Series(ut["is_mpp"].to_numpy(bool), index=pd.Index(ut["user_id"], name="user_id"), name="is_mpp")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ids(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
+    """Vectorized ``prefix + zero-padded idx`` -> object array of str."""
+    idx = np.asarray(idx, dtype=np.int64)
+    n = idx.size
+    pre = prefix.encode()
+    out = np.empty((n, len(pre) + width), dtype=np.uint8)
+    out[:, : len(pre)] = np.frombuffer(pre, dtype=np.uint8)
+    v = idx.copy()
+    for j in range(width - 1, -1, -1):
+        out[:, len(pre) + j] = 48 + v % 10
+        v //= 10
+    return out.view(f"S{len(pre) + width}").ravel().astype(f"U{len(pre) + width}").astype(object)
+
+
+def _width(n: int, minimum: int) -> int:
+    return max(minimum, len(str(max(n - 1, 0))))
+
+
+def _utc(us: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(np.asarray(us, dtype=np.int64).view("datetime64[us]")).tz_localize("UTC")
+
+
+def local_how(timestamps, timezones) -> np.ndarray:
+    """Local hour of week (Mon=0) for UTC timestamps and per-row IANA zones (DST-correct)."""
+    ts = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
+    tz = np.asarray(timezones, dtype=object)
+    out = np.empty(len(ts), dtype=np.int64)
+    for zone in pd.unique(tz):
+        m = tz == zone
+        loc = ts[m].tz_convert(zone)
+        out[m] = loc.day_of_week * 24 + loc.hour
+    return out
+
+
+def _ring_bumps(centers, sigmas, heights) -> np.ndarray:
+    """Sum of Gaussian bumps on the 168-hour ring, evaluated at hour midpoints.
+
+    centers/sigmas/heights: (n, B) in hour-of-week units -> (n, 168).
+    """
+    grid = np.arange(168, dtype=np.float64) + 0.5
+    out = np.zeros((centers.shape[0], 168))
+    for b in range(centers.shape[1]):
+        d = np.abs(grid[None, :] - centers[:, b : b + 1]) % 168.0
+        d = np.minimum(d, 168.0 - d)
+        out += heights[:, b : b + 1] * np.exp(-0.5 * (d / sigmas[:, b : b + 1]) ** 2)
+    return out
+
+
+def _expand_days(day_c, day_s, day_h, wkend_c, wkend_s, wkend_h):
+    """Per-day bumps (n, B) for weekday and weekend -> 7 days of bumps (n, 7*B)."""
+    cs, ss, hs = [], [], []
+    for d in range(7):
+        c, s, h = (wkend_c, wkend_s, wkend_h) if d >= 5 else (day_c, day_s, day_h)
+        cs.append(d * 24 + c)
+        ss.append(s)
+        hs.append(h)
+    return np.concatenate(cs, 1), np.concatenate(ss, 1), np.concatenate(hs, 1)
+
+
+def _persona_table(kind: str, nb: int):
+    c = np.zeros((len(PERSONA_NAMES), nb))
+    s = np.ones((len(PERSONA_NAMES), nb))
+    h = np.zeros((len(PERSONA_NAMES), nb))
+    for i, name in enumerate(PERSONA_NAMES):
+        for b, (cc, ss, hh) in enumerate(PERSONAS[name][kind]):
+            c[i, b], s[i, b], h[i, b] = cc, ss, hh
+    return c, s, h
+
+
+def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.ndarray) -> np.ndarray:
+    """(n, 168) daily-rhythm shape, peak-normalised to 1, plus a small baseline."""
+    if rhythm == "personas":
+        shift = rng.uniform(-1.5, 1.5, n)[:, None]          # per-user peak jitter (h)
+        wmult = rng.lognormal(0.0, 0.2, n)[:, None]          # per-user width jitter
+        parts = []
+        for kind in ("weekday", "weekend"):
+            nb = max(len(PERSONAS[p][kind]) for p in PERSONA_NAMES)
+            c, s, h = _persona_table(kind, nb)
+            hj = rng.lognormal(0.0, 0.15, (n, nb))           # per-bump height jitter
+            parts.append((c[persona] + shift, np.clip(s[persona] * wmult, 0.5, 4.0), h[persona] * hj))
+        (dc, ds, dh), (ec, es, eh) = parts
+    else:  # "random": 1-3 bumps at uniform hours, weekend drawn independently
+        parts = []
+        for _ in ("weekday", "weekend"):
+            k = rng.integers(1, 4, n)
+            c = rng.uniform(0.0, 24.0, (n, 3))
+            s = rng.uniform(0.7, 3.0, (n, 3))
+            h = rng.uniform(0.3, 1.0, (n, 3)) * (np.arange(3)[None, :] < k[:, None])
+            parts.append((c, s, h))
+        (dc, ds, dh), (ec, es, eh) = parts
+    c, s, h = _expand_days(dc, ds, dh, ec, es, eh)
+    shape = _ring_bumps(c, s, h)
+    shape /= shape.max(axis=1, keepdims=True)
+    return shape + BASELINE
+
+
+def _integrated(lam: np.ndarray, decay: float, horizon: int) -> np.ndarray:
+    """S[u, h] = sum_{k<horizon} lam[u, (h+k) % 168] * decay**k."""
+    out = np.zeros_like(lam)
+    for k in range(horizon):
+        out += (decay**k) * np.roll(lam, -k, axis=1)
+    return out
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None = None) -> World:
+    import time
+
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cfg = config
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.n_users
+    start_ts, end_ts = cfg.start_ts, cfg.end_ts
+    start_us = int(start_ts.value // 1000)
+    end_us = int(end_ts.value // 1000)
+    H = cfg.horizon_hours
+
+    # ---- users ------------------------------------------------------------------
+    say(f"users: drawing {n} users")
+    tz_names = np.array(list(TIMEZONES), dtype=object)
+    tz_p = np.array(list(TIMEZONES.values()))
+    tz_idx = rng.choice(len(tz_names), size=n, p=tz_p / tz_p.sum())
+    seg_names = np.array(list(SEGMENTS), dtype=object)
+    seg_p = np.array([v[0] for v in SEGMENTS.values()])
+    seg_idx = rng.choice(len(seg_names), size=n, p=seg_p / seg_p.sum())
+    pers_p = np.array([[SEGMENTS[s][1][p] for p in PERSONA_NAMES] for s in SEGMENTS])
+    pers_cdf = np.cumsum(pers_p / pers_p.sum(1, keepdims=True), axis=1)
+    persona = (rng.random(n)[:, None] > pers_cdf[seg_idx]).sum(1).clip(0, len(PERSONA_NAMES) - 1)
+
+    kind_u = rng.random(n)
+    no_history = kind_u < cfg.no_history_share
+    is_new = (~no_history) & (kind_u < cfg.no_history_share + cfg.new_user_share)
+    old_signup = start_us - (rng.uniform(1.0, 730.0, n) * US_DAY).astype(np.int64)
+    new_signup = end_us - (rng.uniform(0.0, NEW_USER_DAYS, n) * US_DAY).astype(np.int64)
+    signup_us = np.where(no_history, end_us, np.where(is_new, new_signup, old_signup)).astype(np.int64)
+
+    is_mpp = rng.random(n) < cfg.mpp_share
+    engagement = ENGAGEMENT_MEDIAN * rng.lognormal(0.0, ENGAGEMENT_SIGMA, n)
+    click_prob = rng.uniform(0.08, 0.30, n)
+
+    shape = _rhythm_shapes(rng, n, cfg.rhythm, persona)
+    lam = engagement[:, None] * shape                               # (n, 168)
+    S = _integrated(lam, cfg.decay, H)
+    p_open = 1.0 - np.exp(-S)
+    timings["users"] = time.perf_counter() - t0
+
+    # ---- schedule ---------------------------------------------------------------
+    say("schedule: campaigns and sends")
+    t1 = time.perf_counter()
+    p_day = min(1.0, cfg.campaigns_per_week / 7.0)
+    camp_day = np.flatnonzero(rng.random(cfg.days) < p_day)
+    w = cfg.hour_weights()
+    camp_hour = rng.choice(24, size=camp_day.size, p=w)
+    nc = camp_day.size
+    recv = rng.random((nc, n)) < RECEIVE_PROB
+    c_idx, u_idx = np.nonzero(recv)
+    m = c_idx.size
+    explore = rng.random(m) < cfg.explore_rate
+    rand_hour = rng.integers(0, 24, m)
+    hour = np.where(explore, rand_hour, camp_hour[c_idx])
+    jitter = rng.integers(0, SEND_JITTER_S * US_SEC, m)
+    hour_start = start_us + camp_day[c_idx].astype(np.int64) * US_DAY + hour.astype(np.int64) * US_HOUR
+    send_us = hour_start + jitter
+    keep = send_us > signup_us[u_idx]
+    # new users: at most NEW_USER_MAX_SENDS sends (their first eligible ones)
+    cand = np.flatnonzero(keep & is_new[u_idx])
+    order = cand[np.lexsort((send_us[cand], u_idx[cand]))]
+    ou = u_idx[order]
+    pos = np.arange(ou.size)
+    grp_first = np.maximum.accumulate(np.where(np.r_[True, ou[1:] != ou[:-1]], pos, 0)) if ou.size else pos
+    rank = np.zeros(m, dtype=np.int64)
+    rank[order] = pos - grp_first
+    keep &= ~(is_new[u_idx] & (rank >= NEW_USER_MAX_SENDS))
+
+    (c_idx, u_idx, hour, jitter, hour_start, send_us, explore) = (
+        a[keep] for a in (c_idx, u_idx, hour, jitter, hour_start, send_us, explore)
+    )
+    m = send_us.size
+    propensity = cfg.propensity(hour)
+
+    # local delivery hour of week: per-zone lookup table over the UTC hours of the history
+    n_hours = cfg.days * 24
+    hour_grid = _utc(start_us + np.arange(n_hours, dtype=np.int64) * US_HOUR)
+    how_table = np.empty((len(tz_names), n_hours), dtype=np.int64)
+    for z, zone in enumerate(tz_names):
+        loc = hour_grid.tz_convert(zone)
+        how_table[z] = loc.day_of_week * 24 + loc.hour
+    how = how_table[tz_idx[u_idx], (hour_start - start_us) // US_HOUR]
+    timings["schedule"] = time.perf_counter() - t1
+
+    # ---- outcomes ---------------------------------------------------------------
+    say(f"outcomes: sampling {m} sends")
+    t2 = time.perf_counter()
+    bounced = rng.random(m) < BOUNCE_PROB
+    E = rng.exponential(1.0, m)
+    lam_flat = lam.ravel()
+    row = u_idx.astype(np.int64) * 168
+    C = np.zeros(m)
+    k_open = np.full(m, -1, dtype=np.int64)
+    for k in range(H):
+        C += lam_flat[row + (how + k) % 168] * (cfg.decay**k)
+        hit = (k_open < 0) & (C > E)
+        k_open[hit] = k
+    human_open = (k_open >= 0) & ~bounced
+    u_off = rng.random(m)
+    lo = np.where(k_open == 0, jitter + US_SEC, 0)
+    off = lo + (u_off * (US_HOUR - lo)).astype(np.int64)
+    human_open_us = hour_start + np.maximum(k_open, 0) * US_HOUR + off
+    clicked = human_open & (rng.random(m) < click_prob[u_idx])
+    click_us = human_open_us + rng.integers(US_SEC, 600 * US_SEC, m)
+    mpp_s = is_mpp[u_idx]
+    machine = mpp_s & ~bounced
+    machine_us = send_us + rng.integers(2 * US_SEC, 600 * US_SEC + 1, m)
+    observed = human_open & (~mpp_s | (rng.random(m) < MPP_HUMAN_OBSERVED))
+    bounce_us = send_us + rng.integers(US_SEC, 60 * US_SEC + 1, m)
+    unsub_flag = human_open & (rng.random(m) < UNSUB_PROB)
+    unsub_us = human_open_us + rng.integers(30 * US_SEC, 10 * 60 * US_SEC, m)
+
+    # unsubscribes: first one per user; no sends to that user afterwards
+    big = np.iinfo(np.int64).max
+    first_unsub = np.full(n, big, dtype=np.int64)
+    np.minimum.at(first_unsub, u_idx[unsub_flag], unsub_us[unsub_flag])
+    keep = send_us < first_unsub[u_idx]
+    unsub_event = unsub_flag & (unsub_us == first_unsub[u_idx]) & keep
+    first_unsub = np.where(first_unsub < end_us, first_unsub, big)  # censored ones never happened
+
+    arrs = dict(
+        u_idx=u_idx, hour=hour, how=how, send_us=send_us, propensity=propensity, bounced=bounced,
+        human_open=human_open, human_open_us=human_open_us, clicked=clicked, click_us=click_us,
+        machine=machine, machine_us=machine_us, observed=observed, bounce_us=bounce_us,
+        unsub_event=unsub_event, unsub_us=unsub_us,
+    )
+    arrs = {k_: v[keep] for k_, v in arrs.items()}
+    # message ids in send-time order
+    mo = np.lexsort((arrs["u_idx"], arrs["send_us"]))
+    arrs = {k_: v[mo] for k_, v in arrs.items()}
+    m = arrs["send_us"].size
+    msg = np.arange(m, dtype=np.int64)
+    timings["outcomes"] = time.perf_counter() - t2
+
+    # ---- events -----------------------------------------------------------------
+    say("events: assembling the log")
+    t3 = time.perf_counter()
+    a = arrs
+    parts_msg, parts_type, parts_ts, parts_mach = [], [], [], []
+
+    def add(mask, type_code, ts, mach):
+        mask = mask & (ts < end_us)
+        parts_msg.append(msg[mask])
+        parts_type.append(np.full(int(mask.sum()), type_code, dtype=np.int8))
+        parts_ts.append(ts[mask])
+        parts_mach.append(np.full(int(mask.sum()), mach, dtype=np.int8))
+
+    ones = np.ones(m, dtype=bool)
+    add(ones, 0, a["send_us"], -1)
+    add(a["bounced"], 1, a["bounce_us"], -1)
+    add(a["machine"], 2, a["machine_us"], 1)
+    add(a["observed"], 2, a["human_open_us"], 0)
+    add(a["clicked"], 3, a["click_us"], -1)
+    add(a["unsub_event"], 4, a["unsub_us"], -1)
+    e_msg = np.concatenate(parts_msg)
+    e_type = np.concatenate(parts_type)
+    e_ts = np.concatenate(parts_ts)
+    e_mach = np.concatenate(parts_mach)
+    eo = np.lexsort((e_mach, e_msg, e_type, e_ts))
+    e_msg, e_type, e_ts, e_mach = e_msg[eo], e_type[eo], e_ts[eo], e_mach[eo]
+    ne = e_ts.size
+
+    user_ids = _ids("u", np.arange(n), _width(n, 6))
+    msg_ids = _ids("m", msg, _width(m, 8))
+    event_ids = _ids("e", np.arange(ne), _width(ne, 9))
+    e_user = a["u_idx"][e_msg]
+    is_open = e_type == 2
+    if cfg.machine_flags:
+        mo_vals = e_mach == 1
+        mo_mask = ~is_open
+    else:
+        mo_vals = np.zeros(ne, dtype=bool)
+        mo_mask = np.ones(ne, dtype=bool)
+    prop = np.where(e_type == 0, a["propensity"][e_msg], np.nan)
+    events = pd.DataFrame(
+        {
+            "event_id": event_ids,
+            "user_id": user_ids[e_user],
+            "message_id": msg_ids[e_msg],
+            "event_type": np.array(EVENT_TYPES, dtype=object)[e_type],
+            "timestamp": _utc(e_ts),
+            "machine_open": pd.arrays.BooleanArray(mo_vals, mo_mask),
+            "propensity": prop.astype(np.float64),
+        },
+        columns=EVENT_COLUMNS,
+    )
+    open_truth = pd.DataFrame({"event_id": event_ids[is_open], "is_machine": e_mach[is_open] == 1})
+    timings["events"] = time.perf_counter() - t3
+
+    # ---- tables -----------------------------------------------------------------
+    say("truth: users, truth, message truth")
+    t4 = time.perf_counter()
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "timezone": tz_names[tz_idx],
+            "segment": seg_names[seg_idx],
+            "signup_at": _utc(signup_us),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "user_id": np.repeat(user_ids, 168),
+            "how": np.tile(np.arange(168, dtype=np.int64), n),
+            "p_open": p_open.ravel(),
+        }
+    )
+    nat = np.iinfo(np.int64).min
+    unsub_at = np.where(first_unsub < big, first_unsub, nat)
+    user_truth = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "persona": (np.array(PERSONA_NAMES, dtype=object)[persona] if cfg.rhythm == "personas"
+                        else np.full(n, "random", dtype=object)),
+            "is_mpp": is_mpp,
+            "engagement": engagement,
+            "click_prob": click_prob,
+            "is_new": is_new,
+            "no_history": no_history,
+            "unsubscribed_at": pd.DatetimeIndex(unsub_at.view("datetime64[us]")).tz_localize("UTC"),
+        }
+    )
+    message_truth = pd.DataFrame(
+        {
+            "message_id": msg_ids,
+            "user_id": user_ids[a["u_idx"]],
+            "sent_at": _utc(a["send_us"]),
+            "utc_hour": a["hour"].astype(np.int64),
+            "how": a["how"],
+            "p_open": p_open[a["u_idx"], a["how"]],
+            "propensity": a["propensity"],
+            "bounced": a["bounced"],
+            "human_open": a["human_open"],
+            "human_open_at": pd.DatetimeIndex(
+                np.where(a["human_open"], a["human_open_us"], nat).view("datetime64[us]")
+            ).tz_localize("UTC"),
+            "human_open_observed": a["observed"],
+            "clicked": a["clicked"],
+            "machine_open_at": pd.DatetimeIndex(
+                np.where(a["machine"], a["machine_us"], nat).view("datetime64[us]")
+            ).tz_localize("UTC"),
+        }
+    )
+    timings["tables"] = time.perf_counter() - t4
+    timings["total"] = time.perf_counter() - t0
+    say(f"done: {ne} events, {m} sends in {timings['total']:.1f}s")
+    return World(
+        config=cfg,
+        events=events,
+        users=users,
+        truth=truth,
+        status_quo_utc_hour=cfg.status_quo_utc_hour,
+        open_truth=open_truth,
+        user_truth=user_truth,
+        message_truth=message_truth,
+        start=start_ts,
+        end=end_ts,
+        timings=timings,
+    )
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def _counts(world: World) -> dict:
+    ev = world.events
+    by_type = ev["event_type"].value_counts()
+    return {
+        "users": int(len(world.users)),
+        "events": int(len(ev)),
+        **{f"{t}s": int(by_type.get(t, 0)) for t in EVENT_TYPES},
+        "machine_opens": int(world.open_truth["is_machine"].sum()) if world.open_truth is not None else None,
+        "users_with_events": int(ev["user_id"].nunique()),
+    }
+
+
+def write_world(world: World, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    tables = {
+        "events": world.events,
+        "users": world.users,
+        "truth": world.truth,
+        "open_truth": world.open_truth,
+        "user_truth": world.user_truth,
+        "message_truth": world.message_truth,
+    }
+    for name, df in tables.items():
+        if df is None:
+            continue
+        p = out / f"{name}.parquet"
+        df.to_parquet(p, index=False)
+        paths[name] = p
+    cfg = world.config
+    meta = {
+        "config": cfg.to_dict(),
+        "status_quo_utc_hour": int(world.status_quo_utc_hour),
+        "start": (cfg.start_ts if world.start is None else world.start).isoformat(),
+        "end": (cfg.end_ts if world.end is None else world.end).isoformat(),
+        "horizon_hours": int(cfg.horizon_hours),
+        "decay": float(cfg.decay),
+        "counts": _counts(world),
+    }
+    p = out / "world.json"
+    p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    paths["world"] = p
+    return paths
+
+
+def load_truth(world_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    d = Path(world_dir)
+    truth_p, meta_p = d / "truth.parquet", d / "world.json"
+    for p in (truth_p, meta_p):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: is {d} a world directory written by write_world?")
+    return pd.read_parquet(truth_p), json.loads(meta_p.read_text())

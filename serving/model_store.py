@@ -1,0 +1,73 @@
+"""Where the service and batch predictions get their model and features from.
+
+The model comes from the MLflow registry by alias (never a copied file); its input columns come
+from the registered signature. Features come from the published snapshot the nightly run
+pointed ``published/CURRENT`` at, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from features.store import load_features
+from serving.scoring import Scorer
+
+CURRENT = "CURRENT"
+
+
+class NotReady(RuntimeError):
+    """Nothing has been trained or published yet, or what is there cannot be used."""
+
+
+def publish_pointer(published_dir: Path, folder_name: str) -> None:
+    """Point CURRENT at a finished snapshot folder, atomically (write a temp file, rename)."""
+    tmp = published_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp.write_text(folder_name + "\n")
+    os.replace(tmp, published_dir / CURRENT)
+
+
+def current_snapshot(published_dir: Path) -> Path:
+    pointer = published_dir / CURRENT
+    if not pointer.exists():
+        raise NotReady(f"no published snapshot in {published_dir}: run `sendtime nightly` first")
+    folder = published_dir / pointer.read_text().strip()
+    if not folder.is_dir():
+        raise NotReady(f"published snapshot {folder} is missing")
+    return folder
+
+
+def read_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
+    """(model, version, input columns) of the aliased registered model."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NotReady(f"no '{alias}' version of model {model_name!r} in the registry: {first}") from None
+    uri = f"models:/{model_name}@{alias}"
+    info = mlflow.models.get_model_info(uri)
+    if info.signature is None:
+        raise NotReady(f"model {model_name} v{mv.version} has no signature")
+    columns = info.signature.inputs.input_names()
+    model = mlflow.sklearn.load_model(uri)
+    return model, str(mv.version), columns
+
+
+def load_scorer(settings) -> tuple[Scorer, dict]:
+    """The champion model with the currently published features."""
+    folder = current_snapshot(settings.published_dir)
+    manifest = read_manifest(folder)
+    model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+    features = load_features(folder / "features")
+    return Scorer(model=model, model_version=version, input_columns=columns, features=features), manifest

@@ -1,0 +1,67 @@
+"""Fit, evaluate, log, register and gate one model: the training half of the nightly run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES
+from training.dataset import TrainingSet
+from training.model import ForestParams, classification_metrics, make_pipeline
+from training.plots import hour_profile_figure, importance_figure, reliability_figure
+from training.registry import GateDecision, gate, log_model
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_version: str
+    metrics: dict[str, float]
+    decision: GateDecision
+
+
+def train_and_register(
+    ts: TrainingSet,
+    forest: ForestParams,
+    model_name: str,
+    gate_tolerance: float,
+    extra_params: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Must be called inside an active MLflow run."""
+    say = progress or (lambda _m: None)
+    X_tr, y_tr = ts.X[ts.train_mask], ts.y[ts.train_mask]
+    X_va, y_va = ts.X[ts.val_mask], ts.y[ts.val_mask]
+    if len(X_tr) == 0 or len(X_va) == 0:
+        raise ValueError(
+            f"time split left {len(X_tr)} training and {len(X_va)} validation rows: need more history than the validation window"
+        )
+    if y_tr.min() == y_tr.max():
+        raise ValueError("training labels are all the same: no opens (or no misses) in the history")
+    mlflow.log_params({**asdict(forest), **(extra_params or {}), "feature_set_version": FEATURE_SET_VERSION,
+                       "train_rows": len(X_tr), "validation_rows": len(X_va),
+                       "validation_start": ts.validation_start.isoformat()})
+    say(f"fitting RandomForest on {len(X_tr):,} rows x {X_tr.shape[1]} features")
+    model = make_pipeline(forest).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
+    metrics = classification_metrics(y_va, p_va)
+    p_tr = model.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
+    metrics["train_log_loss"] = classification_metrics(y_tr[:50_000], p_tr)["log_loss"]
+    mlflow.log_metrics({f"val_{k}" if not k.startswith("train") else k: v for k, v in metrics.items() if np.isfinite(v)})
+    for name, fig in (
+        ("plots/reliability.png", reliability_figure(y_va, p_va)),
+        ("plots/feature_importance.png", importance_figure(model, list(MODEL_FEATURES))),
+        ("plots/validation_by_hour.png", hour_profile_figure(X_va["cand_hour"].to_numpy(), y_va, p_va)),
+    ):
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+    say("logging and registering the model")
+    _, version = log_model(model, X_tr[list(MODEL_FEATURES)], model_name)
+    decision = gate(MlflowClient(), model_name, version, metrics, X_va[list(MODEL_FEATURES)], y_va, gate_tolerance)
+    mlflow.set_tags({"promoted": str(decision.promoted).lower(), "gate_reason": decision.reason, "model_version": version})
+    return TrainResult(run_id=mlflow.active_run().info.run_id, model_version=version, metrics=metrics, decision=decision)
