@@ -1,0 +1,57 @@
+# sendtime: the two commands that matter are `make demo` (set up + run the main job end to end)
+# and `make test` (set up + run the default test suite). Everything installs into .venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT ?= out
+USERS ?= 5000
+DAYS ?= 90
+AS_OF ?= 2026-04-13
+PORT ?= 3000
+export SENDTIME_HOME ?= $(CURDIR)/.sendtime
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test test-slow bench serve sample-request lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/sendtime simulate --users $(USERS) --days $(DAYS) --end $(AS_OF) --seed 1 --out $(OUT)/world
+	$(BIN)/sendtime nightly --events $(OUT)/world/events.parquet --users $(OUT)/world/users.parquet --as-of $(AS_OF)
+	$(BIN)/sendtime predict --date $(AS_OF) --out $(OUT)/predictions.parquet
+	$(BIN)/sendtime evaluate --world $(OUT)/world --predictions $(OUT)/predictions.parquet
+	@echo
+	@echo "Start the API:      make serve            (http://127.0.0.1:$(PORT), docs at /docs)"
+	@echo "Then, elsewhere:    make sample-request"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+serve: setup
+	$(BIN)/sendtime serve --host 127.0.0.1 --port $(PORT)
+
+sample-request:
+	curl -s -X POST http://127.0.0.1:$(PORT)/best_send_time -H 'content-type: application/json' \
+	  -d '{"users": [{"user_id": "u000001"}, {"user_id": "someone-new", "timezone": "Europe/Berlin"}], "window_start": "$(AS_OF)T06:00:00Z", "window_end": "$(AS_OF)T22:00:00Z"}'
+	@echo
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^sendtime' > requirements.lock
+
+clean:
+	rm -rf $(OUT) .sendtime .pytest_cache

@@ -1,0 +1,88 @@
+"""The command line end to end on a tiny world, --help everywhere, and one-line failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import AS_OF, make_env
+
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve"]
+
+
+def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "sendtime.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("cmd", [None, *COMMANDS])
+def test_help(cmd):
+    r = run([cmd, "--help"] if cmd else ["--help"])
+    assert r.returncode == 0
+    assert "Usage" in r.stdout
+
+
+def test_whole_pipeline_through_the_cli(tmp_path):
+    env = make_env(tmp_path / "home")
+    world = tmp_path / "world"
+    r = run(["simulate", "--users", "300", "--days", "42", "--seed", "3", "--end", AS_OF, "--out", str(world)], env)
+    assert r.returncode == 0, r.stderr
+    # the state lands in SENDTIME_HOME, wherever the command runs from
+    r = run(["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"), "--as-of", AS_OF], env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "read" in r.stdout and "promoted to champion" in r.stdout
+    assert (tmp_path / "home" / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    out = tmp_path / "pred.parquet"
+    r = run(["predict", "--date", "2026-04-14", "--out", str(out)], env)
+    assert r.returncode == 0, r.stderr
+    pred = pd.read_parquet(out)
+    users = pd.read_parquet(world / "users.parquet")
+    assert set(pred["user_id"]) == set(users["user_id"])  # every user gets a row
+    assert pred["best_hour_local"].between(0, 23).all()
+    assert pred["hour_scores"].map(len).eq(24).all()
+    assert set(pred["source"]) == {"model", "prior"}
+    assert (pred["model_version"] == "1").all()
+    r = run(["evaluate", "--world", str(world), "--predictions", str(out)], env)
+    assert r.returncode == 0, r.stderr
+    assert "oracle" in r.stdout and "capture" in r.stdout
+    # a second night on the same data keeps one champion and registers a second version
+    r = run(["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"), "--as-of", AS_OF], env)
+    assert r.returncode == 0, r.stderr
+    assert "model v2" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["simulate", "--out", "x", "--world", "moon"], 2, "unknown world preset"),
+        (["simulate", "--out", "x", "--users", "0"], 2, "Invalid value"),
+        (["nightly", "--events", "missing.parquet", "--users", "missing.parquet", "--as-of", "2026-01-01"], 2, "not found"),
+        (["nightly", "--events", "missing.parquet", "--users", "u.parquet", "--as-of", "someday"], 2, "--as-of"),
+        (["predict", "--date", "2026-13-45", "--out", "p.parquet"], 2, "--date"),
+        (["predict", "--date", "2026-04-14", "--out", "p.parquet"], 3, "sendtime nightly"),
+        (["evaluate", "--world", ".", "--predictions", "p.parquet"], 2, "not a simulated world"),
+        (["serve", "--port", "0"], 2, "Invalid value"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, args, code, fragment):
+    r = run(args, make_env(tmp_path / "home"), cwd=tmp_path)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stderr
+    if code != 2 or "Invalid value" not in fragment:
+        assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_contract_break_stops_nightly(tmp_path):
+    pd.DataFrame({"event_id": ["a"], "user_id": ["u"], "event_type": ["send"], "timestamp": ["2026-01-01T00:00:00Z"]}).to_csv(tmp_path / "e.csv", index=False)
+    pd.DataFrame({"user_id": ["u"], "timezone": ["UTC"]}).to_csv(tmp_path / "u.csv", index=False)
+    r = run(["nightly", "--events", str(tmp_path / "e.csv"), "--users", str(tmp_path / "u.csv"), "--as-of", "2026-02-01"], make_env(tmp_path / "home"))
+    assert r.returncode == 2
+    assert "lacks required column(s): message_id" in r.stderr

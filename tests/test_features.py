@@ -1,0 +1,101 @@
+"""Features: point-in-time correctness, one code path for training and serving rows, and the
+exposure-corrected profile recovering a user's rhythm despite a fixed send schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import read_events, read_users, validate_events
+from features.definitions import MODEL_FEATURES
+from features.engagement import build_user_features
+from features.messages import build_messages
+from training.dataset import build_training_set
+
+CUT = pd.Timestamp("2026-03-30", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def world(world_dir):
+    ev = read_events(world_dir / "events.parquet").accepted
+    us = read_users(world_dir / "users.parquet").accepted
+    return ev, us
+
+
+def _features(ev, us, cut=CUT):
+    return build_user_features(build_messages(ev, us), us, cut)
+
+
+def test_events_after_the_cutoff_change_no_feature(world):
+    ev, us = world
+    before = _features(ev.loc[ev["timestamp"] < CUT], us)
+    full = _features(ev, us)  # same cutoff, but the history runs two more weeks
+    pd.testing.assert_frame_equal(before.table, full.table)
+    np.testing.assert_array_equal(before.lam, full.lam)
+    # and an open of a pre-cutoff send that lands after the cutoff is not seen either
+    late_send = ev.loc[(ev["event_type"] == "send") & (ev["timestamp"] < CUT)].iloc[-1]
+    extra = pd.DataFrame([{**late_send.to_dict(), "event_id": "late-open", "event_type": "open",
+                           "timestamp": CUT + pd.Timedelta(minutes=30), "machine_open": False}])
+    with_late = _features(pd.concat([ev, extra], ignore_index=True), us)
+    pd.testing.assert_frame_equal(full.table, with_late.table)
+
+
+def test_features_do_see_events_before_the_cutoff(world):
+    ev, us = world
+    a = _features(ev, us, CUT)
+    b = _features(ev, us, CUT + pd.Timedelta(days=7))
+    assert (a.table["sends_90d"] < b.table["sends_90d"]).sum() > 0.5 * len(a.table)
+
+
+def test_training_rows_are_built_by_the_serving_code(world):
+    ev, us = world
+    msgs = build_messages(ev, us)
+    ts = build_training_set(msgs, us, pd.Timestamp("2026-04-13", tz="UTC"), 24, 7, 7, 10**9)
+    assert list(ts.X.columns) == list(MODEL_FEATURES)
+    snap = ts.meta["snapshot"].iloc[len(ts.meta) // 2]
+    rows = ts.meta.index[ts.meta["snapshot"] == snap][:50]
+    uf = build_user_features(msgs, us, snap)
+    again = uf.model_frame(uf.rows_of(ts.meta.loc[rows, "user_id"]), ts.meta.loc[rows, "send_how"].to_numpy())
+    pd.testing.assert_frame_equal(ts.X.loc[rows].reset_index(drop=True), again)
+    # every training row's features come from a snapshot at or before its send
+    assert (ts.meta["snapshot"] <= ts.meta["send_ts"]).all()
+    # labels are fully observed: the horizon of every labelled send ends before the as-of date
+    assert (ts.meta["send_ts"] + pd.Timedelta(hours=24) <= pd.Timestamp("2026-04-13", tz="UTC")).all()
+
+
+def _one_user_history(peak_local_hour: int, n_days: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A Berlin user mailed every day at 06:00 UTC who reads mail only around ``peak_local_hour``."""
+    rng = np.random.default_rng(1)
+    rows = []
+    start = pd.Timestamp("2026-01-05T06:00:00Z")
+    for d in range(n_days):
+        send = start + pd.Timedelta(days=d)
+        rows.append((f"s{d}", "u1", f"m{d}", "send", send, pd.NA))
+        local_send = send.tz_convert("Europe/Berlin")
+        peak = local_send.normalize() + pd.Timedelta(hours=peak_local_hour, minutes=int(rng.integers(0, 50)))
+        if rng.random() < 0.7:
+            rows.append((f"o{d}", "u1", f"m{d}", "open", peak.tz_convert("UTC"), False))
+    ev = pd.DataFrame(rows, columns=["event_id", "user_id", "message_id", "event_type", "timestamp", "machine_open"])
+    ev["timestamp"] = pd.to_datetime(ev["timestamp"], utc=True)
+    us = pd.DataFrame({"user_id": ["u1"], "timezone": ["Europe/Berlin"], "segment": ["consumer"]})
+    return validate_events(ev, now=pd.Timestamp("2026-12-01", tz="UTC")).accepted, us
+
+
+def test_profile_finds_the_reading_hour_not_the_send_hour():
+    ev, us = _one_user_history(peak_local_hour=19)
+    uf = build_user_features(build_messages(ev, us), us, pd.Timestamp("2026-03-10", tz="UTC"))
+    weekday_profile = uf.lam[0, :24]
+    assert int(np.argmax(weekday_profile)) == 19
+    # the send hour (07:00 Berlin winter time) is not where the user reads
+    assert weekday_profile[19] > 5 * weekday_profile[7]
+
+
+def test_no_history_users_get_the_prior(world):
+    ev, us = world
+    uf = _features(ev, us)
+    cold = uf.table["n_sends"] == 0
+    assert cold.any()
+    assert (uf.table.loc[cold, "source"] == "prior").all()
+    assert (uf.table.loc[cold, "confidence"] == 0).all()
+    assert (uf.table.loc[~cold, "source"] == "model").all()

@@ -1,0 +1,84 @@
+"""`sendtime serve` for real: a `bentoml serve` process on 127.0.0.1, called over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import make_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    settings, result = trained
+    port = free_port()
+    env = {**os.environ, **make_env(settings.home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "sendtime.cli", "serve", "--port", str(port)],
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, result
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_best_send_time_over_http(server):
+    base, result = server
+    users = list(result.users.accepted["user_id"].head(20)) + ["never-seen"]
+    r = httpx.post(f"{base}/best_send_time", timeout=30, json={
+        "users": [{"user_id": u} for u in users],
+        "window_start": "2026-04-14T06:00:00+02:00", "window_end": "2026-04-15T06:00:00+02:00"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == result.champion_version
+    assert [a["user_id"] for a in body["results"]] == users
+    assert body["results"][-1]["source"] == "prior"
+    assert all(a["send_at"].endswith(":00:00Z") for a in body["results"])
+
+
+def test_bad_body_over_http_is_400_not_500(server):
+    base, _ = server
+    r = httpx.post(f"{base}/best_send_time", timeout=30, json={"users": [], "window_start": "x", "window_end": "y"})
+    assert r.status_code == 400
+
+
+def test_binds_loopback_only(server):
+    base, _ = server
+    port = int(base.rsplit(":", 1)[1])
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("ss not available")
+    local = [line.split()[3] for line in out.stdout.splitlines() if line.strip()]
+    assert local and all(addr.startswith("127.0.0.1:") for addr in local), local

@@ -1,0 +1,132 @@
+"""The BentoML service in-process through its ASGI app: answers, DST, and bad input."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    import os
+
+    settings, _ = trained
+    old = os.environ.get("SENDTIME_HOME")
+    os.environ["SENDTIME_HOME"] = str(settings.home)
+    from serving.service import SendTime
+
+    with TestClient(SendTime.to_asgi()) as c:
+        yield c
+    if old is None:
+        os.environ.pop("SENDTIME_HOME", None)
+    else:
+        os.environ["SENDTIME_HOME"] = old
+
+
+def _users(trained, zone: str, n: int = 3) -> list[str]:
+    _, result = trained
+    us = result.users.accepted
+    return list(us.loc[us["timezone"] == zone, "user_id"].head(n))
+
+
+def _ask(client, users, start, end):
+    return client.post("/best_send_time", json={"users": users, "window_start": start, "window_end": end})
+
+
+def test_happy_path_answers_inside_the_window(client, trained):
+    settings, result = trained
+    ids = _users(trained, "America/New_York") + ["brand-new-user"]
+    r = _ask(client, [{"user_id": u} for u in ids], "2026-04-14T00:00:00Z", "2026-04-15T00:00:00Z")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == result.champion_version
+    assert [a["user_id"] for a in body["results"]] == ids
+    for a in body["results"]:
+        at = pd.Timestamp(a["send_at"])
+        assert pd.Timestamp("2026-04-14T00:00Z") <= at <= pd.Timestamp("2026-04-15T00:00Z")
+        assert at.minute == 0 and at.second == 0
+        assert 0 < a["p_open"] < 1
+        assert a["local_hour"] == at.tz_convert(a["timezone"]).hour
+    known, new = body["results"][:-1], body["results"][-1]
+    assert all(a["source"] == "model" and a["timezone_source"] == "users_table" for a in known)
+    assert new["source"] == "prior" and new["confidence"] == 0 and new["timezone_source"] == "default"
+
+
+def test_answer_matches_batch_scoring_of_the_same_hours(client, trained):
+    """CLI and HTTP share one predict path: the service's pick is the batch argmax."""
+    import pyarrow.parquet as pq
+
+    settings, result = trained
+    preds = pq.read_table(result.predictions).to_pandas().set_index("user_id")
+    day = preds["date"].iloc[0]
+    ids = _users(trained, "Europe/Berlin", 5)
+    start = pd.Timestamp(day).tz_localize("Europe/Berlin").tz_convert("UTC")
+    r = _ask(client, [{"user_id": u} for u in ids], start.isoformat(), (start + pd.Timedelta(hours=23)).isoformat())
+    for a in r.json()["results"]:
+        assert a["local_hour"] == preds.loc[a["user_id"], "best_hour_local"]
+        assert a["p_open"] == pytest.approx(preds.loc[a["user_id"], "p_open"], rel=1e-5)
+
+
+def test_same_local_hour_across_a_dst_change(client, trained):
+    """Thursdays before and after US DST starts (8 March 2026): same local hour, UTC shifts by one."""
+    ids = _users(trained, "America/New_York", 4)
+    answers = {}
+    for day in ("2026-03-05", "2026-03-12"):
+        start = pd.Timestamp(day).tz_localize("America/New_York")
+        r = _ask(client, [{"user_id": u} for u in ids], start.isoformat(), (start + pd.Timedelta(hours=23)).isoformat())
+        assert r.status_code == 200, r.text
+        answers[day] = {a["user_id"]: a for a in r.json()["results"]}
+    for u in ids:
+        before, after = answers["2026-03-05"][u], answers["2026-03-12"][u]
+        assert before["local_hour"] == after["local_hour"]
+        utc_b = pd.Timestamp(before["send_at"]).hour
+        utc_a = pd.Timestamp(after["send_at"]).hour
+        assert (utc_b - utc_a) % 24 == 1  # EST (UTC-5) -> EDT (UTC-4)
+
+
+def test_window_spanning_the_change_uses_the_right_offsets(client, trained):
+    ids = _users(trained, "America/New_York", 3)
+    r = _ask(client, [{"user_id": u, "timezone": "America/New_York"} for u in ids] + [{"user_id": "x", "timezone": "Europe/London"}],
+             "2026-03-07T12:00:00Z", "2026-03-09T12:00:00Z")
+    assert r.status_code == 200
+    for a in r.json()["results"]:
+        at = pd.Timestamp(a["send_at"]).to_pydatetime()
+        local = at.astimezone(ZoneInfo(a["timezone"]))
+        assert a["local_hour"] == local.hour
+        assert pd.Timestamp(a["local_time"]) == pd.Timestamp(at)
+        assert a["timezone_source"] == "request"
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"users": [], "window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}, "at least 1 item"),
+        ({"users": [{"user_id": "a", "timezone": "Mars/Olympus"}], "window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}, "unknown time zone"),
+        ({"users": [{"user_id": "a"}], "window_start": "2026-04-14T00:10:00Z", "window_end": "2026-04-14T00:50:00Z"}, "at least one hour"),
+        ({"users": [{"user_id": "a"}], "window_start": "2026-04-15T00:00:00Z", "window_end": "2026-04-14T00:00:00Z"}, "after window_start"),
+        ({"users": [{"user_id": "a"}], "window_start": "2026-04-14T00:00:00", "window_end": "2026-04-15T00:00:00"}, "timezone info"),
+        ({"users": [{"user_id": "a"}], "window_start": "2026-04-01T00:00:00Z", "window_end": "2026-04-30T00:00:00Z"}, "at most 168 hours"),
+        ({"users": [{"user_id": ""}], "window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}, "at least 1 character"),
+        ({"users": [{"user_id": "a"}], "window_start": "nan", "window_end": "2026-04-15T00:00:00Z"}, "window_start"),
+        ({"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}, "users"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(client, body, fragment):
+    r = client.post("/best_send_time", json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert fragment in r.text
+
+
+def test_malformed_json_is_a_4xx(client):
+    r = client.post("/best_send_time", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_info_and_health(client, trained):
+    settings, result = trained
+    assert client.get("/readyz").status_code == 200
+    info = client.post("/info").json()
+    assert info["model_version"] == result.champion_version and info["users_known"] >= 400

@@ -1,0 +1,74 @@
+"""Training against a real SQLite MLflow store: run contents, registration and the alias gate."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from features.definitions import MODEL_FEATURES
+from training.registry import CHALLENGER, CHAMPION, configure, gate, log_model
+from training.model import ForestParams, classification_metrics, make_pipeline
+
+
+def _client(settings) -> MlflowClient:
+    configure(settings.tracking_uri, settings.registry_uri, settings.experiment, settings.artifact_root)
+    return MlflowClient()
+
+
+def test_run_logs_params_metrics_model_and_plots(trained):
+    settings, result = trained
+    assert settings.tracking_uri.startswith("sqlite:///") and str(settings.home) in settings.tracking_uri
+    client = _client(settings)
+    run = client.get_run(result.run_id)
+    for key in ("val_roc_auc", "val_log_loss", "val_brier", "val_ece", "events_accepted"):
+        assert key in run.data.metrics
+    assert 0.6 < run.data.metrics["val_roc_auc"] <= 1.0
+    assert run.data.params["n_estimators"] == "30"
+    arts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/reliability.png", "plots/feature_importance.png"} <= arts
+    info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{result.model_version}")
+    assert info.signature.inputs.input_names() == list(MODEL_FEATURES)
+    # artifacts live under the state folder, not the working directory
+    assert str(settings.home) in client.get_run(result.run_id).info.artifact_uri
+
+
+def test_first_model_becomes_champion(trained):
+    settings, result = trained
+    client = _client(settings)
+    assert result.promoted
+    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == result.champion_version
+
+
+def test_worse_model_gets_challenger_and_champion_stays(trained):
+    settings, result = trained
+    client = _client(settings)
+    champion_before = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((400, len(MODEL_FEATURES))), columns=list(MODEL_FEATURES))
+    y = (rng.random(400) < 0.2).astype(int)
+    noise = make_pipeline(ForestParams(n_estimators=3, max_depth=2, n_jobs=1)).fit(X, y)
+    # validation rows the real champion understands: the ones it was validated on
+    X_val, y_val = _validation_rows(trained)
+    p = noise.predict_proba(X_val)[:, 1]
+    with mlflow.start_run():
+        _, version = log_model(noise, X, settings.model_name)
+        decision = gate(client, settings.model_name, version, classification_metrics(y_val, p), X_val, y_val, 0.002)
+    assert not decision.promoted
+    assert "worse than champion" in decision.reason
+    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == champion_before
+    assert str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == version
+    assert client.get_model_version(settings.model_name, version).tags["gate"] == decision.reason
+
+
+def _validation_rows(trained):
+    from features.messages import build_messages
+    from training.dataset import build_training_set
+
+    settings, result = trained
+    msgs = build_messages(result.events.accepted, result.users.accepted)
+    ts = build_training_set(msgs, result.users.accepted, result.as_of, settings.horizon_hours,
+                            settings.validation_days, settings.snapshot_days, settings.max_train_rows)
+    return ts.X[ts.val_mask], ts.y[ts.val_mask]
