@@ -96,3 +96,13 @@ def test_users_validation(tmp_path):
     assert res.read == 5 and res.n_accepted == 2 and res.n_rejected == 3
     assert set(res.rejects["reason"]) == {"unknown timezone", "duplicate user_id", "missing user_id"}
     assert pd.isna(res.accepted.set_index("user_id").loc["u3", "timezone"])
+
+
+def test_shipped_sample_csv_meets_the_contract():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "data" / "sample"
+    ev, us = read_events(root / "events.csv"), read_users(root / "users.csv")
+    assert ev.n_rejected == 0 and ev.n_accepted == ev.read > 500
+    assert us.n_rejected == 0 and set(ev.accepted["user_id"]) <= set(us.accepted["user_id"])
+    assert set(ev.accepted["event_type"]) >= {"send", "open", "click"}
