@@ -50,6 +50,7 @@ REQUEST_FEATURES: tuple[Feature, ...] = (
     Feature("act_24", "float32", "decayed activity over the horizon from the candidate"),
     Feature("p_struct", "float32", "1 - exp(-act_24): structural open probability"),
     Feature("act_rel", "float32", "act_24 relative to the user's best slot of the week"),
+    Feature("act_rel_day", "float32", "act_24 relative to the user's best slot of the same local day"),
 )
 
 MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in USER_FEATURES + REQUEST_FEATURES)

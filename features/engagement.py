@@ -20,6 +20,8 @@ from features.profiles import (
     ShrinkageParams,
     decayed_sums,
     fit_decay,
+    fit_mixture,
+    to_daytype48,
     group_profiles,
     risk_counts,
     user_profiles,
@@ -106,6 +108,7 @@ class UserFeatures:
 def slot_features(lam: np.ndarray, decay: float, horizon: int) -> dict[str, np.ndarray]:
     """Request-time features for all 168 slots of each profile row."""
     act24 = decayed_sums(lam, decay, horizon)
+    day_max = np.repeat(act24.reshape(-1, 7, 24).max(axis=2), 24, axis=1)
     return {
         "act_0": lam.astype(np.float32),
         "act_3": decayed_sums(lam, decay, 3),
@@ -113,6 +116,7 @@ def slot_features(lam: np.ndarray, decay: float, horizon: int) -> dict[str, np.n
         "act_24": act24,
         "p_struct": (1.0 - np.exp(-act24)).astype(np.float32),
         "act_rel": (act24 / np.maximum(act24.max(axis=1, keepdims=True), 1e-9)).astype(np.float32),
+        "act_rel_day": (act24 / np.maximum(day_max, 1e-9)).astype(np.float32),
     }
 
 
@@ -173,14 +177,21 @@ def build_user_features(
     else:
         decay, lam_pop, pop_rate = prior.decay, prior.lam_pop, prior.open_rate
     O, E = risk_counts(uidx, send_how, oc.at_risk_hours, oc.open_delay_hour, n, H, decay)
+    O48, E48 = to_daytype48(O), to_daytype48(E)
     if prior is None:
+        lam_pop48 = to_daytype48(lam_pop[None, :])[0] / np.array([5.0] * 24 + [2.0] * 24)
         prior = PopulationPrior(
             decay=decay,
             lam_pop=lam_pop,
             lam_group=group_profiles(O, E, lam_pop, segments, zones, params.group_strength),
             open_rate=pop_rate,
+            mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours)
+            if params.mixture_k > 0 else None,
         )
-    group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
+    if prior.mixture is not None:
+        group_prior = prior.mixture.prior(O48, E48, segments)
+    else:
+        group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
     lam, level = user_profiles(O, E, group_prior, params)
 
     age_days = ((as_of - msgs["send_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)

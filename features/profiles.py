@@ -24,9 +24,11 @@ H = 168
 class ShrinkageParams:
     horizon_hours: int = 24
     level_strength: float = 2.0  # expected-open units pulling the level ratio to 1
-    shape_strength: float = 3.0  # exposure units pulling a user's hourly rate to the prior
+    shape_strength: float = 20.0  # exposure units pulling a user's hourly rate to the prior
     daytype_strength: float = 3.0  # exposure units pulling weekday/weekend apart from the daily profile
     group_strength: float = 50.0  # exposure units pulling a group's profile to its parent
+    smooth_hours: float = 1.0  # Gaussian kernel width pooling evidence from neighbouring hours
+    mixture_k: int = 10  # reading rhythms learned from the data for the prior (0: group profiles only)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class PopulationPrior:
     lam_pop: np.ndarray  # (168,)
     lam_group: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (168,)
     open_rate: float = 0.0
+    mixture: "RhythmMixture | None" = None
 
     def group_profile(self, segment: str, timezone: str) -> np.ndarray:
         key = f"{segment}|{timezone}"
@@ -150,6 +153,20 @@ def _expand(weekday: np.ndarray, weekend: np.ndarray) -> np.ndarray:
     return np.concatenate([np.tile(weekday, (1, 5)), np.tile(weekend, (1, 2))], axis=1)
 
 
+def smooth_ring(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Circular Gaussian smoothing along the last axis (hours); identity for sigma <= 0."""
+    if sigma <= 0:
+        return x
+    n = x.shape[-1]
+    offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    w /= w.sum()
+    out = np.zeros_like(x, dtype=np.float64)
+    for o, wt in zip(offsets, w):
+        out += wt * np.roll(x, o, axis=-1)
+    return out
+
+
 def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams) -> tuple[np.ndarray, np.ndarray]:
     """Shrunk (n,168) activity rates and each user's level ratio against their prior.
 
@@ -157,6 +174,8 @@ def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageP
     group profile predicts for the same exposure) scales the prior; the daily shape is shrunk to
     that scaled prior; weekday and weekend shapes are shrunk to the daily shape.
     """
+    O = smooth_ring(O, p.smooth_hours)
+    E = smooth_ring(E, p.smooth_hours)
     expected = (E * prior).sum(1)
     level = (O.sum(1) + p.level_strength) / (expected + p.level_strength)
     scaled = prior * level[:, None]
@@ -185,3 +204,92 @@ def decayed_sums(lam: np.ndarray, decay: float, width: int) -> np.ndarray:
     for k in range(width):
         out += np.roll(lam, -k, axis=1) * np.float32(decay**k)
     return out
+
+
+def to_daytype48(x: np.ndarray) -> np.ndarray:
+    """(n,168) -> (n,48): weekday hours summed over Mon-Fri, then weekend hours over Sat-Sun."""
+    wd, we = _daytype_split(x)
+    return np.concatenate([wd, we], axis=1)
+
+
+def from_daytype48(x48: np.ndarray) -> np.ndarray:
+    """(n,48) per-day rates -> (n,168)."""
+    return _expand(x48[:, :24], x48[:, 24:])
+
+
+def _smooth48(x: np.ndarray, sigma: float) -> np.ndarray:
+    return np.concatenate([smooth_ring(x[:, :24], sigma), smooth_ring(x[:, 24:], sigma)], axis=1)
+
+
+@dataclass
+class RhythmMixture:
+    """K reading rhythms learned from the pooled data (empirical Bayes), with mixing weights.
+
+    Each component is a rate per (weekday hour, weekend hour). A user's prior is the
+    posterior-weighted mix of components given their own opens and exposure; a user with no
+    evidence gets their segment's mixing weights.
+    """
+
+    components: np.ndarray  # (K, 48)
+    weights: dict[str, np.ndarray]  # segment -> (K,), "*" for all
+
+    def loglik(self, O48: np.ndarray, E48: np.ndarray) -> np.ndarray:
+        phi = np.maximum(self.components, 1e-9)
+        expected = E48 @ phi.T  # (n,K)
+        n_open = O48.sum(1, keepdims=True)
+        return O48 @ np.log(phi).T - n_open * np.log(np.maximum(expected, 1e-12))
+
+    def responsibilities(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        ll = self.loglik(O48, E48)
+        logw = np.stack([np.log(np.maximum(self.weights.get(str(s), self.weights["*"]), 1e-9)) for s in segments]) if len(segments) else np.zeros((0, len(self.components)))
+        z = ll + logw
+        z -= z.max(1, keepdims=True)
+        r = np.exp(z)
+        return r / r.sum(1, keepdims=True)
+
+    def prior(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        """(n,168) prior rates: posterior mix of the components."""
+        r = self.responsibilities(O48, E48, segments)
+        return from_daytype48(r @ self.components)
+
+
+def fit_mixture(
+    O48: np.ndarray,
+    E48: np.ndarray,
+    segments: np.ndarray,
+    lam_pop48: np.ndarray,
+    k: int = 10,
+    iters: int = 40,
+    min_opens: float = 3,
+    smooth_hours: float = 1.0,
+    seed: int = 0,
+) -> RhythmMixture:
+    """EM for O ~ Poisson(level_u * E * phi_k) with levels profiled out."""
+    fit = O48.sum(1) >= min_opens
+    Of, Ef = O48[fit], E48[fit]
+    segs = np.asarray(segments)
+    if fit.sum() < 5 * k:
+        return RhythmMixture(lam_pop48[None, :].copy(), {"*": np.ones(1)})
+    rng = np.random.default_rng(seed)
+    rates = _smooth48((Of + 2 * lam_pop48) / (Ef + 2), smooth_hours)
+    shapes = rates / rates.sum(1, keepdims=True)
+    # farthest-point initialisation on normalised shapes
+    idx = [int(rng.integers(len(shapes)))]
+    dist = np.full(len(shapes), np.inf)
+    for _ in range(k - 1):
+        dist = np.minimum(dist, ((shapes - shapes[idx[-1]]) ** 2).sum(1))
+        idx.append(int(np.argmax(dist)))
+    mix = RhythmMixture(rates[idx].copy(), {"*": np.full(k, 1.0 / k)})
+    for _ in range(iters):
+        r = mix.responsibilities(Of, Ef, np.full(len(Of), "*"))
+        level = Of.sum(1, keepdims=True) / np.maximum(Ef @ mix.components.T, 1e-12)  # (n,K)
+        num = r.T @ Of
+        den = (r * level).T @ Ef
+        comp = (num + 1.0 * lam_pop48) / (den + 1.0)
+        mix = RhythmMixture(_smooth48(comp, smooth_hours * 0.5), {"*": r.mean(0)})
+    r_all = mix.responsibilities(O48, E48, np.full(len(O48), "*"))
+    weights = {"*": mix.weights["*"]}
+    for s in np.unique(segs):
+        m = segs == s
+        weights[str(s)] = (r_all[m].sum(0) + 10 * weights["*"]) / (m.sum() + 10)
+    return RhythmMixture(mix.components, weights)

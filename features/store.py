@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.definitions import FEATURE_SET_VERSION
 from features.engagement import UserFeatures
-from features.profiles import PopulationPrior
+from features.profiles import PopulationPrior, RhythmMixture
 
 TABLE = "user_features.parquet"
 PROFILES = "profiles.npy"
@@ -27,6 +27,10 @@ def prior_to_dict(prior: PopulationPrior) -> dict:
         "open_rate": prior.open_rate,
         "lam_pop": [float(x) for x in prior.lam_pop],
         "lam_group": {k: [float(x) for x in v] for k, v in prior.lam_group.items()},
+        "mixture": None if prior.mixture is None else {
+            "components": prior.mixture.components.tolist(),
+            "weights": {k: v.tolist() for k, v in prior.mixture.weights.items()},
+        },
     }
 
 
@@ -36,6 +40,10 @@ def prior_from_dict(d: dict) -> PopulationPrior:
         lam_pop=np.asarray(d["lam_pop"], dtype=np.float64),
         lam_group={k: np.asarray(v, dtype=np.float64) for k, v in d["lam_group"].items()},
         open_rate=float(d["open_rate"]),
+        mixture=None if d.get("mixture") is None else RhythmMixture(
+            components=np.asarray(d["mixture"]["components"], dtype=np.float64),
+            weights={k: np.asarray(v, dtype=np.float64) for k, v in d["mixture"]["weights"].items()},
+        ),
     )
 
 

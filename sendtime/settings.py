@@ -59,7 +59,7 @@ class Settings:
     max_train_rows: int = 400_000
     n_estimators: int = 120
     max_depth: int = 14
-    min_samples_leaf: int = 40
+    min_samples_leaf: int = 100
     random_state: int = 0
     n_jobs: int = -1
     gate_tolerance: float = 0.002
@@ -100,7 +100,7 @@ class Settings:
             max_train_rows=_int(env, "SENDTIME_MAX_TRAIN_ROWS", 400_000),
             n_estimators=_int(env, "SENDTIME_N_ESTIMATORS", 120),
             max_depth=_int(env, "SENDTIME_MAX_DEPTH", 14),
-            min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 40),
+            min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 100),
             random_state=_int(env, "SENDTIME_RANDOM_STATE", 0),
             n_jobs=_int(env, "SENDTIME_N_JOBS", -1),
             gate_tolerance=_float(env, "SENDTIME_GATE_TOLERANCE", 0.002),

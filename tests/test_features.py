@@ -99,3 +99,20 @@ def test_no_history_users_get_the_prior(world):
     assert (uf.table.loc[cold, "source"] == "prior").all()
     assert (uf.table.loc[cold, "confidence"] == 0).all()
     assert (uf.table.loc[~cold, "source"] == "model").all()
+
+
+def test_snapshot_round_trip_gives_the_same_rows_for_known_and_cold_users(world, tmp_path):
+    from features.store import load_features, save_features
+    from serving.scoring import _empty_messages
+
+    ev, us = world
+    uf = _features(ev, us)
+    back = load_features(save_features(uf, tmp_path / "snap"))
+    rows = np.arange(len(uf.table))
+    how = (rows * 7) % 168
+    pd.testing.assert_frame_equal(uf.model_frame(rows, how), back.model_frame(rows, how))
+    cold = pd.DataFrame({"user_id": ["new1"], "timezone": ["Asia/Tokyo"], "segment": ["business"]})
+    a = build_user_features(_empty_messages(), cold, CUT, prior=uf.prior)
+    b = build_user_features(_empty_messages(), cold, CUT, prior=back.prior)
+    np.testing.assert_allclose(a.lam, b.lam, rtol=1e-6)
+    assert back.prior.mixture is not None and back.prior.mixture.components.shape[1] == 48

@@ -16,13 +16,22 @@ from sklearn.pipeline import Pipeline
 class ForestParams:
     n_estimators: int = 120
     max_depth: int = 14
-    min_samples_leaf: int = 40
+    min_samples_leaf: int = 100
     max_features: float = 0.5
     random_state: int = 0
     n_jobs: int = -1
 
 
-def make_pipeline(p: ForestParams) -> Pipeline:
+def monotone_constraints(columns: list[str]) -> list[int]:
+    """+1 for the activity features: more expected reading activity never lowers P(open).
+
+    Without it the forest's piecewise-constant output ranks a user's hours noisily, and the
+    argmax over a window picks noise; with it the ranking follows the user's profile.
+    """
+    return [1 if c.startswith("act_") or c == "p_struct" else 0 for c in columns]
+
+
+def make_pipeline(p: ForestParams, columns: list[str] | None = None) -> Pipeline:
     return Pipeline(
         [
             ("impute", SimpleImputer(strategy="median")),
@@ -35,6 +44,7 @@ def make_pipeline(p: ForestParams) -> Pipeline:
                     max_features=p.max_features,
                     random_state=p.random_state,
                     n_jobs=p.n_jobs,
+                    monotonic_cst=monotone_constraints(columns) if columns else None,
                 ),
             ),
         ]

@@ -47,7 +47,7 @@ def train_and_register(
                        "train_rows": len(X_tr), "validation_rows": len(X_va),
                        "validation_start": ts.validation_start.isoformat()})
     say(f"fitting RandomForest on {len(X_tr):,} rows x {X_tr.shape[1]} features")
-    model = make_pipeline(forest).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    model = make_pipeline(forest, list(MODEL_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
     p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
     p_tr = model.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
