@@ -134,6 +134,7 @@ def run_nightly(
             "promoted": result.decision.promoted,
             "prediction_date": as_of.date().isoformat(),
             "users": int(len(uf.table)),
+            "status_quo_utc_hour": int(msgs["send_ts"].dt.hour.mode().iloc[0]),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         final = settings.published_dir / folder_name

@@ -64,6 +64,10 @@ class Settings:
     n_jobs: int = -1
     gate_tolerance: float = 0.002
     api_key: str | None = field(default=None, repr=False)
+    exploration_rate: float = 0.05
+    holdout_share: float = 0.05
+    status_quo_utc_hour: int | None = None
+    policy_salt: str = "sendtime"
     max_users_per_request: int = 10_000
     max_window_hours: int = 24 * 7
 
@@ -105,8 +109,20 @@ class Settings:
             n_jobs=_int(env, "SENDTIME_N_JOBS", -1),
             gate_tolerance=_float(env, "SENDTIME_GATE_TOLERANCE", 0.002),
             api_key=env.get("SENDTIME_API_KEY") or None,
+            exploration_rate=_float(env, "SENDTIME_EXPLORATION_RATE", 0.05),
+            holdout_share=_float(env, "SENDTIME_HOLDOUT_SHARE", 0.05),
+            status_quo_utc_hour=_int(env, "SENDTIME_STATUS_QUO_UTC_HOUR", -1) if env.get("SENDTIME_STATUS_QUO_UTC_HOUR") else None,
+            policy_salt=env.get("SENDTIME_POLICY_SALT", "sendtime"),
             max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
         )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.exploration_rate < 1.0:
+            raise ValueError(f"SENDTIME_EXPLORATION_RATE must be in [0, 1), got {self.exploration_rate}")
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError(f"SENDTIME_HOLDOUT_SHARE must be in [0, 1), got {self.holdout_share}")
+        if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
+            raise ValueError(f"SENDTIME_STATUS_QUO_UTC_HOUR must be 0-23, got {self.status_quo_utc_hour}")
 
     def prepare(self) -> "Settings":
         """Create the state folders and make the local process quiet and loopback-only."""

@@ -41,6 +41,11 @@ class SendTimeAnswer(BaseModel):
     timezone: str = Field(description="Time zone used.", examples=["America/New_York"])
     timezone_source: Literal["request", "users_table", "default"] = Field(description="Where the time zone came from.", examples=["users_table"])
     model_version: str = Field(description="Registered model version that scored it.", examples=["3"])
+    policy: Literal["optimized", "explore", "holdout"] = Field(
+        description="'optimized': best hour; 'explore': a random hour of the window (exploration); 'holdout': the status-quo hour (control group).",
+        examples=["optimized"],
+    )
+    propensity: float = Field(gt=0, le=1, description="Probability the policy had of choosing this hour: log it with the send.", examples=[0.952])
 
 
 class BestSendTimeResponse(BaseModel):

@@ -16,6 +16,7 @@ import pandas as pd
 
 from features.engagement import UserFeatures, build_user_features
 from features.messages import hour_of_week
+from serving.policy import ExplorationPolicy
 
 
 class SchemaMismatch(ValueError):
@@ -116,8 +117,14 @@ class Scorer:
         window_start: pd.Timestamp,
         window_end: pd.Timestamp,
         default_tz: str = "UTC",
+        policy: ExplorationPolicy | None = None,
+        status_quo_utc_hour: int | None = None,
     ) -> pd.DataFrame:
-        """Each user's best whole UTC hour in [window_start, window_end], DST-correct."""
+        """Each user's send hour in [window_start, window_end] (whole UTC hours), DST-correct.
+
+        Without a policy it is the best hour; with one, holdout users get the status-quo hour
+        and a share of the rest a random hour, each answer with its propensity.
+        """
         candidates = candidate_hours(window_start, window_end)
         uf, info = self.users(user_ids, timezones, default_tz)
         n, m = len(info), len(candidates)
@@ -129,11 +136,19 @@ class Scorer:
             how[np.asarray(idx)] = h
             local_hour[np.asarray(idx)] = h % 24
         p = self.score(uf, np.repeat(info["row"].to_numpy(), m), how.ravel()).reshape(n, m)
-        best = p.argmax(axis=1)
+        ids = [str(u) for u in user_ids]
+        if policy is None:
+            best = p.argmax(axis=1)
+            prop = np.ones(n)
+            label = np.full(n, "optimized", dtype=object)
+        else:
+            sq = status_quo_index(candidates, 14 if status_quo_utc_hour is None else status_quo_utc_hour)
+            key = f"{candidates[0].isoformat()}|{candidates[-1].isoformat()}"
+            best, prop, label = policy.choose(ids, p, np.full(n, sq), key)
         pick = np.arange(n)
         return pd.DataFrame(
             {
-                "user_id": [str(u) for u in user_ids],
+                "user_id": ids,
                 "send_at": candidates[best],
                 "local_hour": local_hour[pick, best],
                 "p_open": p[pick, best],
@@ -141,8 +156,18 @@ class Scorer:
                 "confidence": uf.table["confidence"].to_numpy()[info["row"].to_numpy()],
                 "timezone": info["timezone"].to_numpy(),
                 "timezone_source": info["timezone_source"].to_numpy(),
+                "policy": label,
+                "propensity": prop,
             }
         )
+
+
+def status_quo_index(candidates: pd.DatetimeIndex, utc_hour: int) -> int:
+    """Index of the window's first candidate at the status-quo UTC hour (else the nearest hour)."""
+    hours = np.asarray(candidates.hour)
+    dist = np.abs(hours - utc_hour)
+    dist = np.minimum(dist, 24 - dist)
+    return int(np.argmin(dist))
 
 
 def candidate_hours(window_start: pd.Timestamp, window_end: pd.Timestamp) -> pd.DatetimeIndex:

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, Field
 
 from sendtime.settings import Settings
 from serving.model_store import load_scorer
+from serving.policy import ExplorationPolicy
 from serving.schemas import MAX_USERS, BestSendTimeResponse, SendTimeAnswer, ServiceInfo, UserRef
 from serving.scoring import candidate_hours
 
@@ -32,6 +33,9 @@ class SendTime:
         forest = getattr(self.scorer.model, "named_steps", {}).get("forest")
         if forest is not None:
             forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
+        self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
+        sq = self.settings.status_quo_utc_hour
+        self.status_quo_utc_hour = sq if sq is not None else int(self.manifest.get("status_quo_utc_hour", 14))
         log.info("loaded model v%s, features as of %s", self.scorer.model_version, self.scorer.features.as_of)
 
     @bentoml.api(route="/best_send_time")
@@ -54,7 +58,8 @@ class SendTime:
         if len(candidate_hours(start, end)) == 0:
             raise InvalidArgument("window holds no whole UTC hour")
         res = self.scorer.best_in_window(
-            [u.user_id for u in users], [u.timezone for u in users], start, end, self.settings.default_timezone
+            [u.user_id for u in users], [u.timezone for u in users], start, end, self.settings.default_timezone,
+            policy=self.policy, status_quo_utc_hour=self.status_quo_utc_hour,
         )
         version = self.scorer.model_version
         answers = []
@@ -72,6 +77,8 @@ class SendTime:
                     timezone=r.timezone,
                     timezone_source=r.timezone_source,
                     model_version=version,
+                    policy=r.policy,
+                    propensity=float(r.propensity),
                 )
             )
         return BestSendTimeResponse(

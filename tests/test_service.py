@@ -14,16 +14,19 @@ def client(trained):
     import os
 
     settings, _ = trained
-    old = os.environ.get("SENDTIME_HOME")
-    os.environ["SENDTIME_HOME"] = str(settings.home)
+    # deterministic answers here; exploration and holdout have their own tests
+    env = {"SENDTIME_HOME": str(settings.home), "SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     from serving.service import SendTime
 
     with TestClient(SendTime.to_asgi()) as c:
         yield c
-    if old is None:
-        os.environ.pop("SENDTIME_HOME", None)
-    else:
-        os.environ["SENDTIME_HOME"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _users(trained, zone: str, n: int = 3) -> list[str]:
@@ -50,6 +53,7 @@ def test_happy_path_answers_inside_the_window(client, trained):
         assert at.minute == 0 and at.second == 0
         assert 0 < a["p_open"] < 1
         assert a["local_hour"] == at.tz_convert(a["timezone"]).hour
+        assert a["policy"] == "optimized" and a["propensity"] == 1.0
     known, new = body["results"][:-1], body["results"][-1]
     assert all(a["source"] == "model" and a["timezone_source"] == "users_table" for a in known)
     assert new["source"] == "prior" and new["confidence"] == 0 and new["timezone_source"] == "default"
