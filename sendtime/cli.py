@@ -173,15 +173,36 @@ def predict(
 
 @app.command()
 def evaluate(
-    world: Path = typer.Option(..., "--world", help="Folder written by `sendtime simulate`."),
-    predictions: Path = typer.Option(..., "--predictions", help="Parquet written by `sendtime predict` or the nightly run."),
+    world: Optional[Path] = typer.Option(None, "--world", help="Folder written by `sendtime simulate` (with --predictions)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Parquet written by `sendtime predict` or the nightly run."),
+    logged: bool = typer.Option(False, "--logged", help="Off-policy estimate from logged sends with propensities (IPS, SNIPS, lift, bootstrap CIs)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Events with send propensities (with --logged)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --logged)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period; the policy uses features as of it (with --logged)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="End of the logged period (with --logged)."),
+    status_quo_hour: Optional[int] = typer.Option(None, "--status-quo-hour", min=0, max=23, help="UTC hour of the status quo (default: the most frequent send hour)."),
 ) -> None:
-    """Expected open rate of each policy against the simulator's ground truth."""
-    from sendtime.evaluate import evaluate_predictions
-
-    ContractError, *_ = _known_errors()
+    """Judge recommendations: against a simulated world's truth, or off-policy on logged sends."""
+    ContractError, NotReady, TrackingUnavailable = _known_errors()
+    settings = _settings()
     try:
+        if logged:
+            if not (events and users and since and as_of):
+                fail("--logged needs --events, --users, --since and --as-of")
+            from sendtime.offline import evaluate_logged
+            from sendtime.nightly import parse_as_of
+
+            rep = evaluate_logged(settings, events, users, parse_as_of(since), parse_as_of(as_of), status_quo_hour, say=_progress())
+            for line in rep.lines():
+                out.print(line)
+            return
+        if not (world and predictions):
+            fail("give --world and --predictions, or --logged with --events, --users, --since, --as-of")
+        from sendtime.evaluate import evaluate_predictions
+
         rep = evaluate_predictions(world, predictions)
+    except NotReady as exc:
+        fail(str(exc), EXIT_NOT_READY)
     except (ContractError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     out.print(f"date {rep.date}, {rep.users:,} users")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from features.contract import ReadResult, read_events, read_users, write_rejects
@@ -25,7 +26,9 @@ from features.store import save_features
 from sendtime.settings import Settings
 from serving.model_store import load_champion, publish_pointer
 from serving.scoring import Scorer
+from features.engagement import outcomes_at
 from training.dataset import build_training_set
+from training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from training.model import ForestParams
 from training.registry import configure
 from training.train import train_and_register
@@ -54,6 +57,34 @@ def parse_as_of(text: str) -> pd.Timestamp:
     except (ValueError, TypeError):
         raise ValueError(f"--as-of must be a date like 2026-03-30, got {text!r}") from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def validation_off_policy(msgs, users, validation_start, as_of, settings: Settings, params, status_quo_hour: int,
+                          max_contexts: int = 20_000, min_matched: int = 50):
+    """A function scoring a model's policy on the validation weeks' randomized logs, or None.
+
+    Features are frozen at the start of the validation weeks, so the policy only knows what it
+    would have known then. Returns None when the history holds no propensities.
+    """
+    from features.definitions import MODEL_FEATURES
+
+    horizon = pd.Timedelta(hours=settings.horizon_hours)
+    val = msgs.loc[(msgs["send_ts"] >= validation_start) & (msgs["send_ts"] < as_of - horizon)]
+    if val["propensity"].notna().sum() < 100 or (val["propensity"] < 0.5).sum() < min_matched:
+        return None
+    uf = build_user_features(msgs, users, validation_start, params=params, default_tz=settings.default_timezone)
+    uidx = uf.rows_of(msgs["user_id"])
+    reward = outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours).opened
+    logs = logged_sends(msgs, reward, validation_start, as_of - horizon)
+    if len(logs) > max_contexts:
+        logs = logs.take(np.random.default_rng(settings.random_state).choice(len(logs), max_contexts, replace=False))
+    columns = list(MODEL_FEATURES)
+
+    def estimate(model):
+        chosen, _ = policy_hours(model, columns, uf, logs)
+        return evaluate_policy(logs, chosen, status_quo_hour, n_boot=200, seed=settings.random_state)
+
+    return estimate
 
 
 def run_nightly(
@@ -107,10 +138,12 @@ def run_nightly(
             min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
             n_jobs=settings.n_jobs,
         )
+        status_quo_hour = int(msgs["send_ts"].dt.hour.mode().iloc[0])
+        off_policy = validation_off_policy(msgs, us.accepted, ts.validation_start, as_of, settings, params, status_quo_hour)
         result = train_and_register(
             ts, forest, settings.model_name, settings.gate_tolerance,
             extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
-            progress=say,
+            progress=say, off_policy=off_policy,
         )
         say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
 
@@ -134,7 +167,7 @@ def run_nightly(
             "promoted": result.decision.promoted,
             "prediction_date": as_of.date().isoformat(),
             "users": int(len(uf.table)),
-            "status_quo_utc_hour": int(msgs["send_ts"].dt.hour.mode().iloc[0]),
+            "status_quo_utc_hour": status_quo_hour,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         final = settings.published_dir / folder_name

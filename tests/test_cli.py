@@ -52,6 +52,10 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     r = run(["evaluate", "--world", str(world), "--predictions", str(out)], env)
     assert r.returncode == 0, r.stderr
     assert "oracle" in r.stdout and "capture" in r.stdout
+    r = run(["evaluate", "--logged", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"),
+             "--since", "2026-03-30", "--as-of", AS_OF], env)
+    assert r.returncode == 0, r.stderr
+    assert "SNIPS" in r.stdout and "lift over the status quo" in r.stdout
     # a second night on the same data keeps one champion and registers a second version
     r = run(["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"), "--as-of", AS_OF], env)
     assert r.returncode == 0, r.stderr
@@ -68,6 +72,7 @@ def test_whole_pipeline_through_the_cli(tmp_path):
         (["predict", "--date", "2026-13-45", "--out", "p.parquet"], 2, "--date"),
         (["predict", "--date", "2026-04-14", "--out", "p.parquet"], 3, "sendtime nightly"),
         (["evaluate", "--world", ".", "--predictions", "p.parquet"], 2, "not a simulated world"),
+        (["evaluate", "--logged", "--events", "e.parquet"], 2, "--logged needs"),
         (["serve", "--port", "0"], 2, "Invalid value"),
     ],
 )

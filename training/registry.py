@@ -8,6 +8,7 @@ gets the ``challenger`` alias and the reason is recorded on the run and the vers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import mlflow
 import numpy as np
@@ -85,8 +86,16 @@ def gate(
     X_val: pd.DataFrame,
     y_val: np.ndarray,
     tolerance: float,
+    off_policy: Callable[[object], float] | None = None,
+    new_off_policy: float | None = None,
+    off_policy_tolerance: float = 0.01,
 ) -> GateDecision:
-    """Promote unless the current champion does better on the same validation rows."""
+    """Promote unless the current champion does better on the same validation rows.
+
+    Log loss and ROC AUC always count; when the history holds randomized sends,
+    ``off_policy(model)`` estimates a model's policy open rate (SNIPS) on the validation logs,
+    and the new model must not be worse than the champion there either.
+    """
     current = champion_version(client, model_name)
     if current is None:
         decision = GateDecision(True, "no champion yet", None, None)
@@ -106,6 +115,11 @@ def gate(
                 worse.append(f"log loss {new_metrics['log_loss']:.4f} > champion {cm['log_loss']:.4f}")
             if np.isfinite(cm["roc_auc"]) and new_metrics["roc_auc"] < cm["roc_auc"] - tolerance:
                 worse.append(f"ROC AUC {new_metrics['roc_auc']:.4f} < champion {cm['roc_auc']:.4f}")
+            if off_policy is not None and new_off_policy is not None and np.isfinite(new_off_policy):
+                champ_ope = off_policy(champ)
+                cm["ope_snips"] = champ_ope
+                if np.isfinite(champ_ope) and new_off_policy < champ_ope - off_policy_tolerance:
+                    worse.append(f"off-policy open rate {new_off_policy:.4f} < champion {champ_ope:.4f}")
             if worse:
                 decision = GateDecision(False, "worse than champion v" + current + ": " + "; ".join(worse), current, cm)
             else:

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES
 from training.dataset import TrainingSet
 from training.model import ForestParams, classification_metrics, make_pipeline
+from training.offpolicy import OffPolicyReport
 from training.plots import hour_profile_figure, importance_figure, reliability_figure
 from training.registry import GateDecision, gate, log_model
 
@@ -32,6 +33,7 @@ def train_and_register(
     gate_tolerance: float,
     extra_params: dict | None = None,
     progress: Callable[[str], None] | None = None,
+    off_policy: Callable[[object], "OffPolicyReport | None"] | None = None,
 ) -> TrainResult:
     """Must be called inside an active MLflow run."""
     say = progress or (lambda _m: None)
@@ -60,8 +62,17 @@ def train_and_register(
     ):
         mlflow.log_figure(fig, name)
         plt.close(fig)
+    new_ope = off_policy(model) if off_policy else None
+    if new_ope is not None:
+        mlflow.log_metrics(new_ope.as_metrics("val_ope_"))
+        metrics["ope_snips"] = new_ope.snips
+        say("off-policy on validation weeks: " + " | ".join(new_ope.lines()[1:]))
     say("logging and registering the model")
     _, version = log_model(model, X_tr[list(MODEL_FEATURES)], model_name)
-    decision = gate(MlflowClient(), model_name, version, metrics, X_va[list(MODEL_FEATURES)], y_va, gate_tolerance)
+    decision = gate(
+        MlflowClient(), model_name, version, metrics, X_va[list(MODEL_FEATURES)], y_va, gate_tolerance,
+        off_policy=(lambda m: off_policy(m).snips) if new_ope is not None else None,
+        new_off_policy=new_ope.snips if new_ope is not None else None,
+    )
     mlflow.set_tags({"promoted": str(decision.promoted).lower(), "gate_reason": decision.reason, "model_version": version})
     return TrainResult(run_id=mlflow.active_run().info.run_id, model_version=version, metrics=metrics, decision=decision)

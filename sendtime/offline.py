@@ -1,0 +1,48 @@
+"""`sendtime evaluate --logged`: the champion's policy judged on logged sends (off-policy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from features.contract import read_events, read_users
+from features.definitions import MODEL_FEATURES
+from features.engagement import build_user_features, outcomes_at
+from features.messages import build_messages
+from features.profiles import ShrinkageParams
+from sendtime.settings import Settings
+from serving.model_store import load_champion
+from training.offpolicy import OffPolicyReport, evaluate_policy, logged_sends, policy_hours
+
+
+def evaluate_logged(
+    settings: Settings,
+    events_path: str | Path,
+    users_path: str | Path,
+    since: pd.Timestamp,
+    until: pd.Timestamp,
+    status_quo_hour: int | None = None,
+    say: Callable[[str], None] = print,
+) -> OffPolicyReport:
+    if until <= since:
+        raise ValueError("--as-of must be after --since")
+    ev, us = read_events(events_path), read_users(users_path)
+    say(ev.summary("events"))
+    events = ev.accepted.loc[ev.accepted["timestamp"] < until]
+    msgs = build_messages(events, us.accepted, settings.default_timezone)
+    if msgs["propensity"].notna().sum() == 0:
+        raise ValueError("no send carries a propensity: log the propensity of each send to use --logged")
+    model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+    say(f"policy: champion v{version}, features as of {since.date()}")
+    uf = build_user_features(msgs, us.accepted, since, ShrinkageParams(horizon_hours=settings.horizon_hours), settings.default_timezone)
+    reward = outcomes_at(msgs, uf.rows_of(msgs["user_id"]), len(uf.table), until, settings.horizon_hours).opened
+    horizon = pd.Timedelta(hours=settings.horizon_hours)
+    logs = logged_sends(msgs, reward, since, until - horizon)
+    if len(logs) == 0:
+        raise ValueError(f"no logged sends with propensities between {since.date()} and {until.date()} minus the horizon")
+    say(f"scoring the policy on {len(logs):,} logged sends")
+    chosen, _ = policy_hours(model, list(columns), uf, logs)
+    sq = status_quo_hour if status_quo_hour is not None else int(msgs.loc[msgs["send_ts"] < since, "send_ts"].dt.hour.mode().iloc[0])
+    return evaluate_policy(logs, chosen, sq, n_boot=500, seed=settings.random_state)
