@@ -44,8 +44,10 @@ def _settings():
 def _progress():
     t0 = time.time()
 
+    from rich.markup import escape
+
     def say(msg: str) -> None:
-        console.print(f"[dim]{time.time() - t0:7.1f}s[/] {msg}", soft_wrap=True)
+        console.print(f"[dim]{time.time() - t0:7.1f}s[/] {escape(msg)}", soft_wrap=True)
 
     return say
 
@@ -208,6 +210,31 @@ def evaluate(
     out.print(f"date {rep.date}, {rep.users:,} users")
     out.print(rep.table().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     out.print(f"[bold]capture of the oracle's gain over the status quo: {rep.capture:.3f}[/]")
+
+
+@app.command()
+def suite(
+    out_dir: Path = typer.Option(Path("reports"), "--out", help="Folder for capture.md, CSVs and capture.png."),
+    users: int = typer.Option(20_000, "--users", min=100, max=5_000_000, help="Users per world."),
+    days: int = typer.Option(120, "--days", min=21, max=3650, help="Days of history per world."),
+    seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated seeds."),
+    worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds", help="Comma-separated world presets."),
+) -> None:
+    """Proof of lift: simulate each world, run the nightly job, judge against the truth and a reference policy."""
+    from sendtime.simulate import PRESETS
+    from sendtime.suite import run_suite
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+    world_list = [w.strip() for w in worlds.split(",") if w.strip()]
+    unknown = [w for w in world_list if w not in PRESETS]
+    if unknown or not world_list or not seed_list:
+        fail(f"unknown or empty --worlds {unknown or worlds!r}; choose from {', '.join(PRESETS)}")
+    summary = run_suite(world_list, seed_list, users, days, out_dir, say=_progress())
+    out.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out.print(f"table: {out_dir / 'capture.md'}  plot: {out_dir / 'capture.png'}")
 
 
 @app.command()

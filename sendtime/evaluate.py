@@ -119,3 +119,85 @@ def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path) ->
     events = read_events(Path(world_dir) / "events.parquet").accepted
     rec = pred.set_index("user_id")["best_hour_local"]
     return evaluate_day(truth, users, int(meta["status_quo_utc_hour"]), rec, str(days[0]), events=events)
+
+
+def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: pd.DataFrame, as_of: pd.Timestamp,
+                        default_tz: str = "UTC") -> dict[str, float]:
+    """Precision and recall of the machine-open classification against the simulator's truth.
+
+    An open is classified as a machine open when flagged so, or, unflagged, when it came within
+    minutes of delivery to a user detected as a machine opener.
+    """
+    from features.engagement import outcomes_at
+    from features.messages import MACHINE_OPEN_WINDOW, build_messages
+
+    msgs = build_messages(events, users, default_tz)
+    index = pd.Index(pd.concat([users["user_id"], msgs["user_id"]]).unique())
+    oc = outcomes_at(msgs, index.get_indexer(msgs["user_id"]), len(index), as_of, 24)
+    machine_user = pd.Series(oc.is_machine_user, index=index)
+    opens = events.loc[(events["event_type"] == "open") & (events["timestamp"] < as_of)]
+    send_ts = msgs.set_index("message_id")["send_ts"]
+    fast = (opens["timestamp"] - opens["message_id"].map(send_ts)) <= MACHINE_OPEN_WINDOW
+    flag = opens["machine_open"]
+    predicted = (flag == True).fillna(False) | (flag.isna() & fast & opens["user_id"].map(machine_user).fillna(False))  # noqa: E712
+    truth = opens["event_id"].map(open_truth.set_index("event_id")["is_machine"]).fillna(False).astype(bool)
+    tp = int((predicted & truth).sum())
+    return {
+        "machine_open_precision": tp / max(int(predicted.sum()), 1),
+        "machine_open_recall": tp / max(int(truth.sum()), 1),
+        "opens": float(len(opens)),
+    }
+
+
+def reference_policy(events: pd.DataFrame, users: pd.DataFrame, as_of: pd.Timestamp, day: str,
+                     max_rows: int = 200_000, seed: int = 0) -> pd.Series:
+    """The straightforward approach, for comparison: a RandomForest on each user's open-hour
+    histogram (every open counted) plus the candidate local send hour, labelled opened within
+    24 h, argmax over the day's 24 hours."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    tz_of = users.set_index("user_id")["timezone"].fillna("UTC")
+    ev = events.loc[events["timestamp"] < as_of]
+    opens = ev.loc[ev["event_type"] == "open"]
+    hours = hour_of_week(opens["timestamp"], opens["user_id"].map(tz_of).fillna("UTC")) % 24
+    ids = pd.Index(users["user_id"])
+    counts = np.zeros((len(ids), 24))
+    np.add.at(counts, (ids.get_indexer(opens["user_id"]), hours), 1.0)
+    total = counts.sum(1, keepdims=True)
+    hist = np.hstack([counts / np.maximum(total, 1), total])
+
+    sends = ev.loc[(ev["event_type"] == "send") & (ev["timestamp"] < as_of - pd.Timedelta(hours=24))]
+    first_open = opens.groupby("message_id")["timestamp"].min()
+    delay = sends["message_id"].map(first_open) - sends["timestamp"]
+    y = (delay <= pd.Timedelta(hours=24)).fillna(False).to_numpy().astype(int)
+    rows = ids.get_indexer(sends["user_id"])
+    ok = rows >= 0
+    send_hour = hour_of_week(sends["timestamp"], sends["user_id"].map(tz_of).fillna("UTC")) % 24
+    X = np.hstack([hist[rows[ok]], send_hour[ok, None]])
+    y = y[ok]
+    if len(y) > max_rows:
+        pick = np.random.default_rng(seed).choice(len(y), max_rows, replace=False)
+        X, y = X[pick], y[pick]
+    rf = RandomForestClassifier(n_estimators=100, min_samples_leaf=50, n_jobs=-1, random_state=seed).fit(X, y)
+    grid = np.hstack([np.repeat(hist, 24, axis=0), np.tile(np.arange(24), len(ids))[:, None]])
+    p = rf.predict_proba(grid)[:, 1].reshape(len(ids), 24)
+    return pd.Series(p.argmax(1), index=ids)
+
+
+def group_rates(truth: pd.DataFrame, users: pd.DataFrame, recommended_hour: pd.Series, day: str,
+                members: pd.Series) -> dict[str, float]:
+    """For a group of users: the recommendations' rate vs the best single UTC hour for that group."""
+    sub = users.loc[users["user_id"].isin(members[members].index)]
+    if sub.empty:
+        return {"users": 0.0}
+    ids = pd.Index(sub["user_id"])
+    T = truth_matrix(truth, ids)
+    date = pd.Timestamp(day)
+    tz = sub["timezone"].fillna("UTC").to_numpy()
+    best_utc = max(
+        float(T[np.arange(len(ids)), hour_of_week(pd.Series([date.tz_localize("UTC") + pd.Timedelta(hours=h)] * len(ids)), tz)].mean())
+        for h in range(24)
+    )
+    rec = recommended_hour.reindex(ids).to_numpy(dtype=int)
+    return {"users": float(len(ids)), "sendtime": float(T[np.arange(len(ids)), date.weekday() * 24 + rec].mean()),
+            "best_single_utc_hour": best_utc}

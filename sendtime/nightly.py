@@ -87,6 +87,23 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     return estimate
 
 
+def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame,
+                         as_of: pd.Timestamp, say: Callable[[str], None]) -> None:
+    """Capture of the oracle's gain, per policy, logged to the active MLflow run."""
+    from sendtime.evaluate import evaluate_day, machine_open_report
+
+    meta = json.loads((world_dir / "world.json").read_text())
+    truth = pd.read_parquet(world_dir / "truth.parquet")
+    rec = predictions.set_index("user_id")["best_hour_local"]
+    rep = evaluate_day(truth, users, int(meta["status_quo_utc_hour"]), rec, str(predictions["date"].iloc[0]), events=events)
+    mlflow.log_metrics({f"sim_rate_{k}": v for k, v in rep.rates.items()})
+    mlflow.log_metric("sim_capture", rep.capture)
+    mlflow.log_table(rep.table(), "evaluation/simulated_world.json")
+    if (world_dir / "open_truth.parquet").exists():
+        mlflow.log_metrics(machine_open_report(events, users, pd.read_parquet(world_dir / "open_truth.parquet"), as_of))
+    say(f"capture of the oracle's gain over the status quo: {rep.capture:.3f}")
+
+
 def run_nightly(
     settings: Settings,
     events_path: str | Path,
@@ -176,6 +193,10 @@ def run_nightly(
         staging.rename(final)
         publish_pointer(settings.published_dir, folder_name)
         mlflow.log_dict(manifest, "published/manifest.json")
+        world_dir = Path(events_path).parent
+        if (world_dir / "world.json").exists() and (world_dir / "truth.parquet").exists():
+            say("simulated world beside the events: judging the predictions against its truth")
+            log_world_evaluation(world_dir, predictions, ev.accepted, us.accepted, as_of, say)
         mlflow.log_metrics({
             "users_scored": len(predictions),
             "users_prior": int((predictions["source"] == "prior").sum()),

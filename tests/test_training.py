@@ -23,7 +23,7 @@ def test_run_logs_params_metrics_model_and_plots(trained):
     assert settings.tracking_uri.startswith("sqlite:///") and str(settings.home) in settings.tracking_uri
     client = _client(settings)
     run = client.get_run(result.run_id)
-    for key in ("val_roc_auc", "val_log_loss", "val_brier", "val_ece", "events_accepted"):
+    for key in ("val_roc_auc", "val_log_loss", "val_brier", "val_ece", "events_accepted", "sim_capture", "machine_open_recall"):
         assert key in run.data.metrics
     assert 0.6 < run.data.metrics["val_roc_auc"] <= 1.0
     assert run.data.params["n_estimators"] == "30"
