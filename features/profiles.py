@@ -24,8 +24,8 @@ H = 168
 class ShrinkageParams:
     horizon_hours: int = 24
     level_strength: float = 2.0  # expected-open units pulling the level ratio to 1
-    shape_strength: float = 20.0  # exposure units pulling a user's hourly rate to the prior
-    daytype_strength: float = 3.0  # exposure units pulling weekday/weekend apart from the daily profile
+    shape_strength: float = 60.0  # exposure units pulling a user's hourly rate to the prior
+    daytype_strength: float = 6.0  # exposure units pulling weekday/weekend apart from the daily profile
     group_strength: float = 50.0  # exposure units pulling a group's profile to its parent
     smooth_hours: float = 1.0  # Gaussian kernel width pooling evidence from neighbouring hours
     mixture_k: int = 10  # reading rhythms learned from the data for the prior (0: group profiles only)
@@ -225,19 +225,35 @@ def _smooth48(x: np.ndarray, sigma: float) -> np.ndarray:
 class RhythmMixture:
     """K reading rhythms learned from the pooled data (empirical Bayes), with mixing weights.
 
-    Each component is a rate per (weekday hour, weekend hour). A user's prior is the
-    posterior-weighted mix of components given their own opens and exposure; a user with no
-    evidence gets their segment's mixing weights.
+    Each component is a rate per (weekday hour, weekend hour). A user's opens are
+    Poisson(level * exposure * component) with the level drawn from a Gamma(alpha, alpha) prior
+    (mean 1), so the level is integrated out: users whose mail sat unopened through a
+    component's active hours count as evidence against that component. ``alpha <= 0`` falls
+    back to a profiled-out level (only the opens' hours inform the rhythm). A user's prior is
+    the posterior-weighted mix of components; a user with no evidence gets their segment's
+    mixing weights.
     """
 
     components: np.ndarray  # (K, 48)
     weights: dict[str, np.ndarray]  # segment -> (K,), "*" for all
+    alpha: float = 0.0  # Gamma shape of the per-user level multiplier (0: profile likelihood)
 
     def loglik(self, O48: np.ndarray, E48: np.ndarray) -> np.ndarray:
         phi = np.maximum(self.components, 1e-9)
         expected = E48 @ phi.T  # (n,K)
         n_open = O48.sum(1, keepdims=True)
+        if self.alpha > 0:
+            a = self.alpha
+            return O48 @ np.log(phi).T - (n_open + a) * np.log(a + expected)
         return O48 @ np.log(phi).T - n_open * np.log(np.maximum(expected, 1e-12))
+
+    def level_posterior_mean(self, O48: np.ndarray, E48: np.ndarray) -> np.ndarray:
+        """(n,K) posterior mean of the level multiplier under each component."""
+        expected = E48 @ np.maximum(self.components, 1e-9).T
+        n_open = O48.sum(1, keepdims=True)
+        if self.alpha > 0:
+            return (n_open + self.alpha) / (expected + self.alpha)
+        return n_open / np.maximum(expected, 1e-12)
 
     def responsibilities(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
         ll = self.loglik(O48, E48)
@@ -253,6 +269,16 @@ class RhythmMixture:
         return from_daytype48(r @ self.components)
 
 
+def _gamma_marginal(O48: np.ndarray, E48: np.ndarray, r: np.ndarray, comps: np.ndarray, alpha: float) -> float:
+    """Marginal log-likelihood (up to terms free of alpha) of the level prior Gamma(alpha, alpha)."""
+    from scipy.special import gammaln
+
+    n_open = O48.sum(1, keepdims=True)
+    expected = E48 @ np.maximum(comps, 1e-9).T
+    ll = alpha * np.log(alpha) - gammaln(alpha) + gammaln(alpha + n_open) - (alpha + n_open) * np.log(alpha + expected)
+    return float((r * ll).sum())
+
+
 def fit_mixture(
     O48: np.ndarray,
     E48: np.ndarray,
@@ -263,15 +289,21 @@ def fit_mixture(
     min_opens: float = 3,
     smooth_hours: float = 1.0,
     seed: int = 0,
+    marginal_level: bool = True,
 ) -> RhythmMixture:
-    """EM for O ~ Poisson(level_u * E * phi_k) with levels profiled out."""
+    """EM for O ~ Poisson(level_u * E * phi_k), level_u ~ Gamma(alpha, alpha) integrated out.
+
+    Initialised (farthest points on normalised shapes) from users with ``min_opens`` or more
+    opens; with ``marginal_level`` the EM then runs on every user with exposure, since unopened
+    mail also tells which hours a user is not reading, and alpha is refitted each iteration.
+    """
     fit = O48.sum(1) >= min_opens
-    Of, Ef = O48[fit], E48[fit]
     segs = np.asarray(segments)
     if fit.sum() < 5 * k:
         return RhythmMixture(lam_pop48[None, :].copy(), {"*": np.ones(1)})
     rng = np.random.default_rng(seed)
-    rates = _smooth48((Of + 2 * lam_pop48) / (Ef + 2), smooth_hours)
+    Oi, Ei = O48[fit], E48[fit]
+    rates = _smooth48((Oi + 2 * lam_pop48) / (Ei + 2), smooth_hours)
     shapes = rates / rates.sum(1, keepdims=True)
     # farthest-point initialisation on normalised shapes
     idx = [int(rng.integers(len(shapes)))]
@@ -279,17 +311,27 @@ def fit_mixture(
     for _ in range(k - 1):
         dist = np.minimum(dist, ((shapes - shapes[idx[-1]]) ** 2).sum(1))
         idx.append(int(np.argmax(dist)))
-    mix = RhythmMixture(rates[idx].copy(), {"*": np.full(k, 1.0 / k)})
-    for _ in range(iters):
+    alpha = 0.0
+    if marginal_level:
+        use = E48.sum(1) > 0
+        Of, Ef = O48[use], E48[use]
+        alpha = 1.0
+    else:
+        Of, Ef = Oi, Ei
+    mix = RhythmMixture(rates[idx].copy(), {"*": np.full(k, 1.0 / k)}, alpha)
+    grid = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0])
+    for it in range(iters):
         r = mix.responsibilities(Of, Ef, np.full(len(Of), "*"))
-        level = Of.sum(1, keepdims=True) / np.maximum(Ef @ mix.components.T, 1e-12)  # (n,K)
+        level = mix.level_posterior_mean(Of, Ef)  # (n,K)
         num = r.T @ Of
         den = (r * level).T @ Ef
-        comp = (num + 1.0 * lam_pop48) / (den + 1.0)
-        mix = RhythmMixture(_smooth48(comp, smooth_hours * 0.5), {"*": r.mean(0)})
+        comp = _smooth48((num + 1.0 * lam_pop48) / (den + 1.0), smooth_hours * 0.5)
+        if marginal_level and it % 5 == 4:
+            alpha = float(grid[np.argmax([_gamma_marginal(Of, Ef, r, comp, a) for a in grid])])
+        mix = RhythmMixture(comp, {"*": r.mean(0)}, alpha)
     r_all = mix.responsibilities(O48, E48, np.full(len(O48), "*"))
     weights = {"*": mix.weights["*"]}
     for s in np.unique(segs):
         m = segs == s
         weights[str(s)] = (r_all[m].sum(0) + 10 * weights["*"]) / (m.sum() + 10)
-    return RhythmMixture(mix.components, weights)
+    return RhythmMixture(mix.components, weights, alpha)

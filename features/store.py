@@ -30,6 +30,7 @@ def prior_to_dict(prior: PopulationPrior) -> dict:
         "mixture": None if prior.mixture is None else {
             "components": prior.mixture.components.tolist(),
             "weights": {k: v.tolist() for k, v in prior.mixture.weights.items()},
+            "alpha": float(prior.mixture.alpha),
         },
     }
 
@@ -43,6 +44,7 @@ def prior_from_dict(d: dict) -> PopulationPrior:
         mixture=None if d.get("mixture") is None else RhythmMixture(
             components=np.asarray(d["mixture"]["components"], dtype=np.float64),
             weights={k: np.asarray(v, dtype=np.float64) for k, v in d["mixture"]["weights"].items()},
+            alpha=float(d["mixture"].get("alpha", 0.0)),
         ),
     )
 
