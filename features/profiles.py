@@ -257,8 +257,9 @@ class RhythmMixture:
 
     def responsibilities(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
         ll = self.loglik(O48, E48)
-        logw = np.stack([np.log(np.maximum(self.weights.get(str(s), self.weights["*"]), 1e-9)) for s in segments]) if len(segments) else np.zeros((0, len(self.components)))
-        z = ll + logw
+        segs, inv = np.unique(np.asarray(segments, dtype=str), return_inverse=True)
+        table = np.array([np.log(np.maximum(self.weights.get(s, self.weights["*"]), 1e-9)) for s in segs]).reshape(len(segs), -1)
+        z = ll + (table[inv] if len(segments) else 0.0)
         z -= z.max(1, keepdims=True)
         r = np.exp(z)
         return r / r.sum(1, keepdims=True)
