@@ -173,6 +173,9 @@ def run_nightly(
         if staging.exists():
             shutil.rmtree(staging)
         save_features(uf, staging / "features")
+        say(f"scoring all 168 weekly slots of {len(uf.table):,} users with champion v{champ_version}")
+        scorer.table = scorer.full_table()
+        np.save(staging / "scores.npy", scorer.table)
         predictions = scorer.predict_day(as_of.date())
         predictions.to_parquet(staging / "predictions.parquet", index=False)
         manifest = {

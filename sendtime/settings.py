@@ -69,6 +69,7 @@ class Settings:
     status_quo_utc_hour: int | None = None
     policy_salt: str = "sendtime"
     max_users_per_request: int = 10_000
+    reload_seconds: float = 30.0
     max_window_hours: int = 24 * 7
 
     @property
@@ -114,6 +115,7 @@ class Settings:
             status_quo_utc_hour=_int(env, "SENDTIME_STATUS_QUO_UTC_HOUR", -1) if env.get("SENDTIME_STATUS_QUO_UTC_HOUR") else None,
             policy_salt=env.get("SENDTIME_POLICY_SALT", "sendtime"),
             max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
+            reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
         )
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 
 from features.store import load_features
@@ -64,10 +65,39 @@ def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: 
     return model, str(mv.version), columns
 
 
+SCORES = "scores.npy"
+
+
+def load_table(folder: Path, model_version: str, manifest: dict):
+    """The snapshot's 168-slot score table, if it was scored by ``model_version``."""
+    path = folder / SCORES
+    if not path.exists() or str(manifest.get("model_version")) != str(model_version):
+        return None
+    return np.load(path, mmap_mode="r")
+
+
 def load_scorer(settings) -> tuple[Scorer, dict]:
-    """The champion model with the currently published features."""
+    """The champion model with the currently published features and score table."""
     folder = current_snapshot(settings.published_dir)
-    manifest = read_manifest(folder)
+    try:
+        manifest = read_manifest(folder)
+        features = load_features(folder / "features")
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
     model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
-    features = load_features(folder / "features")
-    return Scorer(model=model, model_version=version, input_columns=columns, features=features), manifest
+    table = load_table(folder, version, manifest)
+    manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
+    return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table), manifest
+
+
+def snapshot_key(settings) -> tuple[str, str]:
+    """(published snapshot name, champion version): what a replica should be serving now."""
+    pointer = settings.published_dir / CURRENT
+    name = pointer.read_text().strip() if pointer.exists() else ""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    try:
+        version = str(MlflowClient().get_model_version_by_alias(settings.model_name, "champion").version)
+    except Exception:
+        version = ""
+    return name, version

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Optional
 
+import re
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from features.contract import known_timezone
@@ -30,22 +32,44 @@ class UserRef(BaseModel):
         return v
 
 
+QUIET_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_quiet_hours(text: str | None) -> tuple[int, int] | None:
+    """'21:00-08:00' -> (1260, 480) local minutes of day; None stays None."""
+    if text is None:
+        return None
+    m = QUIET_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"quiet_hours must look like '21:00-08:00', got {text!r}")
+    a, b = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    if a == b:
+        raise ValueError("quiet_hours start and end are equal: that would forbid every hour")
+    return a, b
+
+
+def check_quiet_hours(v: Optional[str]) -> Optional[str]:
+    parse_quiet_hours(v)
+    return v
+
+
 class SendTimeAnswer(BaseModel):
     user_id: str = Field(examples=["u000123"])
-    send_at: Optional[datetime] = Field(description="When to send, UTC, on the hour, inside the window.", examples=["2026-04-14T13:00:00Z"])
+    send_at: Optional[datetime] = Field(description="When to send, UTC, on the hour, inside the window; null when no hour qualifies (see reason).", examples=["2026-04-14T13:00:00Z"])
     local_time: Optional[str] = Field(description="send_at in the user's local time (ISO 8601 with offset).", examples=["2026-04-14T09:00:00-04:00"])
     local_hour: Optional[int] = Field(ge=0, le=23, description="Local hour of day of send_at.", examples=[9])
     p_open: Optional[float] = Field(ge=0, le=1, description="Probability that a message sent then gets a human open within 24 h.", examples=[0.31])
+    reason: Optional[str] = Field(default=None, description="Why send_at is null (no allowed hour, or no capacity left).", examples=[None])
     confidence: float = Field(ge=0, le=1, description="Share of the answer that rests on the user's own history (0 = prior only).", examples=[0.8])
     source: Literal["model", "prior"] = Field(description="'model' for users with history, 'prior' for users without.", examples=["model"])
     timezone: str = Field(description="Time zone used.", examples=["America/New_York"])
     timezone_source: Literal["request", "users_table", "default"] = Field(description="Where the time zone came from.", examples=["users_table"])
     model_version: str = Field(description="Registered model version that scored it.", examples=["3"])
-    policy: Literal["optimized", "explore", "holdout"] = Field(
-        description="'optimized': best hour; 'explore': a random hour of the window (exploration); 'holdout': the status-quo hour (control group).",
+    policy: Literal["optimized", "explore", "holdout", "planned"] = Field(
+        description="'optimized': best hour; 'explore': a random allowed hour (exploration); 'holdout': the status-quo hour (control group); 'planned': chosen by a capacity plan.",
         examples=["optimized"],
     )
-    propensity: float = Field(gt=0, le=1, description="Probability the policy had of choosing this hour: log it with the send.", examples=[0.952])
+    propensity: Optional[float] = Field(gt=0, le=1, description="Probability the policy had of choosing this hour: log it with the send.", examples=[0.952])
 
 
 class BestSendTimeResponse(BaseModel):
@@ -60,3 +84,32 @@ class ServiceInfo(BaseModel):
     features_as_of: str
     snapshot: str
     users_known: int
+
+
+class HourLoad(BaseModel):
+    send_at: datetime = Field(description="A whole UTC hour of the window.", examples=["2026-04-14T13:00:00Z"])
+    planned: int = Field(ge=0, description="Users planned at this hour.", examples=[4200])
+    cap: int = Field(ge=0, description="The cap for this hour.", examples=[5000])
+
+
+class PlanSummary(BaseModel):
+    expected_opens_plan: float = Field(description="Sum of P(open) of the plan.", examples=[3120.5])
+    expected_opens_uncapped: float = Field(description="Sum of P(open) if everyone got their best allowed hour, ignoring caps.", examples=[3190.2])
+    expected_opens_status_quo: float = Field(description="Sum of P(open) if everyone were sent at the status-quo hour.", examples=[2405.7])
+    users_planned: int = Field(examples=[10000])
+    users_unplanned: int = Field(description="Users with no allowed hour or no capacity left.", examples=[0])
+    hourly: list[HourLoad]
+
+
+class PlanResponse(BaseModel):
+    model_version: str = Field(examples=["3"])
+    features_as_of: str = Field(examples=["2026-04-13T00:00:00+00:00"])
+    summary: PlanSummary
+    results: list[SendTimeAnswer]
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    message: str
+    model_version: str
+    snapshot: str

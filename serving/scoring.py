@@ -7,7 +7,7 @@ users missing from the snapshot get cold-start features built from the snapshot'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date as Date
 from typing import Sequence
 
@@ -24,26 +24,81 @@ class SchemaMismatch(ValueError):
 
 
 @dataclass
+class WindowRules:
+    """What a send time must satisfy besides being a whole UTC hour inside the window."""
+
+    window_start: pd.Timestamp
+    window_end: pd.Timestamp
+    quiet: tuple[int, int] | None = None  # local minutes of day [start, end), may wrap midnight
+    earliest: pd.Timestamp | None = None  # now + lead time
+
+
+@dataclass
+class Grid:
+    """Every requested user x every candidate hour: scores and which pairs are allowed."""
+
+    candidates: pd.DatetimeIndex
+    info: pd.DataFrame  # row, timezone, timezone_source, source, confidence (request order)
+    local_hour: np.ndarray  # (n, m)
+    p: np.ndarray  # (n, m)
+    allowed: np.ndarray  # (n, m)
+
+
+@dataclass
 class Scorer:
     model: object
     model_version: str
     input_columns: list[str]
     features: UserFeatures
+    table: np.ndarray | None = None  # (known users, 168) precomputed P(open), same row order
+    score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0})
 
     def __post_init__(self) -> None:
         probe = self.features.model_frame(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         missing = [c for c in self.input_columns if c not in probe.columns]
         if missing:
             raise SchemaMismatch(f"model v{self.model_version} needs columns the features lack: {', '.join(missing)}")
+        if self.table is not None and self.table.shape != (len(self.features.table), 168):
+            raise SchemaMismatch(
+                f"score table shape {self.table.shape} does not match {len(self.features.table)} users x 168 slots"
+            )
 
-    def score(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
-        """P(open) for (user row, local hour-of-week) pairs, scoring each distinct pair once."""
+    def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
+        """P(open) from the model, scoring each distinct (row, slot) pair once."""
         if len(rows) == 0:
             return np.zeros(0)
         key = rows.astype(np.int64) * 168 + (how.astype(np.int64) % 168)
         uniq, inv = np.unique(key, return_inverse=True)
         X = uf.model_frame(uniq // 168, uniq % 168)[self.input_columns]
         return self.model.predict_proba(X)[:, 1][inv]
+
+    def score(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
+        """P(open) for (user row, local hour-of-week) pairs: table lookup for known users."""
+        rows = np.asarray(rows, dtype=np.int64)
+        how = np.asarray(how, dtype=np.int64) % 168
+        if self.table is None:
+            self.score_sources["model"] += len(rows)
+            return self.score_model(uf, rows, how)
+        out = np.empty(len(rows))
+        known = rows < len(self.table)
+        out[known] = self.table[rows[known], how[known]]
+        if not known.all():
+            out[~known] = self.score_model(uf, rows[~known], how[~known])
+        self.score_sources["table"] += int(known.sum())
+        self.score_sources["model"] += int((~known).sum())
+        return out
+
+    def full_table(self, chunk_users: int = 20_000) -> np.ndarray:
+        """P(open) of all 168 slots for every known user (published by the nightly run)."""
+        n = len(self.features.table)
+        out = np.empty((n, 168), dtype=np.float32)
+        for s in range(0, n, chunk_users):
+            e = min(n, s + chunk_users)
+            rows = np.repeat(np.arange(s, e), 168)
+            how = np.tile(np.arange(168), e - s)
+            X = self.features.model_frame(rows, how)[self.input_columns]
+            out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
+        return out
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None, default_tz: str = "UTC") -> tuple[UserFeatures, pd.DataFrame]:
         """Feature rows for the requested users (known or cold) and how their zone was chosen.
@@ -110,6 +165,29 @@ class Scorer:
             }
         )
 
+    def grid(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None, rules: WindowRules,
+             default_tz: str = "UTC") -> Grid:
+        """Score every requested user at every whole UTC hour of the window, DST-correct."""
+        candidates = candidate_hours(rules.window_start, rules.window_end)
+        uf, info = self.users(user_ids, timezones, default_tz)
+        n, m = len(info), len(candidates)
+        how = np.empty((n, m), dtype=np.int64)
+        minute = np.empty((n, m), dtype=np.int64)
+        for zone, idx in info.groupby("timezone", sort=False).indices.items():
+            local = candidates.tz_convert(zone)
+            how[idx] = np.asarray(local.weekday * 24 + local.hour)
+            minute[idx] = np.asarray(local.hour * 60 + local.minute)
+        allowed = np.ones((n, m), dtype=bool)
+        if rules.earliest is not None:
+            allowed &= np.asarray(candidates >= rules.earliest)[None, :]
+        if rules.quiet is not None:
+            qs, qe = rules.quiet
+            quiet = (minute >= qs) & (minute < qe) if qs < qe else (minute >= qs) | (minute < qe)
+            allowed &= ~quiet
+        p = self.score(uf, np.repeat(info["row"].to_numpy(), m), how.ravel()).reshape(n, m)
+        info["confidence"] = uf.table["confidence"].to_numpy()[info["row"].to_numpy()]
+        return Grid(candidates=candidates, info=info, local_hour=how % 24, p=p, allowed=allowed)
+
     def best_in_window(
         self,
         user_ids: Sequence[str],
@@ -119,45 +197,66 @@ class Scorer:
         default_tz: str = "UTC",
         policy: ExplorationPolicy | None = None,
         status_quo_utc_hour: int | None = None,
+        quiet: tuple[int, int] | None = None,
+        earliest: pd.Timestamp | None = None,
     ) -> pd.DataFrame:
-        """Each user's send hour in [window_start, window_end] (whole UTC hours), DST-correct.
+        """Each user's send hour in the window (whole UTC hours), DST-correct, outside quiet hours.
 
-        Without a policy it is the best hour; with one, holdout users get the status-quo hour
-        and a share of the rest a random hour, each answer with its propensity.
+        Without a policy it is the best allowed hour; with one, holdout users get the status-quo
+        hour and a share of the rest a random allowed hour, each answer with its propensity.
+        Users with no allowed hour come back with ``send_at`` empty and a ``reason``.
         """
-        candidates = candidate_hours(window_start, window_end)
-        uf, info = self.users(user_ids, timezones, default_tz)
-        n, m = len(info), len(candidates)
-        how = np.empty((n, m), dtype=np.int64)
-        local_hour = np.empty((n, m), dtype=np.int64)
-        cand = pd.Series(candidates)
-        for zone, idx in info.groupby("timezone").groups.items():
-            h = hour_of_week(cand, np.full(m, zone, dtype=object))
-            how[np.asarray(idx)] = h
-            local_hour[np.asarray(idx)] = h % 24
-        p = self.score(uf, np.repeat(info["row"].to_numpy(), m), how.ravel()).reshape(n, m)
-        ids = [str(u) for u in user_ids]
-        if policy is None:
-            best = p.argmax(axis=1)
-            prop = np.ones(n)
-            label = np.full(n, "optimized", dtype=object)
+        g = self.grid(user_ids, timezones, WindowRules(window_start, window_end, quiet, earliest), default_tz)
+        return self.answers(g, [str(u) for u in user_ids], policy, status_quo_utc_hour)
+
+    def answers(self, g: Grid, ids: list[str], policy: ExplorationPolicy | None = None,
+                status_quo_utc_hour: int | None = None, chosen: np.ndarray | None = None) -> pd.DataFrame:
+        """One answer per user from a grid: the policy's choice, or ``chosen`` (-1: none)."""
+        n = len(ids)
+        masked = np.where(g.allowed, g.p, -np.inf)
+        has_hour = g.allowed.any(axis=1)
+        prop = np.ones(n)
+        label = np.full(n, "optimized", dtype=object)
+        if chosen is not None:
+            best = chosen
+            label[:] = "planned"
+        elif policy is None:
+            best = masked.argmax(axis=1) if g.p.shape[1] else np.zeros(n, dtype=np.int64)
         else:
-            sq = status_quo_index(candidates, 14 if status_quo_utc_hour is None else status_quo_utc_hour)
-            key = f"{candidates[0].isoformat()}|{candidates[-1].isoformat()}"
-            best, prop, label = policy.choose(ids, p, np.full(n, sq), key)
+            # exploration and the status quo draw among allowed hours only
+            sq = status_quo_index(g.candidates, 14 if status_quo_utc_hour is None else status_quo_utc_hour)
+            key = f"{g.candidates[0].isoformat()}|{g.candidates[-1].isoformat()}" if len(g.candidates) else ""
+            best = np.full(n, -1, dtype=np.int64)
+            for k in np.unique(g.allowed.sum(axis=1)):
+                if k == 0:
+                    continue
+                grp = np.flatnonzero(g.allowed.sum(axis=1) == k)
+                cols = np.argsort(~g.allowed[grp], axis=1, kind="stable")[:, :k]  # allowed columns in order
+                sub = np.take_along_axis(g.p[grp], cols, axis=1)
+                sq_pos = np.abs(cols - sq).argmin(axis=1)
+                idx, pr, lab = policy.choose([ids[i] for i in grp], sub, sq_pos, key)
+                best[grp] = cols[np.arange(len(grp)), idx]
+                prop[grp], label[grp] = pr, lab
+        ok = has_hour & (best >= 0)
+        safe = np.where(ok, best, 0)
         pick = np.arange(n)
+        send_at = pd.Series(g.candidates[safe] if len(g.candidates) else pd.NaT, index=pick)
+        send_at[~ok] = pd.NaT
+        reason = np.where(has_hour, np.where(ok, None, "no capacity left in the window"),
+                          "no hour in the window outside quiet hours and after the lead time")
         return pd.DataFrame(
             {
                 "user_id": ids,
-                "send_at": candidates[best],
-                "local_hour": local_hour[pick, best],
-                "p_open": p[pick, best],
-                "source": info["source"].to_numpy(),
-                "confidence": uf.table["confidence"].to_numpy()[info["row"].to_numpy()],
-                "timezone": info["timezone"].to_numpy(),
-                "timezone_source": info["timezone_source"].to_numpy(),
+                "send_at": send_at.to_numpy(),
+                "local_hour": np.where(ok, g.local_hour[pick, safe] if len(g.candidates) else 0, -1),
+                "p_open": np.where(ok, g.p[pick, safe] if len(g.candidates) else np.nan, np.nan),
+                "source": g.info["source"].to_numpy(),
+                "confidence": g.info["confidence"].to_numpy(),
+                "timezone": g.info["timezone"].to_numpy(),
+                "timezone_source": g.info["timezone_source"].to_numpy(),
                 "policy": label,
-                "propensity": prop,
+                "propensity": np.where(ok, prop, np.nan),
+                "reason": reason,
             }
         )
 

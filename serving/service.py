@@ -1,51 +1,121 @@
 """The BentoML service the email scheduler calls.
 
 Start it with ``sendtime serve`` (binds 127.0.0.1) or ``bentoml serve serving.service:SendTime``.
-It loads the ``champion`` model from the MLflow registry and the feature snapshot the last
-nightly run published; both are located through the settings read from the environment.
+It loads the ``champion`` model from the MLflow registry and the snapshot (features and the
+168-slot score table) the last nightly run published; both are located through the settings
+read from the environment. A watcher thread swaps in a new snapshot or champion when the
+nightly run publishes one; requests in flight keep the state they started with.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated, Optional, Union
 
 import bentoml
 import numpy as np
 import pandas as pd
 from bentoml.exceptions import InvalidArgument
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from sendtime.settings import Settings
-from serving.model_store import load_scorer
+from serving.capacity import plan_with_caps, uncapped_opens
+from serving.guard import Guard
+from serving.model_store import load_scorer, snapshot_key
 from serving.policy import ExplorationPolicy
-from serving.schemas import MAX_USERS, BestSendTimeResponse, SendTimeAnswer, ServiceInfo, UserRef
-from serving.scoring import candidate_hours
+from serving.schemas import (
+    MAX_USERS,
+    BestSendTimeResponse,
+    HourLoad,
+    PlanResponse,
+    PlanSummary,
+    ReloadResponse,
+    SendTimeAnswer,
+    ServiceInfo,
+    UserRef,
+    check_quiet_hours,
+    parse_quiet_hours,
+)
+from serving.scoring import Scorer, WindowRules, candidate_hours, status_quo_index
 
 log = logging.getLogger("sendtime.service")
+
+Users = Annotated[list[UserRef], Field(min_length=1, max_length=MAX_USERS, description="Users to schedule (1 to 10,000).")]
+WindowStart = Annotated[AwareDatetime, Field(description="Earliest send time, ISO 8601 with offset.", examples=["2026-04-14T00:00:00Z"])]
+WindowEnd = Annotated[AwareDatetime, Field(description="Latest send time, ISO 8601 with offset.", examples=["2026-04-15T00:00:00Z"])]
+QuietHours = Annotated[
+    Optional[str],
+    AfterValidator(check_quiet_hours),
+    Field(description="Local hours not to send in, 'HH:MM-HH:MM' (may wrap midnight).", examples=["21:00-08:00"]),
+]
+LeadMinutes = Annotated[
+    Optional[int], Field(ge=0, le=7 * 24 * 60, description="Earliest send is now + this many minutes.", examples=[30])
+]
+
+
+@dataclass
+class ServingState:
+    scorer: Scorer
+    manifest: dict
+    key: tuple[str, str]
+    status_quo_utc_hour: int
 
 
 @bentoml.service(name="sendtime", traffic={"timeout": 60}, http={"host": "127.0.0.1"})
 class SendTime:
     def __init__(self) -> None:
         self.settings = Settings.from_env().prepare()
-        self.scorer, self.manifest = load_scorer(self.settings)
-        forest = getattr(self.scorer.model, "named_steps", {}).get("forest")
+        self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
+        self.answers_by_source = {"table": 0, "model": 0, "prior": 0}
+        self.requests = {"best_send_time": 0, "plan_campaign": 0}
+        self.reloads = {"ok": 0, "refused": 0}
+        self._swap = threading.Lock()
+        self.state = self._load()  # at first start a bad snapshot stops the service with its message
+        self._stop = threading.Event()
+        if self.settings.reload_seconds > 0:
+            threading.Thread(target=self._watch, name="sendtime-reload", daemon=True).start()
+
+    # -- state -------------------------------------------------------------------------------
+    def _load(self) -> ServingState:
+        scorer, manifest = load_scorer(self.settings)
+        forest = getattr(scorer.model, "named_steps", {}).get("forest")
         if forest is not None:
             forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
-        self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
         sq = self.settings.status_quo_utc_hour
-        self.status_quo_utc_hour = sq if sq is not None else int(self.manifest.get("status_quo_utc_hour", 14))
-        log.info("loaded model v%s, features as of %s", self.scorer.model_version, self.scorer.features.as_of)
+        sq = sq if sq is not None else int(manifest.get("status_quo_utc_hour", 14))
+        key = (manifest.get("snapshot", ""), scorer.model_version)
+        log.info("serving model v%s, snapshot %s, table %s", scorer.model_version, key[0], manifest.get("table"))
+        return ServingState(scorer=scorer, manifest=manifest, key=key, status_quo_utc_hour=sq)
 
-    @bentoml.api(route="/best_send_time")
-    def best_send_time(
-        self,
-        users: Annotated[list[UserRef], Field(min_length=1, max_length=MAX_USERS, description="Users to schedule (1 to 10,000).")],
-        window_start: Annotated[AwareDatetime, Field(description="Earliest send time, ISO 8601 with offset.", examples=["2026-04-14T00:00:00Z"])],
-        window_end: Annotated[AwareDatetime, Field(description="Latest send time, ISO 8601 with offset.", examples=["2026-04-15T00:00:00Z"])],
-    ) -> BestSendTimeResponse:
-        """Each user's best send time, on a whole UTC hour inside the window."""
+    def reload_now(self) -> tuple[bool, str]:
+        """Swap in the published snapshot / champion if they changed; keep the old on failure."""
+        with self._swap:
+            try:
+                wanted = snapshot_key(self.settings)
+            except Exception as exc:  # registry unreachable: keep serving what we have
+                return False, f"cannot reach the registry: {exc}"
+            if wanted == self.state.key:
+                return False, "already serving the published snapshot and champion"
+            try:
+                new = self._load()
+            except Exception as exc:
+                self.reloads["refused"] += 1
+                msg = f"refused snapshot {wanted[0]} / model v{wanted[1]}: {exc}; still serving {self.state.key}"
+                log.error(msg)
+                return False, msg
+            self.state = new
+            self.reloads["ok"] += 1
+            return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.reload_seconds):
+            self.reload_now()
+
+    # -- shared request handling -------------------------------------------------------------
+    def _rules(self, window_start, window_end, quiet_hours, min_lead_minutes) -> WindowRules:
         start, end = pd.Timestamp(window_start), pd.Timestamp(window_end)
         if end <= start:
             raise InvalidArgument("window_end must be after window_start")
@@ -53,45 +123,153 @@ class SendTime:
             raise InvalidArgument("window must be at least one hour long")
         if end - start > pd.Timedelta(hours=self.settings.max_window_hours):
             raise InvalidArgument(f"window must be at most {self.settings.max_window_hours} hours long")
-        if len(users) > self.settings.max_users_per_request:
-            raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
         if len(candidate_hours(start, end)) == 0:
             raise InvalidArgument("window holds no whole UTC hour")
-        res = self.scorer.best_in_window(
-            [u.user_id for u in users], [u.timezone for u in users], start, end, self.settings.default_timezone,
-            policy=self.policy, status_quo_utc_hour=self.status_quo_utc_hour,
-        )
-        version = self.scorer.model_version
-        answers = []
+        earliest = None
+        if min_lead_minutes is not None:
+            earliest = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=min_lead_minutes)
+        return WindowRules(start, end, parse_quiet_hours(quiet_hours), earliest)
+
+    def _check_users(self, users: list[UserRef]) -> None:
+        if len(users) > self.settings.max_users_per_request:
+            raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
+
+    def _respond(self, state: ServingState, res: pd.DataFrame) -> list[SendTimeAnswer]:
+        version = state.scorer.model_version
+        self.answers_by_source["prior"] += int((res["source"] == "prior").sum())
+        out = []
         for r in res.itertuples(index=False):
-            send_at = pd.Timestamp(r.send_at)
-            answers.append(
-                SendTimeAnswer(
-                    user_id=r.user_id,
-                    send_at=send_at.to_pydatetime(),
-                    local_time=send_at.tz_convert(r.timezone).isoformat(),
-                    local_hour=int(r.local_hour),
-                    p_open=float(np.clip(r.p_open, 0.0, 1.0)),
-                    confidence=float(np.clip(r.confidence, 0.0, 1.0)),
-                    source=r.source,
-                    timezone=r.timezone,
-                    timezone_source=r.timezone_source,
-                    model_version=version,
-                    policy=r.policy,
-                    propensity=float(r.propensity),
-                )
-            )
-        return BestSendTimeResponse(
-            model_version=version, features_as_of=self.scorer.features.as_of.isoformat(), results=answers
+            ok = not pd.isna(r.send_at)
+            send_at = pd.Timestamp(r.send_at).tz_localize("UTC") if ok and pd.Timestamp(r.send_at).tzinfo is None else (pd.Timestamp(r.send_at) if ok else None)
+            out.append(SendTimeAnswer.model_construct(
+                user_id=r.user_id,
+                send_at=send_at.to_pydatetime() if ok else None,
+                local_time=send_at.tz_convert(r.timezone).isoformat() if ok else None,
+                local_hour=int(r.local_hour) if ok else None,
+                p_open=float(np.clip(r.p_open, 0.0, 1.0)) if ok else None,
+                reason=r.reason,
+                confidence=float(np.clip(r.confidence, 0.0, 1.0)),
+                source=r.source,
+                timezone=r.timezone,
+                timezone_source=r.timezone_source,
+                model_version=version,
+                policy=r.policy,
+                propensity=float(r.propensity) if ok else None,
+            ))
+        return out
+
+    def _count_sources(self, scorer: Scorer, before: dict) -> None:
+        for k in ("table", "model"):
+            self.answers_by_source[k] += scorer.score_sources[k] - before[k]
+
+    # -- routes ------------------------------------------------------------------------------
+    @bentoml.api(route="/best_send_time")
+    def best_send_time(
+        self,
+        users: Users,
+        window_start: WindowStart,
+        window_end: WindowEnd,
+        quiet_hours: QuietHours = None,
+        min_lead_minutes: LeadMinutes = None,
+    ) -> BestSendTimeResponse:
+        """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
+        self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
+        state = self.state
+        before = dict(state.scorer.score_sources)
+        g = state.scorer.grid([u.user_id for u in users], [u.timezone for u in users], rules, self.settings.default_timezone)
+        res = state.scorer.answers(g, [u.user_id for u in users], self.policy, state.status_quo_utc_hour)
+        self._count_sources(state.scorer, before)
+        self.requests["best_send_time"] += 1
+        return BestSendTimeResponse.model_construct(
+            model_version=state.scorer.model_version,
+            features_as_of=state.scorer.features.as_of.isoformat(),
+            results=self._respond(state, res),
+        )
+
+    @bentoml.api(route="/plan_campaign")
+    def plan_campaign(
+        self,
+        users: Users,
+        window_start: WindowStart,
+        window_end: WindowEnd,
+        hourly_cap: Annotated[
+            Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]]],
+            Field(description="Most sends per UTC hour: one number for every hour, or one per whole hour of the window.", examples=[5000]),
+        ],
+        quiet_hours: QuietHours = None,
+        min_lead_minutes: LeadMinutes = None,
+    ) -> PlanResponse:
+        """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
+        self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
+        state = self.state
+        before = dict(state.scorer.score_sources)
+        ids = [u.user_id for u in users]
+        g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
+        m = len(g.candidates)
+        if isinstance(hourly_cap, list):
+            if len(hourly_cap) != m:
+                raise InvalidArgument(f"hourly_cap: the window has {m} whole hours, got {len(hourly_cap)} caps")
+            caps = np.asarray(hourly_cap, dtype=np.int64)
+        else:
+            caps = np.full(m, int(hourly_cap), dtype=np.int64)
+        plan = plan_with_caps(g.p, g.allowed, caps)
+        res = state.scorer.answers(g, ids, chosen=plan.hour)
+        sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
+        load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
+        summary = PlanSummary(
+            expected_opens_plan=plan.expected_opens,
+            expected_opens_uncapped=uncapped_opens(g.p, g.allowed),
+            expected_opens_status_quo=float(g.p[:, sq].sum()),
+            users_planned=int(plan.assigned.sum()),
+            users_unplanned=int((~plan.assigned).sum()),
+            hourly=[HourLoad(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
+        )
+        self._count_sources(state.scorer, before)
+        self.requests["plan_campaign"] += 1
+        return PlanResponse.model_construct(
+            model_version=state.scorer.model_version,
+            features_as_of=state.scorer.features.as_of.isoformat(),
+            summary=summary,
+            results=self._respond(state, res),
         )
 
     @bentoml.api(route="/info")
     def info(self) -> ServiceInfo:
-        """Which model version and feature snapshot this replica serves."""
+        """Which model version and snapshot this replica serves."""
+        state = self.state
         return ServiceInfo(
             model_name=self.settings.model_name,
-            model_version=self.scorer.model_version,
-            features_as_of=self.scorer.features.as_of.isoformat(),
-            snapshot=str(self.manifest.get("run_id", "")),
-            users_known=int(len(self.scorer.features.table)),
+            model_version=state.scorer.model_version,
+            features_as_of=state.scorer.features.as_of.isoformat(),
+            snapshot=str(state.key[0]),
+            users_known=int(len(state.scorer.features.table)),
         )
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self) -> ReloadResponse:
+        """Check for a new published snapshot or champion now (the watcher also does, periodically)."""
+        ok, msg = self.reload_now()
+        return ReloadResponse(reloaded=ok, message=msg, model_version=self.state.scorer.model_version, snapshot=str(self.state.key[0]))
+
+    def __metrics__(self, content: str) -> str:
+        """Prometheus text: answers by source, requests by route, model version, reloads."""
+        lines = [content.rstrip("\n"),
+                 "# HELP sendtime_answers_total User-hour scores served, by source.",
+                 "# TYPE sendtime_answers_total counter"]
+        lines += [f'sendtime_answers_total{{source="{k}"}} {v}' for k, v in self.answers_by_source.items()]
+        lines += ["# HELP sendtime_requests_total Requests answered, by route.", "# TYPE sendtime_requests_total counter"]
+        lines += [f'sendtime_requests_total{{route="{k}"}} {v}' for k, v in self.requests.items()]
+        lines += ["# HELP sendtime_reloads_total Snapshot swaps, done or refused.", "# TYPE sendtime_reloads_total counter"]
+        lines += [f'sendtime_reloads_total{{result="{k}"}} {v}' for k, v in self.reloads.items()]
+        state = self.state
+        lines += ["# HELP sendtime_model_info The model version and snapshot being served.", "# TYPE sendtime_model_info gauge",
+                  f'sendtime_model_info{{model="{self.settings.model_name}",version="{state.scorer.model_version}",'
+                  f'snapshot="{state.key[0]}",table="{str(state.manifest.get("table", False)).lower()}"}} 1',
+                  "# HELP sendtime_users_known Users in the served snapshot.", "# TYPE sendtime_users_known gauge",
+                  f"sendtime_users_known {len(state.scorer.features.table)}"]
+        return "\n".join(lines) + "\n"
+
+
+SendTime.add_asgi_middleware(Guard)
