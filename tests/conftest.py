@@ -20,6 +20,7 @@ FAST_FOREST = {"SENDTIME_N_ESTIMATORS": "30", "SENDTIME_MAX_DEPTH": "10", "SENDT
 def make_env(home: Path) -> dict[str, str]:
     env = {"SENDTIME_HOME": str(home), **FAST_FOREST}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     return env
 
 
@@ -43,6 +44,7 @@ def trained(tmp_path_factory, world_dir):
     home = tmp_path_factory.mktemp("home")
     env = {**os.environ, **make_env(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     settings = Settings.from_env(env)
     result = run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet",
                          pd.Timestamp(AS_OF, tz="UTC"), say=lambda m: None)
@@ -55,6 +57,7 @@ def served_env(trained, monkeypatch):
     settings, _ = trained
     monkeypatch.setenv("SENDTIME_HOME", str(settings.home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     for k, v in FAST_FOREST.items():
         monkeypatch.setenv(k, v)
     return settings

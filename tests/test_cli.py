@@ -18,6 +18,7 @@ COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve"]
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.pop("MLFLOW_REGISTRY_URI", None)
     return subprocess.run([sys.executable, "-m", "sendtime.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=300)
 

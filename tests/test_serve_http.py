@@ -27,6 +27,7 @@ def server(trained, tmp_path_factory):
     port = free_port()
     env = {**os.environ, **make_env(settings.home)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "sendtime.cli", "serve", "--port", str(port)],
