@@ -4,6 +4,7 @@ store, and one nightly run that the training, prediction and serving tests all r
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from sendtime.settings import TELEMETRY_OFF
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)
+# `bentoml serve` sets up Prometheus' multiprocess folder itself; the in-process ASGI app needs
+# one too, before prometheus_client is first imported, or /metrics cannot answer.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sendtime-prometheus-"))
 
 AS_OF = "2026-04-13"
 FAST_FOREST = {"SENDTIME_N_ESTIMATORS": "30", "SENDTIME_MAX_DEPTH": "10", "SENDTIME_MIN_SAMPLES_LEAF": "20", "SENDTIME_N_JOBS": "2"}
@@ -61,3 +65,17 @@ def served_env(trained, monkeypatch):
     for k, v in FAST_FOREST.items():
         monkeypatch.setenv(k, v)
     return settings
+
+
+def fresh_service_metrics() -> None:
+    """Forget BentoML's request metrics before building another in-process app (test-only):
+    each app registers them once per process, and a second registration is refused."""
+    import prometheus_client
+
+    registry = prometheus_client.REGISTRY
+    for name, collector in list(registry._names_to_collectors.items()):
+        if name.startswith("bentoml_"):
+            try:
+                registry.unregister(collector)
+            except KeyError:
+                pass

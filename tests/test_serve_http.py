@@ -83,3 +83,40 @@ def test_binds_loopback_only(server):
         pytest.skip("ss not available")
     local = [line.split()[3] for line in out.stdout.splitlines() if line.strip()]
     assert local and all(addr.startswith("127.0.0.1:") for addr in local), local
+
+
+def test_python_client_batches_and_keeps_order(server):
+    from serving.client import SendTimeClient
+
+    base, result = server
+    users = list(result.users.accepted["user_id"].head(23))
+    with SendTimeClient(base, batch_size=7, timeout=30) as c:
+        answers = c.best_send_time(users, "2026-04-14T06:00:00Z", "2026-04-14T22:00:00Z", quiet_hours="22:00-07:00")
+        assert [a["user_id"] for a in answers] == users
+        plan = c.plan_campaign(users, "2026-04-14T06:00:00Z", "2026-04-14T22:00:00Z", hourly_cap=2)
+        assert plan["summary"]["users_planned"] == 23
+        assert c.info()["model_version"] == result.champion_version
+
+
+def test_python_client_reports_4xx_and_gives_up_on_a_dead_server(server):
+    import time
+
+    from serving.client import SendTimeClient, SendTimeError
+
+    base, _ = server
+    with SendTimeClient(base) as c:
+        with pytest.raises(SendTimeError) as err:
+            c.best_send_time(["a"], "2026-04-14T06:00:00Z", "2026-04-14T06:30:00Z")
+        assert err.value.status == 400 and "one hour" in str(err.value)
+    with SendTimeClient(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.05) as dead:
+        t = time.time()
+        with pytest.raises(SendTimeError, match="cannot reach"):
+            dead.best_send_time(["a"], "2026-04-14T06:00:00Z", "2026-04-14T22:00:00Z")
+        assert time.time() - t < 5
+
+
+def test_metrics_over_http(server):
+    base, _ = server
+    httpx.post(f"{base}/best_send_time", timeout=30, json={"users": [{"user_id": "x"}], "window_start": "2026-04-14T06:00:00Z", "window_end": "2026-04-14T22:00:00Z"})
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    assert "sendtime_answers_total" in text and "bentoml_service_request_duration_seconds" in text

@@ -19,7 +19,9 @@ def client(trained):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from serving.service import SendTime
+    from tests.conftest import fresh_service_metrics
 
+    fresh_service_metrics()
     with TestClient(SendTime.to_asgi()) as c:
         yield c
     for k, v in old.items():

@@ -1,0 +1,249 @@
+"""Scheduler-grade serving in-process: score table, quiet hours, lead time, capacity plans,
+API keys, size limits, metrics, and swapping a snapshot under traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+DAY = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
+
+
+@contextmanager
+def service(home: Path, **env):
+    values = {"SENDTIME_HOME": str(home), "SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0",
+              "SENDTIME_RELOAD_SECONDS": "0", **env}
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        from serving.service import SendTime
+        from tests.conftest import fresh_service_metrics
+
+        fresh_service_metrics()
+        with TestClient(SendTime.to_asgi()) as c:
+            yield c
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def home(trained, tmp_path_factory):
+    """A private copy of the trained state, so swapping snapshots here disturbs no other test."""
+    settings, _ = trained
+    dst = tmp_path_factory.mktemp("ops") / "home"
+    shutil.copytree(settings.home, dst)
+    # the copied MLflow DB points at the original artifact folder, which stays in place: fine
+    return dst
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    with service(home) as c:
+        yield c
+
+
+def _ids(trained, n=50, zone=None):
+    us = trained[1].users.accepted
+    if zone:
+        us = us[us["timezone"] == zone]
+    return list(us["user_id"].head(n))
+
+
+def test_known_users_come_from_the_table_and_new_ones_from_the_model(client, trained):
+    ids = _ids(trained, 30) + ["new-a", "new-b"]
+    r = client.post("/best_send_time", json={"users": [{"user_id": u} for u in ids], **DAY})
+    assert r.status_code == 200
+    metrics = client.get("/metrics").text
+    table = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('sendtime_answers_total{source="table"}')))
+    model = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('sendtime_answers_total{source="model"}')))
+    assert table >= 30 * 25 and model >= 2 * 25  # 25 whole hours in the window
+    assert 'sendtime_model_info{model="sendtime-open-model",version="1"' in metrics
+    assert 'table="true"' in metrics
+
+
+def test_table_answers_equal_model_scoring(client, trained, home):
+    """The precomputed table is the model's own scores, not an approximation."""
+    from features.store import load_features
+    from serving.model_store import current_snapshot, load_champion
+
+    folder = current_snapshot(home / "published")
+    table = np.load(folder / "scores.npy")
+    uf = load_features(folder / "features")
+    settings, _ = trained
+    model, _, cols = load_champion(f"sqlite:///{home / 'mlflow.db'}", f"sqlite:///{home / 'mlflow.db'}", settings.model_name)
+    rows = np.arange(0, len(uf.table), 37)
+    how = (rows * 11) % 168
+    p = model.predict_proba(uf.model_frame(rows, how)[cols])[:, 1]
+    np.testing.assert_allclose(table[rows, how], p, rtol=1e-5)
+
+
+def test_quiet_hours_hold_in_local_time_across_dst(client, trained):
+    ids = _ids(trained, 20, "America/New_York") + _ids(trained, 20, "Europe/London")
+    body = {"users": [{"user_id": u} for u in ids], "window_start": "2026-03-07T12:00:00Z",
+            "window_end": "2026-03-09T12:00:00Z", "quiet_hours": "21:00-08:00"}
+    r = client.post("/best_send_time", json=body)
+    assert r.status_code == 200, r.text
+    for a in r.json()["results"]:
+        local = pd.Timestamp(a["send_at"]).to_pydatetime().astimezone(ZoneInfo(a["timezone"]))
+        assert 8 <= local.hour < 21, a
+        assert a["local_hour"] == local.hour
+
+
+def test_no_allowed_hour_gives_a_reason_not_an_error(client, trained):
+    ids = _ids(trained, 3, "America/New_York")
+    # 02:00-04:00 UTC is 22:00-00:00 in New York (EDT): all inside the quiet hours
+    body = {"users": [{"user_id": u} for u in ids], "window_start": "2026-04-14T02:00:00Z",
+            "window_end": "2026-04-14T04:00:00Z", "quiet_hours": "21:00-08:00"}
+    r = client.post("/best_send_time", json=body)
+    assert r.status_code == 200
+    for a in r.json()["results"]:
+        assert a["send_at"] is None and a["p_open"] is None and "quiet hours" in a["reason"]
+
+
+def test_lead_time_moves_the_answer_past_now(client, trained):
+    now = pd.Timestamp.now(tz="UTC")
+    ids = _ids(trained, 10)
+    body = {"users": [{"user_id": u} for u in ids], "window_start": now.isoformat(),
+            "window_end": (now + pd.Timedelta(hours=6)).isoformat(), "min_lead_minutes": 180}
+    r = client.post("/best_send_time", json=body)
+    assert r.status_code == 200
+    for a in r.json()["results"]:
+        assert pd.Timestamp(a["send_at"]) >= now + pd.Timedelta(minutes=180)
+
+
+@pytest.mark.parametrize("quiet", ["25:00-08:00", "21:00", "08:00-08:00", "9-17"])
+def test_bad_quiet_hours_are_a_400(client, quiet):
+    r = client.post("/best_send_time", json={"users": [{"user_id": "a"}], **DAY, "quiet_hours": quiet})
+    assert r.status_code == 400 and "quiet_hours" in r.text
+
+
+def test_campaign_plan_respects_caps_and_reports_the_alternatives(client, trained):
+    ids = _ids(trained, 240)
+    r = client.post("/plan_campaign", json={"users": [{"user_id": u} for u in ids], **DAY, "hourly_cap": 12})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    s = body["summary"]
+    loads = pd.Series([a["send_at"] for a in body["results"] if a["send_at"]]).value_counts()
+    assert loads.max() <= 12
+    assert s["users_planned"] == 240 and s["users_unplanned"] == 0
+    assert sum(h["planned"] for h in s["hourly"]) == 240 and all(h["planned"] <= h["cap"] for h in s["hourly"])
+    assert s["expected_opens_status_quo"] < s["expected_opens_plan"] <= s["expected_opens_uncapped"] + 1e-9
+    assert s["expected_opens_plan"] == pytest.approx(sum(a["p_open"] for a in body["results"]), rel=1e-6)
+    assert {a["policy"] for a in body["results"]} == {"planned"}
+    # without binding caps the plan is everyone's best hour
+    free = client.post("/plan_campaign", json={"users": [{"user_id": u} for u in ids], **DAY, "hourly_cap": 10_000}).json()
+    assert free["summary"]["expected_opens_plan"] == pytest.approx(free["summary"]["expected_opens_uncapped"])
+
+
+def test_campaign_plan_with_per_hour_caps_and_bad_caps(client, trained):
+    ids = _ids(trained, 60)
+    caps = [0] * 12 + [10] * 13  # nothing in the first 12 hours
+    r = client.post("/plan_campaign", json={"users": [{"user_id": u} for u in ids], **DAY, "hourly_cap": caps})
+    assert r.status_code == 200
+    for a in r.json()["results"]:
+        assert pd.Timestamp(a["send_at"]) >= pd.Timestamp("2026-04-14T12:00:00Z")
+    r = client.post("/plan_campaign", json={"users": [{"user_id": "a"}], **DAY, "hourly_cap": [1, 2]})
+    assert r.status_code == 400 and "25 whole hours" in r.text
+    r = client.post("/plan_campaign", json={"users": [{"user_id": "a"}], **DAY, "hourly_cap": -1})
+    assert r.status_code == 400 and "hourly_cap" in r.text
+
+
+def test_api_key_guards_predictions_but_not_health(home, trained):
+    with service(home, SENDTIME_API_KEY="s3cret") as c:
+        body = {"users": [{"user_id": "a"}], **DAY}
+        assert c.post("/best_send_time", json=body).status_code == 401
+        assert c.post("/best_send_time", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/best_send_time", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/plan_campaign", json={**body, "hourly_cap": 1}, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.post("/admin/reload").status_code == 401
+        for path in ("/readyz", "/livez", "/metrics"):
+            assert c.get(path).status_code == 200
+
+
+def test_request_size_limit_is_a_413(home):
+    with service(home, SENDTIME_MAX_BODY_BYTES="5000") as c:
+        users = [{"user_id": f"user-{i:06d}"} for i in range(400)]
+        r = c.post("/best_send_time", json={"users": users, **DAY})
+        assert r.status_code == 413 and "limit" in r.json()["error"]
+        ok = c.post("/best_send_time", json={"users": users[:5], **DAY})
+        assert ok.status_code == 200
+
+
+def _publish_copy(home: Path, transform) -> str:
+    """A new snapshot folder: the current one with its score table transformed."""
+    from serving.model_store import current_snapshot, publish_pointer
+
+    src = current_snapshot(home / "published")
+    name = f"{src.name}-swap{np.random.default_rng().integers(1e9)}"
+    dst = home / "published" / name
+    shutil.copytree(src, dst)
+    table = np.load(dst / "scores.npy")
+    np.save(dst / "scores.npy", transform(table).astype(np.float32))
+    publish_pointer(home / "published", name)
+    return name
+
+
+def test_snapshot_swap_under_traffic_drops_nothing(home, trained):
+    ids = _ids(trained, 40)
+    body = {"users": [{"user_id": u} for u in ids], **DAY}
+    with service(home) as c:
+        before = c.post("/best_send_time", json=body).json()["results"]
+        errors, seen = [], []
+        stop = threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                r = c.post("/best_send_time", json=body)
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+                seen.append(r.json()["results"][0]["local_hour"])
+
+        threads = [threading.Thread(target=traffic) for _ in range(3)]
+        for t in threads:
+            t.start()
+        name = _publish_copy(home, lambda t: t[:, ::-1].copy())  # a different table: reversed slots
+        swap = c.post("/admin/reload").json()
+        stop.set()
+        for t in threads:
+            t.join()
+        assert swap["reloaded"] and swap["snapshot"] == name
+        assert not errors and len(seen) > 3
+        after = c.post("/best_send_time", json=body).json()["results"]
+        assert c.post("/info").json()["snapshot"] == name
+        assert [a["local_hour"] for a in after] != [a["local_hour"] for a in before]
+
+
+def test_corrupt_snapshot_is_refused_and_the_last_good_one_kept(home, trained):
+    from serving.model_store import publish_pointer
+
+    body = {"users": [{"user_id": u} for u in _ids(trained, 5)], **DAY}
+    with service(home) as c:
+        good = c.post("/info").json()["snapshot"]
+        bad = home / "published" / "broken-snapshot"
+        shutil.copytree(home / "published" / good, bad)
+        np.save(bad / "features" / "profiles.npy", np.zeros((3, 7), dtype=np.float32))  # wrong shape
+        publish_pointer(home / "published", bad.name)
+        r = c.post("/admin/reload").json()
+        assert not r["reloaded"] and "refused" in r["message"] and r["snapshot"] == good
+        assert c.post("/best_send_time", json=body).status_code == 200
+        assert 'sendtime_reloads_total{result="refused"} 1' in c.get("/metrics").text
+        publish_pointer(home / "published", good)  # leave the good one published
+
+
+def test_first_start_without_a_snapshot_fails_with_a_message(tmp_path):
+    from serving.model_store import NotReady
+
+    with pytest.raises(NotReady, match="run `sendtime nightly` first"):
+        with service(tmp_path / "empty-home"):
+            pass
