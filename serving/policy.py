@@ -20,12 +20,12 @@ import numpy as np
 
 
 def unit_hash(keys: list[str], salt: str) -> np.ndarray:
-    """Deterministic uniform numbers in [0, 1) from strings."""
-    out = np.empty(len(keys), dtype=np.float64)
-    for i, k in enumerate(keys):
-        h = hashlib.blake2b(f"{salt}|{k}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(h, "big") / 2**64
-    return out
+    """Deterministic uniform numbers in [0, 1) from strings (SipHash keyed by the salt)."""
+    import pandas as pd
+
+    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters, as SipHash wants
+    h = pd.util.hash_array(np.asarray(keys, dtype=object), hash_key=key, categorize=False)
+    return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def propensities(best: int, n_hours: int, exploration_rate: float) -> np.ndarray:

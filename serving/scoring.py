@@ -257,6 +257,7 @@ class Scorer:
                 "policy": label,
                 "propensity": np.where(ok, prop, np.nan),
                 "reason": reason,
+                "choice": np.where(ok, safe, -1),
             }
         )
 

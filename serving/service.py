@@ -33,7 +33,6 @@ from serving.schemas import (
     PlanResponse,
     PlanSummary,
     ReloadResponse,
-    SendTimeAnswer,
     ServiceInfo,
     UserRef,
     check_quiet_hours,
@@ -134,27 +133,29 @@ class SendTime:
         if len(users) > self.settings.max_users_per_request:
             raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
 
-    def _respond(self, state: ServingState, res: pd.DataFrame) -> list[SendTimeAnswer]:
+    def _respond(self, state: ServingState, res: pd.DataFrame, candidates: pd.DatetimeIndex) -> list[dict]:
+        """Answers (``SendTimeAnswer`` fields) without per-row pandas work: times are looked up
+        per (zone, hour), and plain dicts are serialized directly (see ``FastJSON``)."""
         version = state.scorer.model_version
         self.answers_by_source["prior"] += int((res["source"] == "prior").sum())
+        cand_py = list(candidates.to_pydatetime())
+        local_iso = {z: [t.isoformat() for t in candidates.tz_convert(z)] for z in res["timezone"].unique()}
+        p_open = np.clip(res["p_open"].to_numpy(dtype=float), 0.0, 1.0).tolist()
+        conf = np.clip(res["confidence"].to_numpy(dtype=float), 0.0, 1.0).tolist()
+        prop = res["propensity"].to_numpy(dtype=float).tolist()
         out = []
-        for r in res.itertuples(index=False):
-            ok = not pd.isna(r.send_at)
-            send_at = pd.Timestamp(r.send_at).tz_localize("UTC") if ok and pd.Timestamp(r.send_at).tzinfo is None else (pd.Timestamp(r.send_at) if ok else None)
-            out.append(SendTimeAnswer.model_construct(
-                user_id=r.user_id,
-                send_at=send_at.to_pydatetime() if ok else None,
-                local_time=send_at.tz_convert(r.timezone).isoformat() if ok else None,
-                local_hour=int(r.local_hour) if ok else None,
-                p_open=float(np.clip(r.p_open, 0.0, 1.0)) if ok else None,
-                reason=r.reason,
-                confidence=float(np.clip(r.confidence, 0.0, 1.0)),
-                source=r.source,
-                timezone=r.timezone,
-                timezone_source=r.timezone_source,
-                model_version=version,
-                policy=r.policy,
-                propensity=float(r.propensity) if ok else None,
+        make = dict
+        for uid, c, hour, p, reason, cf, src, zone, zsrc, pol, pr in zip(
+            res["user_id"].tolist(), res["choice"].tolist(), res["local_hour"].tolist(), p_open, res["reason"].tolist(),
+            conf, res["source"].tolist(), res["timezone"].tolist(), res["timezone_source"].tolist(),
+            res["policy"].tolist(), prop,
+        ):
+            ok = c >= 0
+            out.append(make(
+                user_id=uid, send_at=cand_py[c] if ok else None, local_time=local_iso[zone][c] if ok else None,
+                local_hour=hour if ok else None, p_open=p if ok else None, reason=reason, confidence=cf,
+                source=src, timezone=zone, timezone_source=zsrc, model_version=version, policy=pol,
+                propensity=pr if ok else None,
             ))
         return out
 
@@ -184,7 +185,7 @@ class SendTime:
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
-            results=self._respond(state, res),
+            results=self._respond(state, res, g.candidates),
         )
 
     @bentoml.api(route="/plan_campaign")
@@ -218,13 +219,13 @@ class SendTime:
         res = state.scorer.answers(g, ids, chosen=plan.hour)
         sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
         load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
-        summary = PlanSummary(
+        summary = PlanSummary.model_construct(
             expected_opens_plan=plan.expected_opens,
             expected_opens_uncapped=uncapped_opens(g.p, g.allowed),
             expected_opens_status_quo=float(g.p[:, sq].sum()),
             users_planned=int(plan.assigned.sum()),
             users_unplanned=int((~plan.assigned).sum()),
-            hourly=[HourLoad(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
+            hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
         )
         self._count_sources(state.scorer, before)
         self.requests["plan_campaign"] += 1
@@ -232,7 +233,7 @@ class SendTime:
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
             summary=summary,
-            results=self._respond(state, res),
+            results=self._respond(state, res, g.candidates),
         )
 
     @bentoml.api(route="/info")
