@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench serve sample-request lock clean
+.PHONY: setup demo test test-slow bench suite serve sample-request lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -40,7 +40,10 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.serving
+
+suite: setup
+	$(BIN)/sendtime suite --users 20000 --days 120 --seeds 0,1 --out reports
 
 serve: setup
 	$(BIN)/sendtime serve --host 127.0.0.1 --port $(PORT)

@@ -70,6 +70,7 @@ class Settings:
     policy_salt: str = "sendtime"
     max_users_per_request: int = 10_000
     reload_seconds: float = 30.0
+    use_score_table: bool = True
     max_window_hours: int = 24 * 7
 
     @property
@@ -116,6 +117,7 @@ class Settings:
             policy_salt=env.get("SENDTIME_POLICY_SALT", "sendtime"),
             max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
             reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
+            use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
         )
 
     def __post_init__(self) -> None:

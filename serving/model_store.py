@@ -85,7 +85,7 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
     model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
-    table = load_table(folder, version, manifest)
+    table = load_table(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
     return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table), manifest
 

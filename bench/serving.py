@@ -1,0 +1,248 @@
+"""Serving benchmark against real `bentoml serve` processes on 127.0.0.1.
+
+Measures, in one run and side by side:
+- 10,000-user requests: answers per second from the precomputed 168-slot table vs scoring the
+  RandomForest per request (the same service with SENDTIME_SCORE_TABLE=0);
+- single-user requests at a fixed 100 requests per second: latency percentiles, errors, 503s;
+- start-up to first answer and resident memory with a 1,000,000-user snapshot.
+
+Every request loop is bounded in count and time and targets loopback only.
+Run: `make bench` (or `python -m bench.serving --help`). Figures go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WINDOW = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(home: Path, **extra) -> dict[str, str]:
+    env = {**os.environ, "SENDTIME_HOME": str(home), "SENDTIME_RELOAD_SECONDS": "0",
+           "SENDTIME_EXPLORATION_RATE": "0.05", "SENDTIME_HOLDOUT_SHARE": "0.05", **extra}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    return env
+
+
+def prepare_state(users: int, days: int, cache: Path) -> Path:
+    """A trained state folder (simulated world + nightly run), cached between runs."""
+    home = cache / f"home-{users}-{days}"
+    if (home / "published" / "CURRENT").exists():
+        return home
+    world = cache / f"world-{users}-{days}"
+    py = [sys.executable, "-m", "sendtime.cli"]
+    subprocess.run(py + ["simulate", "--users", str(users), "--days", str(days), "--out", str(world)], check=True, env=_env(home))
+    subprocess.run(py + ["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"),
+                         "--as-of", "2026-04-13"], check=True, env=_env(home))
+    return home
+
+
+@contextmanager
+def server(home: Path, log: Path, **extra):
+    port = free_port()
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "sendtime.cli", "serve", "--port", str(port)], env=_env(home, **extra),
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        first = None
+        deadline = time.time() + 180
+        body = {"users": [{"user_id": "u000001"}], **WINDOW}
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.post(f"{base}/best_send_time", json=body, timeout=5).status_code == 200:
+                    first = time.perf_counter() - t0
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        if first is None:
+            raise RuntimeError("server did not answer within 180 s")
+        yield base, proc, first
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    p = psutil.Process(pid)
+    return sum(c.memory_info().rss for c in [p, *p.children(recursive=True)]) / 2**20
+
+
+def batch_throughput(base: str, ids: list[str], requests: int, concurrency: int) -> dict:
+    body = {"users": [{"user_id": u} for u in ids], **WINDOW}
+
+    async def run() -> list[float]:
+        async with httpx.AsyncClient(timeout=120) as c:
+            lat: list[float] = []
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one():
+                async with sem:
+                    t = time.perf_counter()
+                    r = await c.post(f"{base}/best_send_time", json=body)
+                    r.raise_for_status()
+                    lat.append(time.perf_counter() - t)
+
+            await one()  # warm-up
+            lat.clear()
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(requests)))
+            lat.append(time.perf_counter() - t0)
+            return lat
+
+    lat = asyncio.run(run())
+    wall = lat.pop()
+    return {"users_per_request": len(ids), "requests": requests, "concurrency": concurrency,
+            "answers_per_second": len(ids) * requests / wall, "mean_request_seconds": float(np.mean(lat))}
+
+
+def single_user_latency(base: str, ids: list[str], rate: float, seconds: float) -> dict:
+    async def run():
+        lat, codes = [], []
+        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as c:
+            async def one(i):
+                body = {"users": [{"user_id": ids[i % len(ids)]}], **WINDOW}
+                t = time.perf_counter()
+                try:
+                    r = await c.post(f"{base}/best_send_time", json=body)
+                    codes.append(r.status_code)
+                except httpx.HTTPError:
+                    codes.append(-1)
+                lat.append(time.perf_counter() - t)
+
+            tasks = []
+            start = time.perf_counter()
+            n = int(rate * seconds)
+            for i in range(n):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+            return np.array(lat), np.array(codes), time.perf_counter() - start
+
+    lat, codes, wall = asyncio.run(run())
+    ms = lat * 1000
+    return {"rate_target": rate, "requests": int(len(lat)), "achieved_rate": len(lat) / wall,
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+            "errors": int((codes != 200).sum()), "status_503": int((codes == 503).sum())}
+
+
+def million_user_home(src: Path, dst: Path, n_users: int) -> Path:
+    """A state folder whose published snapshot has ``n_users`` users (rows tiled from ``src``)."""
+    from serving.model_store import current_snapshot, publish_pointer
+
+    if (dst / "published" / "CURRENT").exists():
+        return dst
+    snap = current_snapshot(src / "published")
+    (dst / "published").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "mlflow.db", dst / "mlflow.db")  # artifacts stay where the runs logged them
+    out = dst / "published" / "million"
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    table = pd.read_parquet(snap / "features" / "user_features.parquet")
+    reps = int(np.ceil(n_users / len(table)))
+    idx = np.tile(np.arange(len(table)), reps)[:n_users]
+    big = table.iloc[idx].reset_index(drop=True)
+    big["user_id"] = [f"m{i:08d}" for i in range(n_users)]
+    big.to_parquet(out / "features" / "user_features.parquet", index=False)
+    for name, rows in (("features/profiles.npy", None), ("scores.npy", None)):
+        arr = np.load(snap / name, mmap_mode="r")
+        mm = np.lib.format.open_memmap(out / name, mode="w+", dtype=np.float32, shape=(n_users, 168))
+        for s in range(0, n_users, 100_000):
+            e = min(n_users, s + 100_000)
+            mm[s:e] = arr[idx[s:e]]
+        mm.flush()
+        del mm
+    shutil.copy2(snap / "features" / "prior.json", out / "features" / "prior.json")
+    manifest = json.loads((snap / "manifest.json").read_text())
+    manifest["users"] = n_users
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    publish_pointer(dst / "published", "million")
+    return dst
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=20_000, help="users in the trained world")
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--million", type=int, default=1_000_000, help="users in the start-up snapshot (0 to skip)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="duration of the 100 rps single-user run")
+    ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache")
+    args = ap.parse_args(argv)
+    if args.users < 10_000:
+        ap.error("--users must be at least 10,000 (the batch test sends 10,000 users)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    home = prepare_state(args.users, args.days, args.cache)
+    ids = pd.read_parquet(next((home / "published").glob("*/features/user_features.parquet")))["user_id"].tolist()[:10_000]
+    out: dict = {"machine": {"cores": os.cpu_count()}, "users_trained": args.users}
+
+    with server(home, args.cache / "serve-table.log") as (base, proc, first):
+        out["table_start_seconds"] = first
+        out["table_batch"] = batch_throughput(base, ids, requests=20, concurrency=2)
+        print("table, 10k-user requests:", out["table_batch"], flush=True)
+        out["single_user_100rps"] = single_user_latency(base, ids, rate=100, seconds=args.seconds)
+        print("single user at 100 rps:", out["single_user_100rps"], flush=True)
+    with server(home, args.cache / "serve-model.log", SENDTIME_SCORE_TABLE="0") as (base, proc, first):
+        out["model_batch"] = batch_throughput(base, ids, requests=3, concurrency=2)
+        print("per-request RandomForest, 10k-user requests:", out["model_batch"], flush=True)
+    out["table_vs_model_ratio"] = out["table_batch"]["answers_per_second"] / out["model_batch"]["answers_per_second"]
+
+    if args.million:
+        big = million_user_home(home, args.cache / f"home-million-{args.million}", args.million)
+        with server(big, args.cache / "serve-million.log") as (base, proc, first):
+            out["million"] = {"users": args.million, "start_to_first_answer_seconds": first, "rss_mib": rss_mib(proc.pid)}
+            print("1M-user snapshot:", out["million"], flush=True)
+
+    (RESULTS / "serving.json").write_text(json.dumps(out, indent=2))
+    lines = [
+        "| measure | figure | goal |", "|---|---|---|",
+        f"| 10,000-user request, table | {out['table_batch']['answers_per_second']:,.0f} answers/s | >= 100,000 |",
+        f"| 10,000-user request, RandomForest per request | {out['model_batch']['answers_per_second']:,.0f} answers/s | |",
+        f"| table vs per-request RandomForest | {out['table_vs_model_ratio']:.1f}x | >= 20x |",
+        f"| single user at 100 rps: p50 / p99 | {out['single_user_100rps']['p50_ms']:.1f} / {out['single_user_100rps']['p99_ms']:.1f} ms | p99 <= 10 ms |",
+        f"| single user at 100 rps: errors / 503s | {out['single_user_100rps']['errors']} / {out['single_user_100rps']['status_503']} of {out['single_user_100rps']['requests']} | 0 |",
+    ]
+    if "million" in out:
+        lines += [f"| start to first answer, {args.million:,} users | {out['million']['start_to_first_answer_seconds']:.1f} s | <= 15 s |",
+                  f"| resident memory, {args.million:,} users | {out['million']['rss_mib']:,.0f} MiB | <= 2,048 MiB |"]
+    (RESULTS / "serving.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+if __name__ == "__main__":
+    main()
