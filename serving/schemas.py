@@ -90,15 +90,15 @@ class FastJSON:
 class BestSendTimeResponse(FastJSON, BaseModel):
     model_version: str = Field(description="Champion model version used.", examples=["3"])
     features_as_of: str = Field(description="Cutoff of the feature snapshot used.", examples=["2026-04-13T00:00:00+00:00"])
-    results: list[SendTimeAnswer]
+    results: list[SendTimeAnswer] = Field(description="One answer per requested user, in request order.")
 
 
 class ServiceInfo(BaseModel):
-    model_name: str
-    model_version: str
-    features_as_of: str
-    snapshot: str
-    users_known: int
+    model_name: str = Field(description="Registered model name.", examples=["sendtime-open-model"])
+    model_version: str = Field(description="Champion version being served.", examples=["3"])
+    features_as_of: str = Field(description="Cutoff of the served feature snapshot.", examples=["2026-04-13T00:00:00+00:00"])
+    snapshot: str = Field(description="Published snapshot folder being served.", examples=["2026-04-13_5452ae07365e"])
+    users_known: int = Field(description="Users in the snapshot (answered from the score table).", examples=[20000])
 
 
 class HourLoad(BaseModel):
@@ -113,18 +113,18 @@ class PlanSummary(BaseModel):
     expected_opens_status_quo: float = Field(description="Sum of P(open) if everyone were sent at the status-quo hour.", examples=[2405.7])
     users_planned: int = Field(examples=[10000])
     users_unplanned: int = Field(description="Users with no allowed hour or no capacity left.", examples=[0])
-    hourly: list[HourLoad]
+    hourly: list[HourLoad] = Field(description="Planned sends and cap of every whole hour of the window.")
 
 
 class PlanResponse(FastJSON, BaseModel):
-    model_version: str = Field(examples=["3"])
-    features_as_of: str = Field(examples=["2026-04-13T00:00:00+00:00"])
-    summary: PlanSummary
-    results: list[SendTimeAnswer]
+    model_version: str = Field(description="Champion model version used.", examples=["3"])
+    features_as_of: str = Field(description="Cutoff of the feature snapshot used.", examples=["2026-04-13T00:00:00+00:00"])
+    summary: PlanSummary = Field(description="Expected opens of the plan and the alternatives, and the hourly load.")
+    results: list[SendTimeAnswer] = Field(description="One answer per requested user, in request order.")
 
 
 class ReloadResponse(BaseModel):
-    reloaded: bool
-    message: str
-    model_version: str
-    snapshot: str
+    reloaded: bool = Field(description="True when a new snapshot or champion was swapped in.", examples=[True])
+    message: str = Field(description="What happened, or why the new snapshot was refused.", examples=["now serving snapshot 2026-04-14_ab12 with model v4"])
+    model_version: str = Field(description="Model version served after the call.", examples=["4"])
+    snapshot: str = Field(description="Snapshot served after the call.", examples=["2026-04-14_ab12"])

@@ -136,3 +136,16 @@ def test_info_and_health(client, trained):
     assert client.get("/readyz").status_code == 200
     info = client.post("/info").json()
     assert info["model_version"] == result.champion_version and info["users_known"] >= 400
+
+
+def test_openapi_documents_every_field_with_a_description_or_example(client):
+    doc = client.get("/docs.json").json()
+    builtin = {"TaskStatusResponse", "InvalidArgument", "NotFound", "InternalServerError"}
+    missing = [
+        f"{name}.{prop}"
+        for name, schema in doc["components"]["schemas"].items() if name not in builtin
+        for prop, spec in schema.get("properties", {}).items()
+        if not (spec.get("description") or spec.get("examples"))
+    ]
+    assert not missing
+    assert {"/best_send_time", "/plan_campaign", "/info", "/admin/reload"} <= set(doc["paths"])
