@@ -62,6 +62,12 @@ class Scorer:
             raise SchemaMismatch(
                 f"score table shape {self.table.shape} does not match {len(self.features.table)} users x 168 slots"
             )
+        # per-user columns as plain arrays once, not per request (Arrow-backed columns convert slowly)
+        t = self.features.table
+        self._zone = t["timezone"].to_numpy(dtype=object)
+        self._zone_source = t["timezone_source"].to_numpy(dtype=object)
+        self._source = t["source"].to_numpy(dtype=object)
+        self._confidence = t["confidence"].to_numpy(dtype=np.float64)
 
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) from the model, scoring each distinct (row, slot) pair once."""
@@ -110,8 +116,8 @@ class Scorer:
         known = self.features.rows_of(ids)
         table = self.features.table
         tz_req = pd.Series(list(timezones) if timezones is not None else [None] * len(ids), dtype=object)
-        tz_tab = pd.Series(np.where(known >= 0, table["timezone"].to_numpy()[np.maximum(known, 0)], None), dtype=object)
-        src_tab = np.where(known >= 0, table["timezone_source"].to_numpy()[np.maximum(known, 0)], "default")
+        tz_tab = pd.Series(np.where(known >= 0, self._zone[np.maximum(known, 0)], None), dtype=object)
+        src_tab = np.where(known >= 0, self._zone_source[np.maximum(known, 0)], "default")
         zone = tz_req.where(tz_req.notna(), tz_tab.where(src_tab == "users_table", None))
         zone_source = np.where(tz_req.notna(), "request", np.where(src_tab == "users_table", "users_table", "default"))
         zone = zone.fillna(default_tz)
@@ -119,7 +125,8 @@ class Scorer:
         cold = np.flatnonzero(known < 0)
         if len(cold) == 0:
             info["row"] = known
-            info["source"] = table["source"].to_numpy()[known]
+            info["source"] = self._source[known]
+            info["confidence"] = self._confidence[known]
             return self.features, info
         cold_users = pd.DataFrame(
             {"user_id": ids[cold].unique(), "segment": "unknown"}
@@ -138,7 +145,8 @@ class Scorer:
         rows = known.copy()
         rows[cold] = len(table) + cf.table.index.get_indexer(ids[cold])
         info["row"] = rows
-        info["source"] = merged.table["source"].to_numpy()[rows]
+        info["source"] = np.concatenate([self._source, cf.table["source"].to_numpy(dtype=object)])[rows]
+        info["confidence"] = np.concatenate([self._confidence, cf.table["confidence"].to_numpy(dtype=np.float64)])[rows]
         return merged, info
 
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -159,7 +167,7 @@ class Scorer:
                 "p_open": p[np.arange(len(ids)), best],
                 "hour_scores": list(p.astype(np.float32)),
                 "source": info["source"].to_numpy(),
-                "confidence": uf.table["confidence"].to_numpy()[info["row"].to_numpy()],
+                "confidence": info["confidence"].to_numpy(),
                 "timezone": info["timezone"].to_numpy(),
                 "model_version": self.model_version,
             }
@@ -185,7 +193,6 @@ class Scorer:
             quiet = (minute >= qs) & (minute < qe) if qs < qe else (minute >= qs) | (minute < qe)
             allowed &= ~quiet
         p = self.score(uf, np.repeat(info["row"].to_numpy(), m), how.ravel()).reshape(n, m)
-        info["confidence"] = uf.table["confidence"].to_numpy()[info["row"].to_numpy()]
         return Grid(candidates=candidates, info=info, local_hour=how % 24, p=p, allowed=allowed)
 
     def best_in_window(
