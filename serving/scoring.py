@@ -19,6 +19,18 @@ from features.messages import hour_of_week
 from serving.policy import ExplorationPolicy
 
 
+class _Coded:
+    """A string column as integer codes plus categories; indexing returns an object array."""
+
+    def __init__(self, column: pd.Series) -> None:
+        codes, cats = pd.factorize(column.astype(object), use_na_sentinel=False)
+        self.codes = codes.astype(np.int32)
+        self.categories = np.asarray(cats, dtype=object)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.categories[self.codes[rows]]
+
+
 class SchemaMismatch(ValueError):
     """The model expects inputs the feature snapshot cannot provide."""
 
@@ -63,11 +75,12 @@ class Scorer:
                 f"score table shape {self.table.shape} does not match {len(self.features.table)} users x 168 slots"
             )
         # per-user columns as plain arrays once, not per request (Arrow-backed columns convert slowly)
+        # (as small categoricals: a million users' strings would cost hundreds of MiB)
         t = self.features.table
-        self._zone = t["timezone"].to_numpy(dtype=object)
-        self._zone_source = t["timezone_source"].to_numpy(dtype=object)
-        self._source = t["source"].to_numpy(dtype=object)
-        self._confidence = t["confidence"].to_numpy(dtype=np.float64)
+        self._zone = _Coded(t["timezone"])
+        self._zone_source = _Coded(t["timezone_source"])
+        self._source = _Coded(t["source"])
+        self._confidence = t["confidence"].to_numpy(dtype=np.float32)
 
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) from the model, scoring each distinct (row, slot) pair once."""
@@ -145,8 +158,13 @@ class Scorer:
         rows = known.copy()
         rows[cold] = len(table) + cf.table.index.get_indexer(ids[cold])
         info["row"] = rows
-        info["source"] = np.concatenate([self._source, cf.table["source"].to_numpy(dtype=object)])[rows]
-        info["confidence"] = np.concatenate([self._confidence, cf.table["confidence"].to_numpy(dtype=np.float64)])[rows]
+        src = np.empty(len(rows), dtype=object)
+        conf = np.empty(len(rows), dtype=np.float64)
+        kn = rows < len(table)
+        src[kn], conf[kn] = self._source[rows[kn]], self._confidence[rows[kn]]
+        src[~kn] = cf.table["source"].to_numpy(dtype=object)[rows[~kn] - len(table)]
+        conf[~kn] = cf.table["confidence"].to_numpy(dtype=np.float64)[rows[~kn] - len(table)]
+        info["source"], info["confidence"] = src, conf
         return merged, info
 
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
