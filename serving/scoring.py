@@ -119,15 +119,18 @@ class Scorer:
             out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
         return out
 
-    def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None, default_tz: str = "UTC") -> tuple[UserFeatures, pd.DataFrame]:
-        """Feature rows for the requested users (known or cold) and how their zone was chosen.
+    def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,
+              default_tz: str = "UTC") -> tuple[UserFeatures | None, pd.DataFrame]:
+        """Where each requested user's features are, and how their zone was chosen.
 
-        Returns the feature object to index and a frame with ``row``, ``timezone``,
-        ``timezone_source`` and ``source`` per requested user, in request order.
+        Returns cold-start features for the users missing from the snapshot (None if all are
+        known) and a frame in request order: ``row`` (into the snapshot, or into the cold
+        features when ``cold``), ``timezone``, ``timezone_source``, ``source``, ``confidence``.
+        The snapshot itself is never copied, so an unknown user costs the same with a million
+        known ones.
         """
         ids = pd.Index([str(u) for u in user_ids])
         known = self.features.rows_of(ids)
-        table = self.features.table
         tz_req = pd.Series(list(timezones) if timezones is not None else [None] * len(ids), dtype=object)
         tz_tab = pd.Series(np.where(known >= 0, self._zone[np.maximum(known, 0)], None), dtype=object)
         src_tab = np.where(known >= 0, self._zone_source[np.maximum(known, 0)], "default")
@@ -135,47 +138,47 @@ class Scorer:
         zone_source = np.where(tz_req.notna(), "request", np.where(src_tab == "users_table", "users_table", "default"))
         zone = zone.fillna(default_tz)
         info = pd.DataFrame({"timezone": zone.to_numpy(), "timezone_source": zone_source})
-        cold = np.flatnonzero(known < 0)
-        if len(cold) == 0:
-            info["row"] = known
-            info["source"] = self._source[known]
-            info["confidence"] = self._confidence[known]
-            return self.features, info
-        cold_users = pd.DataFrame(
-            {"user_id": ids[cold].unique(), "segment": "unknown"}
-        )
-        cold_users["timezone"] = pd.Series(zone.to_numpy()[cold], index=ids[cold]).groupby(level=0).first().reindex(cold_users["user_id"]).to_numpy()
-        empty = _empty_messages()
-        cf = build_user_features(empty, cold_users, self.features.as_of, prior=self.features.prior,
-                                 params=None, default_tz=default_tz)
-        merged = UserFeatures(
-            as_of=self.features.as_of,
-            table=pd.concat([table, cf.table]),
-            lam=np.vstack([np.asarray(self.features.lam), cf.lam]),
-            prior=self.features.prior,
-            horizon=self.features.horizon,
-        )
+        is_cold = known < 0
         rows = known.copy()
-        rows[cold] = len(table) + cf.table.index.get_indexer(ids[cold])
-        info["row"] = rows
-        src = np.empty(len(rows), dtype=object)
-        conf = np.empty(len(rows), dtype=np.float64)
-        kn = rows < len(table)
-        src[kn], conf[kn] = self._source[rows[kn]], self._confidence[rows[kn]]
-        src[~kn] = cf.table["source"].to_numpy(dtype=object)[rows[~kn] - len(table)]
-        conf[~kn] = cf.table["confidence"].to_numpy(dtype=np.float64)[rows[~kn] - len(table)]
-        info["source"], info["confidence"] = src, conf
-        return merged, info
+        source = np.empty(len(ids), dtype=object)
+        conf = np.zeros(len(ids), dtype=np.float64)
+        source[~is_cold] = self._source[known[~is_cold]]
+        conf[~is_cold] = self._confidence[known[~is_cold]]
+        cf = None
+        if is_cold.any():
+            cold_ids = ids[is_cold]
+            cold_users = pd.DataFrame({"user_id": cold_ids.unique(), "segment": "unknown"})
+            first_zone = pd.Series(zone.to_numpy()[is_cold], index=cold_ids).groupby(level=0).first()
+            cold_users["timezone"] = first_zone.reindex(cold_users["user_id"]).to_numpy()
+            cf = build_user_features(_empty_messages(), cold_users, self.features.as_of, prior=self.features.prior,
+                                     default_tz=default_tz)
+            rows[is_cold] = cf.table.index.get_indexer(cold_ids)
+            source[is_cold] = cf.table["source"].to_numpy(dtype=object)[rows[is_cold]]
+            conf[is_cold] = cf.table["confidence"].to_numpy(dtype=np.float64)[rows[is_cold]]
+        info["row"], info["cold"], info["source"], info["confidence"] = rows, is_cold, source, conf
+        return cf, info
+
+    def score_requested(self, cold: UserFeatures | None, info: pd.DataFrame, how: np.ndarray) -> np.ndarray:
+        """(n, m) P(open) for requested users (rows of ``info``) at local hours-of-week ``how``."""
+        n, m = how.shape
+        p = np.empty((n, m))
+        rows = info["row"].to_numpy()
+        is_cold = info["cold"].to_numpy()
+        k = ~is_cold
+        if k.any():
+            p[k] = self.score(self.features, np.repeat(rows[k], m), how[k].ravel()).reshape(-1, m)
+        if is_cold.any():
+            p[is_cold] = self.score_model(cold, np.repeat(rows[is_cold], m), how[is_cold].ravel()).reshape(-1, m)
+            self.score_sources["model"] += int(is_cold.sum()) * m
+        return p
 
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Scores of the 24 local hours of ``day`` for every user (batch predictions)."""
-        uf = self.features
-        ids = uf.table.index if user_ids is None else pd.Index(user_ids)
-        uf, info = self.users(list(ids))
+        ids = self.features.table.index if user_ids is None else pd.Index(user_ids)
+        cold, info = self.users(list(ids))
         weekday = pd.Timestamp(day).weekday()
-        rows = np.repeat(info["row"].to_numpy(), 24)
-        how = np.tile(np.arange(24) + 24 * weekday, len(ids))
-        p = self.score(uf, rows, how).reshape(len(ids), 24)
+        how = np.tile(np.arange(24) + 24 * weekday, (len(ids), 1))
+        p = self.score_requested(cold, info, how)
         best = p.argmax(axis=1)
         return pd.DataFrame(
             {
@@ -195,7 +198,7 @@ class Scorer:
              default_tz: str = "UTC") -> Grid:
         """Score every requested user at every whole UTC hour of the window, DST-correct."""
         candidates = candidate_hours(rules.window_start, rules.window_end)
-        uf, info = self.users(user_ids, timezones, default_tz)
+        cold, info = self.users(user_ids, timezones, default_tz)
         n, m = len(info), len(candidates)
         how = np.empty((n, m), dtype=np.int64)
         minute = np.empty((n, m), dtype=np.int64)
@@ -210,7 +213,7 @@ class Scorer:
             qs, qe = rules.quiet
             quiet = (minute >= qs) & (minute < qe) if qs < qe else (minute >= qs) | (minute < qe)
             allowed &= ~quiet
-        p = self.score(uf, np.repeat(info["row"].to_numpy(), m), how.ravel()).reshape(n, m)
+        p = self.score_requested(cold, info, how)
         return Grid(candidates=candidates, info=info, local_hour=how % 24, p=p, allowed=allowed)
 
     def best_in_window(
