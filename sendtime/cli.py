@@ -25,6 +25,7 @@ out = Console(highlight=False)
 EXIT_BAD_INPUT = 2
 EXIT_NOT_READY = 3
 EXIT_UNAVAILABLE = 4
+EXIT_LOCKED = 5
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -95,15 +96,22 @@ def nightly(
     events: Path = typer.Option(..., "--events", help="Events: Parquet file or folder, or CSV."),
     users: Path = typer.Option(..., "--users", help="Users: Parquet or CSV with user_id, timezone."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD: only events before it are used."),
+    force: bool = typer.Option(False, "--force", help="Train again even if this as-of date already ran on identical inputs."),
 ) -> None:
     """Validate, build features, train, gate and promote, and publish tomorrow's predictions."""
-    from sendtime.nightly import parse_as_of, run_nightly
+    from sendtime.nightly import AlreadyDone, parse_as_of, run_nightly
+    from sendtime.runguard import RunLocked
 
     settings = _settings()
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     try:
         cutoff = parse_as_of(as_of)
-        r = run_nightly(settings, events, users, cutoff, say=_progress())
+        r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force)
+    except AlreadyDone as exc:
+        out.print(str(exc))
+        raise typer.Exit(0)
+    except RunLocked as exc:
+        fail(str(exc), EXIT_LOCKED)
     except TrackingUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except (ContractError, ValueError, FileNotFoundError, NotReady) as exc:

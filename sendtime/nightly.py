@@ -18,11 +18,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import ReadResult, read_events, read_users, write_rejects
+from features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
 from features.engagement import build_user_features
 from features.messages import build_messages
 from features.profiles import ShrinkageParams
 from features.store import save_features
+from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
 from serving.model_store import load_champion, publish_pointer
 from serving.scoring import Scorer
@@ -104,16 +105,47 @@ def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.
     say(f"capture of the oracle's gain over the status quo: {rep.capture:.3f}")
 
 
+class AlreadyDone(RuntimeError):
+    """This as-of date was already run on the same inputs and published."""
+
+
+def find_done_run(settings: Settings, fingerprint: str) -> str | None:
+    """The run that already published these inputs, if its outputs are still the current ones."""
+    runs = mlflow.search_runs(
+        experiment_names=[settings.experiment],
+        filter_string=f"tags.input_fingerprint = '{fingerprint}' and tags.published = 'true'",
+        output_format="list", max_results=1, order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def run_nightly(
     settings: Settings,
     events_path: str | Path,
     users_path: str | Path,
     as_of: pd.Timestamp,
     say: Callable[[str], None] = print,
+    force: bool = False,
 ) -> NightlyResult:
-    t0 = time.time()
+    """One nightly run, holding the lock; idempotent for the same inputs unless ``force``."""
+    for what, path in (("events", events_path), ("users", users_path)):
+        if not Path(path).exists():
+            raise ContractError(f"{what} file not found: {path}")
     settings.prepare()
+    with nightly_lock(settings.home):
+        return _run_nightly(settings, events_path, users_path, as_of, say, force)
+
+
+def _run_nightly(settings, events_path, users_path, as_of, say, force) -> NightlyResult:
+    t0 = time.time()
     configure(settings.tracking_uri, settings.registry_uri, settings.experiment, settings.artifact_root)
+    fingerprint = input_fingerprint(Path(events_path), Path(users_path), as_of.isoformat(), settings)
+    done = None if force else find_done_run(settings, fingerprint)
+    if done:
+        raise AlreadyDone(
+            f"as-of {as_of.date()} was already run on identical inputs and settings (MLflow run {done}); "
+            "nothing changed. Use --force to train again."
+        )
 
     say(f"reading events from {events_path}")
     ev = read_events(events_path)
@@ -140,7 +172,7 @@ def run_nightly(
             "events_read": ev.read, "events_accepted": ev.n_accepted, "events_rejected": ev.n_rejected,
             "users_read": us.read, "users_accepted": us.n_accepted, "users_rejected": us.n_rejected,
         })
-        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path)})
+        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint})
 
         say("building messages and training rows (point-in-time snapshots)")
         msgs = build_messages(events, us.accepted, settings.default_timezone)
@@ -195,6 +227,7 @@ def run_nightly(
             shutil.rmtree(final)
         staging.rename(final)
         publish_pointer(settings.published_dir, folder_name)
+        mlflow.set_tag("published", "true")
         mlflow.log_dict(manifest, "published/manifest.json")
         world_dir = Path(events_path).parent
         if (world_dir / "world.json").exists() and (world_dir / "truth.parquet").exists():

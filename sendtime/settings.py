@@ -135,5 +135,8 @@ class Settings:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for key, value in TELEMETRY_OFF.items():
             os.environ.setdefault(key, value)
+        # a remote tracking server that is down should fail the run in seconds, not minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home))
         return self

@@ -16,9 +16,8 @@ COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.pop("MLFLOW_REGISTRY_URI", None)
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    full_env = {**base, **(env or {})}
     return subprocess.run([sys.executable, "-m", "sendtime.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=300)
 
@@ -57,8 +56,14 @@ def test_whole_pipeline_through_the_cli(tmp_path):
              "--since", "2026-03-30", "--as-of", AS_OF], env)
     assert r.returncode == 0, r.stderr
     assert "SNIPS" in r.stdout and "lift over the status quo" in r.stdout
-    # a second night on the same data keeps one champion and registers a second version
+    # the same night again: nothing to do, nothing promoted twice, same published outputs
+    current = (tmp_path / "home" / "published" / "CURRENT").read_text()
     r = run(["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"), "--as-of", AS_OF], env)
+    assert r.returncode == 0, r.stderr
+    assert "already run on identical inputs" in r.stdout
+    assert (tmp_path / "home" / "published" / "CURRENT").read_text() == current
+    # forced, it trains again and registers a second version
+    r = run(["nightly", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"), "--as-of", AS_OF, "--force"], env)
     assert r.returncode == 0, r.stderr
     assert "model v2" in r.stdout
 
