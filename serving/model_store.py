@@ -101,3 +101,11 @@ def snapshot_key(settings) -> tuple[str, str]:
     except Exception:
         version = ""
     return name, version
+
+
+def snapshot_model_version(settings, snapshot: str) -> str | None:
+    """The model version a published snapshot was scored with (None if unreadable)."""
+    try:
+        return str(read_manifest(settings.published_dir / snapshot)["model_version"])
+    except (OSError, ValueError, KeyError):
+        return None

@@ -26,7 +26,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from sendtime.settings import Settings
 from serving.capacity import plan_with_caps, uncapped_opens
 from serving.guard import Guard
-from serving.model_store import load_scorer, snapshot_key
+from serving.model_store import load_scorer, snapshot_key, snapshot_model_version
 from serving.policy import ExplorationPolicy
 from serving.schemas import (
     MAX_USERS,
@@ -109,6 +109,11 @@ class SendTime:
                 return False, f"cannot reach the registry: {exc}"
             if wanted == self.state.key:
                 return False, "already serving the published snapshot and champion"
+            pinned = snapshot_model_version(self.settings, wanted[0])
+            if pinned is not None and pinned != wanted[1] and wanted[0] == self.state.key[0]:
+                # the champion moved but its snapshot is not published yet (a nightly run in
+                # flight, or one that died between promotion and publish): keep the pair we have
+                return False, f"champion v{wanted[1]} has no published snapshot yet; still serving {self.state.key}"
             try:
                 new = self._load()
             except Exception as exc:

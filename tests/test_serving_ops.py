@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -210,15 +211,22 @@ def test_snapshot_swap_under_traffic_drops_nothing(home, trained):
                 seen.append(r.json()["results"][0]["local_hour"])
 
         threads = [threading.Thread(target=traffic) for _ in range(3)]
+        def wait_for(n: int) -> None:
+            deadline = time.time() + 60
+            while len(seen) < n and time.time() < deadline and not errors:
+                time.sleep(0.01)
+
         for t in threads:
             t.start()
+        wait_for(5)  # traffic is flowing before the swap
         name = _publish_copy(home, lambda t: t[:, ::-1].copy())  # a different table: reversed slots
         swap = c.post("/admin/reload").json()
+        wait_for(len(seen) + 5)  # and keeps flowing after it
         stop.set()
         for t in threads:
             t.join()
         assert swap["reloaded"] and swap["snapshot"] == name
-        assert not errors and len(seen) > 3
+        assert not errors and len(seen) >= 10
         after = c.post("/best_send_time", json=body).json()["results"]
         assert c.post("/info").json()["snapshot"] == name
         assert [a["local_hour"] for a in after] != [a["local_hour"] for a in before]
@@ -247,3 +255,26 @@ def test_first_start_without_a_snapshot_fails_with_a_message(tmp_path):
     with pytest.raises(NotReady, match="run `sendtime nightly` first"):
         with service(tmp_path / "empty-home"):
             pass
+
+
+def test_champion_without_its_snapshot_is_not_swapped_in(home, trained):
+    """A run that died between promotion and publish: replicas keep the consistent pair."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings, _ = trained
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    with service(home) as c:
+        served = c.post("/info").json()["model_version"]
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient()
+        src = client.get_model_version(settings.model_name, served).source
+        new = client.create_model_version(settings.model_name, src).version
+        client.set_registered_model_alias(settings.model_name, "champion", new)
+        try:
+            r = c.post("/admin/reload").json()
+            assert not r["reloaded"] and "no published snapshot yet" in r["message"]
+            assert c.post("/info").json()["model_version"] == served
+        finally:
+            client.set_registered_model_alias(settings.model_name, "champion", served)
