@@ -20,7 +20,8 @@ EVENT_TYPES = ("send", "open", "click", "bounce", "unsubscribe", "complaint")
 USER_COLUMNS = ("user_id", "timezone")
 OPTIONAL_USER_COLUMNS = ("segment",)
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
-_OFFSET_RE = r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+# An offset only counts after a time of day: "2026-03-02" ends in "-02" but is a naive date.
+_OFFSET_RE = r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
 _TRUE = {"true", "1", "t", "yes", "y"}
 _FALSE = {"false", "0", "f", "no", "n"}
 
@@ -65,6 +66,8 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
                 raise ContractError(f"{what} folder {p} holds no .parquet or .csv files")
             frames = [_read_table(f, what) for f in files]
             return pd.concat(frames, ignore_index=True)
+        if p.stat().st_size == 0:
+            raise ContractError(f"{what} file {p} is empty (0 bytes)")
         name = p.name.lower()
         if name.endswith(".parquet") or name.endswith(".pq"):
             return pd.read_parquet(p)
@@ -86,11 +89,19 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str, path: str | 
         raise ContractError(f"{what} file {path} lacks required column(s): {', '.join(missing)}")
 
 
+def _text_of(v: object) -> str:
+    # An integer id column with a null in it arrives as float64 (42 -> 42.0): write it as "42" so
+    # it still matches the same id read as text or as an integer elsewhere.
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
 def _as_text(s: pd.Series) -> pd.Series:
     """Strings with surrounding blanks stripped; missing stays missing."""
     out = s.astype("object")
     mask = out.notna()
-    out = out.where(~mask, out[mask].map(lambda v: str(v).strip()) if mask.any() else out)
+    out = out.where(~mask, out[mask].map(_text_of) if mask.any() else out)
     return out.where(out.astype(str) != "", None)
 
 
@@ -108,7 +119,14 @@ def parse_utc(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         has_offset = text.fillna("").str.contains(_OFFSET_RE, regex=True)
         ts = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
         reason[text.isna()] = "missing timestamp"
-        reason[text.notna() & ~has_offset] = "timestamp has no UTC offset (naive)"
+        no_offset = text.notna() & ~has_offset
+        if no_offset.any():
+            # Only text that is a date-time at all is "naive"; "hello" or an epoch number is not.
+            numeric = pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)
+            as_naive = pd.to_datetime(text.where(no_offset), utc=True, errors="coerce", format="ISO8601")
+            is_date = as_naive.notna() & ~numeric
+            reason[no_offset & is_date] = "timestamp has no UTC offset (naive)"
+            reason[no_offset & ~is_date] = "unparseable timestamp"
         reason[text.notna() & has_offset & ts.isna()] = "unparseable timestamp"
     ts = ts.astype("datetime64[us, UTC]")
     return ts, reason
@@ -179,12 +197,15 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> ReadR
     sends = df[ok & (df["event_type"] == "send")]
     send_ts = sends.drop_duplicates("message_id").set_index("message_id")["timestamp"]
     follow = ok & df["event_type"].isin(["open", "click", "bounce"])
-    matched = df.loc[follow, "message_id"].map(send_ts)
+    # reindex, not Series.map: map() with an empty lookup (no valid sends at all) casts it to
+    # float64 and fails on datetimes
+    matched = pd.Series(send_ts.reindex(df.loc[follow, "message_id"]).to_numpy(), index=df.index[follow],
+                        dtype="datetime64[us, UTC]")
     no_send = pd.Series(False, index=df.index)
     no_send[follow] = matched.isna().to_numpy()
     flag(no_send, "no send for message_id")
     before = pd.Series(False, index=df.index)
-    before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool)
+    before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool).to_numpy()
     flag(before, "before its send")
     dup_send = ok & (df["event_type"] == "send") & df["message_id"].duplicated(keep="first")
     flag(dup_send & reason.isna(), "second send for message_id")

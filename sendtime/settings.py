@@ -24,24 +24,23 @@ TELEMETRY_OFF = {
 }
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def _number(env: Mapping[str, str], key: str, default, cast=float):
     raw = env.get(key)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+        return cast(raw)
+    except ValueError:
+        kind = "an integer" if cast is int else "a number"
+        raise ValueError(f"{key} must be {kind}, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    return _number(env, key, default, float)
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+    return _number(env, key, default, int)
 
 
 @dataclass(frozen=True)
