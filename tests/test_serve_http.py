@@ -120,3 +120,32 @@ def test_metrics_over_http(server):
     httpx.post(f"{base}/best_send_time", timeout=30, json={"users": [{"user_id": "x"}], "window_start": "2026-04-14T06:00:00Z", "window_end": "2026-04-14T22:00:00Z"})
     text = httpx.get(f"{base}/metrics", timeout=10).text
     assert "sendtime_answers_total" in text and "bentoml_service_request_duration_seconds" in text
+
+
+def test_generated_requests_never_get_a_5xx(server):
+    """Schemathesis: requests generated from the service's own OpenAPI document, against the
+    real server. No 5xx, and every 4xx says which field is wrong."""
+    import re
+
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    base, _ = server
+    schema = schemathesis.openapi.from_url(f"{base}/docs.json")
+    counts = {"total": 0}
+    field_words = re.compile(r"users|window|quiet_hours|hourly_cap|min_lead_minutes|timezone|user_id|loc|JSON|body", re.I)
+    ops = [r.ok() for r in schema.get_all_operations()]
+    posts = [op for op in ops if op.method.upper() == "POST" and op.path in ("/best_send_time", "/plan_campaign", "/info")]
+    assert len(posts) == 3
+    for op in posts:
+        @given(case=op.as_strategy())
+        @settings(max_examples=340, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            r = case.call(base_url=base, timeout=30)
+            counts["total"] += 1
+            assert r.status_code < 500, (case.body, r.text[:500])
+            if 400 <= r.status_code < 500:
+                assert field_words.search(r.text), r.text[:500]
+
+        check()
+    assert counts["total"] >= 1000
