@@ -149,3 +149,28 @@ def test_generated_requests_never_get_a_5xx(server):
 
         check()
     assert counts["total"] >= 1000
+
+
+def test_hostile_bodies_and_slow_clients_are_refused_cleanly(server):
+    base, result = server
+    port = int(base.rsplit(":", 1)[1])
+    deep = '{"users": ' + "[" * 20_000 + "]" * 20_000 + ', "window_start": "2026-04-14T06:00:00Z", "window_end": "2026-04-14T22:00:00Z"}'
+    r = httpx.post(f"{base}/best_send_time", content=deep, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400
+    huge = '{"users": [' + ",".join(['{"user_id": "u"}'] * 400_000) + "]}"
+    r = httpx.post(f"{base}/best_send_time", content=huge, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and "limit" in r.text
+    over = {"users": [{"user_id": f"u{i}"} for i in range(10_001)], "window_start": "2026-04-14T06:00:00Z", "window_end": "2026-04-14T22:00:00Z"}
+    r = httpx.post(f"{base}/best_send_time", json=over, timeout=30)
+    assert r.status_code == 400 and "users" in r.text
+    # a client that sends half a request and stalls does not hold up everyone else
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        for s in slow:
+            s.sendall(b"POST /best_send_time HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"us")
+        t = time.time()
+        ok = httpx.post(f"{base}/best_send_time", timeout=10, json={"users": [{"user_id": "a"}], "window_start": "2026-04-14T06:00:00Z", "window_end": "2026-04-14T22:00:00Z"})
+        assert ok.status_code == 200 and time.time() - t < 5
+    finally:
+        for s in slow:
+            s.close()
