@@ -26,6 +26,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from sendtime.settings import Settings
 from serving.capacity import plan_with_caps, uncapped_opens
 from serving.guard import Guard
+from serving.logs import install as scrub_logs
 from serving.model_store import load_scorer, snapshot_key, snapshot_model_version
 from serving.policy import ExplorationPolicy
 from serving.schemas import (
@@ -77,6 +78,7 @@ class SendTime:
         # requests run in a thread pool beside the event loop; the default 5 ms GIL switch
         # interval shows up directly in tail latency of millisecond-sized requests
         sys.setswitchinterval(0.0005)
+        scrub_logs()
         self.settings = Settings.from_env().prepare()
         self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
         self.answers_by_source = {"table": 0, "model": 0, "prior": 0}

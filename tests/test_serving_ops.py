@@ -278,3 +278,27 @@ def test_champion_without_its_snapshot_is_not_swapped_in(home, trained):
             assert c.post("/info").json()["model_version"] == served
         finally:
             client.set_registered_model_alias(settings.model_name, "champion", served)
+
+
+def test_user_ids_never_reach_the_logs_in_clear(client):
+    import io
+    import logging
+
+    secret = "alice.wonder@example.com-7731"
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(n) for n in ["", "bentoml", "bentoml.serve", "sendtime.service"]]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        assert client.post("/best_send_time", json={"users": [{"user_id": secret}], **DAY}).status_code == 200
+        bad = client.post("/best_send_time", json={"users": [{"user_id": secret * 20}], **DAY})  # too long: rejected
+        assert bad.status_code == 400
+        assert client.post("/best_send_time", json={"users": [{"user_id": secret, "timezone": "Nowhere/Land"}], **DAY}).status_code == 400
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    text = buf.getvalue()
+    assert "rejected request" in text  # the rejections are logged...
+    assert secret not in text  # ...without the user id
