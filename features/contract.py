@@ -207,7 +207,9 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> ReadR
     before = pd.Series(False, index=df.index)
     before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool).to_numpy()
     flag(before, "before its send")
-    dup_send = ok & (df["event_type"] == "send") & df["message_id"].duplicated(keep="first")
+    # a repeated send among the sends only: an open listed above its send is no earlier send
+    is_send = ok & (df["event_type"] == "send")
+    dup_send = is_send & df["message_id"].where(is_send).duplicated(keep="first")
     flag(dup_send & reason.isna(), "second send for message_id")
 
     bad = reason.notna()

@@ -50,7 +50,7 @@ def build_messages(events: pd.DataFrame, users: pd.DataFrame, default_tz: str = 
     msgs = sends.set_index("message_id")
 
     opens = ev.loc[ev["event_type"] == "open", ["message_id", "timestamp", "machine_open"]]
-    opens = opens.join(msgs["send_ts"], on="message_id", how="inner")
+    opens = opens.join(msgs["send_ts"], on="message_id", how="inner").rename_axis(None)
     fast = (opens["timestamp"] - opens["send_ts"]) <= MACHINE_OPEN_WINDOW
     flag = opens["machine_open"]
 

@@ -116,3 +116,12 @@ def test_snapshot_round_trip_gives_the_same_rows_for_known_and_cold_users(world,
     b = build_user_features(_empty_messages(), cold, CUT, prior=back.prior)
     np.testing.assert_allclose(a.lam, b.lam, rtol=1e-6)
     assert back.prior.mixture is not None and back.prior.mixture.components.shape[1] == 48
+
+
+def test_history_with_sends_but_no_opens_builds_features():
+    ev = validate_events(pd.DataFrame({"event_id": ["s1", "s2"], "user_id": ["u", "u"], "message_id": ["m1", "m2"],
+                                       "event_type": ["send", "send"],
+                                       "timestamp": ["2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z"]})).accepted
+    us = validate_users(pd.DataFrame({"user_id": ["u"], "timezone": ["UTC"]})).accepted
+    uf = build_user_features(build_messages(ev, us), us, pd.Timestamp("2026-03-10", tz="UTC"))
+    assert uf.table.loc["u", "sends_28d"] == 2 and uf.table.loc["u", "human_opens_28d"] == 0
