@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import read_events, read_users, validate_events
+from features.contract import read_events, read_users, validate_events, validate_users
 from features.definitions import MODEL_FEATURES
 from features.engagement import build_user_features
 from features.messages import build_messages
