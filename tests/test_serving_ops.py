@@ -24,8 +24,11 @@ DAY = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:0
 def service(home: Path, **env):
     values = {"SENDTIME_HOME": str(home), "SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0",
               "SENDTIME_RELOAD_SECONDS": "0", **env}
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; drop it so Settings reads this home
+    values = {**values, "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     try:
         from serving.service import SendTime
         from tests.conftest import fresh_service_metrics
@@ -302,3 +305,36 @@ def test_user_ids_never_reach_the_logs_in_clear(client):
     text = buf.getvalue()
     assert "rejected request" in text  # the rejections are logged...
     assert secret not in text  # ...without the user id
+
+
+def test_missing_model_artifact_is_refused_and_the_last_good_pair_kept(home, trained, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from serving.model_store import current_snapshot, publish_pointer
+
+    settings, _ = trained
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    with service(home) as c:
+        before = c.post("/info").json()
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient()
+        gone = tmp_path / "deleted-model"
+        gone.mkdir()
+        bad = str(client.create_model_version(settings.model_name, gone.as_uri()).version)
+        src = current_snapshot(home / "published")
+        snap = home / "published" / f"{src.name}-badmodel"
+        shutil.copytree(src, snap)
+        manifest = json.loads((snap / "manifest.json").read_text())
+        (snap / "manifest.json").write_text(json.dumps({**manifest, "model_version": bad}))
+        client.set_registered_model_alias(settings.model_name, "champion", bad)
+        publish_pointer(home / "published", snap.name)
+        try:
+            r = c.post("/admin/reload").json()
+            assert not r["reloaded"] and "refused" in r["message"], r
+            assert c.post("/info").json() == before
+            assert c.post("/best_send_time", json={"users": [{"user_id": "x"}], **DAY}).status_code == 200
+        finally:
+            client.set_registered_model_alias(settings.model_name, "champion", before["model_version"])
+            publish_pointer(home / "published", src.name)
