@@ -79,3 +79,17 @@ def fresh_service_metrics() -> None:
                 registry.unregister(collector)
             except KeyError:
                 pass
+
+
+@pytest.fixture(autouse=True)
+def _no_exported_tracking_uri():
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into os.environ; undo it after each
+    test so no test silently reads another test's MLflow store through Settings.from_env()."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
