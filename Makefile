@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench suite serve sample-request lock clean
+.PHONY: setup demo test test-slow bench load suite serve sample-request lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,9 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m bench.serving
+
+load: setup
+	$(BIN)/python -m bench.load
 
 suite: setup
 	$(BIN)/sendtime suite --users 20000 --days 120 --seeds 0,1 --out reports
