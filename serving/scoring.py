@@ -92,20 +92,14 @@ class Scorer:
         return self.model.predict_proba(X)[:, 1][inv]
 
     def score(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
-        """P(open) for (user row, local hour-of-week) pairs: table lookup for known users."""
+        """P(open) for (snapshot row, local hour-of-week) pairs: a table lookup when published."""
         rows = np.asarray(rows, dtype=np.int64)
         how = np.asarray(how, dtype=np.int64) % 168
         if self.table is None:
             self.score_sources["model"] += len(rows)
             return self.score_model(uf, rows, how)
-        out = np.empty(len(rows))
-        known = rows < len(self.table)
-        out[known] = self.table[rows[known], how[known]]
-        if not known.all():
-            out[~known] = self.score_model(uf, rows[~known], how[~known])
-        self.score_sources["table"] += int(known.sum())
-        self.score_sources["model"] += int((~known).sum())
-        return out
+        self.score_sources["table"] += len(rows)
+        return np.asarray(self.table[rows, how], dtype=np.float64)
 
     def full_table(self, chunk_users: int = 20_000) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run)."""
