@@ -47,7 +47,7 @@ load: setup
 	$(BIN)/python -m bench.load
 
 suite: setup
-	$(BIN)/sendtime suite --users 20000 --days 120 --seeds 0,1 --out reports
+	$(BIN)/sendtime suite --users 20000 --days 180 --seeds 0,1 --out reports
 
 serve: setup
 	$(BIN)/sendtime serve --host 127.0.0.1 --port $(PORT)
