@@ -226,7 +226,7 @@ def evaluate(
 def suite(
     out_dir: Path = typer.Option(Path("reports"), "--out", help="Folder for capture.md, CSVs and capture.png."),
     users: int = typer.Option(20_000, "--users", min=100, max=5_000_000, help="Users per world."),
-    days: int = typer.Option(120, "--days", min=21, max=3650, help="Days of history per world."),
+    days: int = typer.Option(180, "--days", min=21, max=3650, help="Days of history per world."),
     seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated seeds."),
     worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds", help="Comma-separated world presets."),
 ) -> None:
