@@ -183,7 +183,8 @@ def build_user_features(
         prior = PopulationPrior(
             decay=decay,
             lam_pop=lam_pop,
-            lam_group=group_profiles(O, E, lam_pop, segments, zones, params.group_strength),
+            # segment x zone profiles are the prior only when no rhythm mixture is fitted
+            lam_group=group_profiles(O, E, lam_pop, segments, zones, params.group_strength) if params.mixture_k <= 0 else {},
             open_rate=pop_rate,
             mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours)
             if params.mixture_k > 0 else None,

@@ -177,9 +177,17 @@ class SendTime:
             ))
         return out
 
-    def _count_sources(self, scorer: Scorer, before: dict) -> None:
+    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes):
+        """Validate the request and score its users over the window: (state, ids, grid)."""
+        self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
+        state = self.state  # one consistent (snapshot, model) pair for the whole request
+        ids = [u.user_id for u in users]
+        before = dict(state.scorer.score_sources)
+        g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
         for k in ("table", "model"):
-            self.answers_by_source[k] += scorer.score_sources[k] - before[k]
+            self.answers_by_source[k] += state.scorer.score_sources[k] - before[k]
+        return state, ids, g
 
     # -- routes ------------------------------------------------------------------------------
     @bentoml.api(route="/best_send_time")
@@ -192,13 +200,8 @@ class SendTime:
         min_lead_minutes: LeadMinutes = None,
     ) -> BestSendTimeResponse:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
-        self._check_users(users)
-        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
-        state = self.state
-        before = dict(state.scorer.score_sources)
-        g = state.scorer.grid([u.user_id for u in users], [u.timezone for u in users], rules, self.settings.default_timezone)
-        res = state.scorer.answers(g, [u.user_id for u in users], self.policy, state.status_quo_utc_hour)
-        self._count_sources(state.scorer, before)
+        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes)
+        res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour)
         self.requests["best_send_time"] += 1
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
@@ -220,12 +223,7 @@ class SendTime:
         min_lead_minutes: LeadMinutes = None,
     ) -> PlanResponse:
         """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
-        self._check_users(users)
-        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
-        state = self.state
-        before = dict(state.scorer.score_sources)
-        ids = [u.user_id for u in users]
-        g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
+        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes)
         m = len(g.candidates)
         if isinstance(hourly_cap, list):
             if len(hourly_cap) != m:
@@ -245,7 +243,6 @@ class SendTime:
             users_unplanned=int((~plan.assigned).sum()),
             hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
         )
-        self._count_sources(state.scorer, before)
         self.requests["plan_campaign"] += 1
         return PlanResponse.model_construct(
             model_version=state.scorer.model_version,
