@@ -149,3 +149,19 @@ def test_openapi_documents_every_field_with_a_description_or_example(client):
     ]
     assert not missing
     assert {"/best_send_time", "/plan_campaign", "/info", "/admin/reload"} <= set(doc["paths"])
+
+
+def test_mixed_zones_in_one_request_each_get_their_own_local_hours(client):
+    """The request path groups users by zone; every user must still get their own offsets."""
+    zones = ["America/New_York", "Europe/Berlin", "Asia/Kolkata", None, "Australia/Sydney"] * 4
+    users = [{"user_id": f"u{i:06d}", **({"timezone": z} if z else {})} for i, z in enumerate(zones)]
+    r = client.post("/best_send_time", json={"users": users, "window_start": "2026-04-14T00:00:00Z",
+                                             "window_end": "2026-04-15T00:00:00Z", "quiet_hours": "21:00-08:00"})
+    assert r.status_code == 200, r.text
+    for u, a in zip(users, r.json()["results"]):
+        assert a["user_id"] == u["user_id"]
+        if "timezone" in u:
+            assert a["timezone"] == u["timezone"] and a["timezone_source"] == "request"
+        local = pd.Timestamp(a["send_at"]).tz_convert(a["timezone"])
+        assert local.hour == a["local_hour"] and 8 <= local.hour < 21
+        assert pd.Timestamp(a["local_time"]) == local

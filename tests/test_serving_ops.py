@@ -161,6 +161,8 @@ def test_campaign_plan_with_per_hour_caps_and_bad_caps(client, trained):
     assert r.status_code == 400 and "25 whole hours" in r.text
     r = client.post("/plan_campaign", json={"users": [{"user_id": "a"}], **DAY, "hourly_cap": -1})
     assert r.status_code == 400 and "hourly_cap" in r.text
+    r = client.post("/plan_campaign", json={"users": [{"user_id": "a"}], **DAY, "hourly_cap": 10**20})  # found by schemathesis
+    assert r.status_code == 400 and "hourly_cap" in r.text
 
 
 def test_api_key_guards_predictions_but_not_health(home, trained):
