@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench load suite serve sample-request lock clean
+.PHONY: setup demo test test-slow bench load suite serve sample-request lock clean audit
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -62,3 +62,7 @@ lock:
 
 clean:
 	rm -rf $(OUT) .sendtime .pytest_cache
+
+audit: $(STAMP)  ## dependency audit with pip-audit (needs pypi.org or osv.dev; not reachable from this machine's CI)
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip-audit -r requirements.lock --strict

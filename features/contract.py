@@ -110,6 +110,7 @@ def parse_utc(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     reason = pd.Series([None] * len(values), index=values.index, dtype="object")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         ts = values.dt.tz_convert("UTC")
+        reason[ts.isna()] = "missing timestamp"
     elif pd.api.types.is_datetime64_any_dtype(values.dtype):
         ts = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
         reason[:] = "timestamp has no UTC offset (naive)"

@@ -99,12 +99,21 @@ def nightly(
     users: Path = typer.Option(..., "--users", help="Users: Parquet or CSV with user_id, timezone."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD: only events before it are used."),
     force: bool = typer.Option(False, "--force", help="Train again even if this as-of date already ran on identical inputs."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="Feature engine: auto (DuckDB for typed Parquet, else pandas), duckdb or pandas. Default: SENDTIME_ENGINE or auto."),
 ) -> None:
     """Validate, build features, train, gate and promote, and publish tomorrow's predictions."""
+    import dataclasses
+
     from sendtime.nightly import AlreadyDone, parse_as_of, run_nightly
     from sendtime.runguard import RunLocked
+    from sendtime.settings import ENGINES
 
     settings = _settings()
+    if engine is not None:
+        if engine.strip().lower() not in ENGINES:
+            fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        settings = dataclasses.replace(settings, engine=engine.strip().lower())
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     try:
         cutoff = parse_as_of(as_of)

@@ -105,6 +105,31 @@ def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.
     say(f"capture of the oracle's gain over the status quo: {rep.capture:.3f}")
 
 
+def choose_engine(setting: str, events_path: str | Path) -> str:
+    """The feature engine for these inputs: DuckDB for typed Parquet (measured faster), else pandas."""
+    if setting == "pandas":
+        return "pandas"
+    from features.duckdb_engine import usable
+
+    why_not = usable(events_path)
+    if why_not is None:
+        return "duckdb"
+    if setting == "duckdb":
+        raise ValueError(f"SENDTIME_ENGINE=duckdb cannot read {events_path}: {why_not}")
+    return "pandas"
+
+
+WORLD_EVALUATION_MAX_EVENTS = 5_000_000
+
+
+def world_events(events_path: str | Path, n_events: int, say: Callable[[str], None]) -> pd.DataFrame | None:
+    """Accepted events for judging a simulated world (in memory, so only for moderate worlds)."""
+    if n_events > WORLD_EVALUATION_MAX_EVENTS:
+        say(f"simulated world has {n_events:,} events: skipping the in-memory evaluation against its truth")
+        return None
+    return read_events(events_path).accepted
+
+
 class AlreadyDone(RuntimeError):
     """This as-of date was already run on the same inputs and published."""
 
@@ -147,22 +172,40 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             "nothing changed. Use --force to train again."
         )
 
-    say(f"reading events from {events_path}")
-    ev = read_events(events_path)
-    say(ev.summary("events"))
+    engine = choose_engine(settings.engine, events_path)
     us = read_users(users_path)
-    say(us.summary("users"))
-    events = ev.accepted.loc[ev.accepted["timestamp"] < as_of]
-    if events.empty or not (events["event_type"] == "send").any():
-        raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
-    ignored = len(ev.accepted) - len(events)
+    if engine == "duckdb":
+        from features.duckdb_engine import build_messages_duckdb
+
+        say(f"reading events from {events_path} (DuckDB engine)")
+        pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
+        ev = build_messages_duckdb(events_path, us.accepted, as_of, settings.default_timezone,
+                                   rejects_path=pending, progress=say)
+        say(ev.summary("events"))
+        say(us.summary("users"))
+        msgs = ev.messages
+        if ev.events_before_cutoff == 0 or msgs.empty:
+            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
+        ignored = ev.n_accepted - ev.events_before_cutoff
+    else:
+        say(f"reading events from {events_path}")
+        ev = read_events(events_path)
+        say(ev.summary("events"))
+        say(us.summary("users"))
+        events = ev.accepted.loc[ev.accepted["timestamp"] < as_of]
+        if events.empty or not (events["event_type"] == "send").any():
+            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
+        ignored = len(ev.accepted) - len(events)
     if ignored:
         say(f"{ignored:,} accepted events at or after the as-of cutoff are not used")
 
     with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
         run_dir = settings.runs_dir / run.info.run_id
         rejects = {}
-        if ev.n_rejected:
+        if ev.n_rejected and engine == "duckdb":
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rejects["events"] = Path(shutil.move(str(ev.rejects_path), run_dir / "rejects_events.csv"))
+        elif ev.n_rejected:
             rejects["events"] = write_rejects(ev, run_dir / "rejects_events.csv")
         if us.n_rejected:
             rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")
@@ -172,10 +215,14 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             "events_read": ev.read, "events_accepted": ev.n_accepted, "events_rejected": ev.n_rejected,
             "users_read": us.read, "users_accepted": us.n_accepted, "users_rejected": us.n_rejected,
         })
-        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint})
+        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint,
+                         "feature_engine": engine})
+        if engine == "duckdb":
+            mlflow.log_metrics({f"engine_{k}_seconds": v for k, v in ev.timings.items()})
 
         say("building messages and training rows (point-in-time snapshots)")
-        msgs = build_messages(events, us.accepted, settings.default_timezone)
+        if engine == "pandas":
+            msgs = build_messages(events, us.accepted, settings.default_timezone)
         params = ShrinkageParams(horizon_hours=settings.horizon_hours)
         ts = build_training_set(
             msgs, us.accepted, as_of, settings.horizon_hours, settings.validation_days,
@@ -231,8 +278,10 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         mlflow.log_dict(manifest, "published/manifest.json")
         world_dir = Path(events_path).parent
         if (world_dir / "world.json").exists() and (world_dir / "truth.parquet").exists():
-            say("simulated world beside the events: judging the predictions against its truth")
-            log_world_evaluation(world_dir, predictions, ev.accepted, us.accepted, as_of, say)
+            accepted = ev.accepted if engine == "pandas" else world_events(events_path, ev.read, say)
+            if accepted is not None:
+                say("simulated world beside the events: judging the predictions against its truth")
+                log_world_evaluation(world_dir, predictions, accepted, us.accepted, as_of, say)
         mlflow.log_metrics({
             "users_scored": len(predictions),
             "users_prior": int((predictions["source"] == "prior").sum()),

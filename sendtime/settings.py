@@ -43,6 +43,9 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
     return _number(env, key, default, int)
 
 
+ENGINES = ("auto", "duckdb", "pandas")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -71,6 +74,7 @@ class Settings:
     reload_seconds: float = 30.0
     use_score_table: bool = True
     max_window_hours: int = 24 * 7
+    engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas
 
     @property
     def published_dir(self) -> Path:
@@ -117,6 +121,7 @@ class Settings:
             max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
             reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
             use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
+            engine=env.get("SENDTIME_ENGINE", "auto").strip().lower(),
         )
 
     def __post_init__(self) -> None:
@@ -124,6 +129,8 @@ class Settings:
             raise ValueError(f"SENDTIME_EXPLORATION_RATE must be in [0, 1), got {self.exploration_rate}")
         if not 0.0 <= self.holdout_share < 1.0:
             raise ValueError(f"SENDTIME_HOLDOUT_SHARE must be in [0, 1), got {self.holdout_share}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"SENDTIME_ENGINE must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
             raise ValueError(f"SENDTIME_STATUS_QUO_UTC_HOUR must be 0-23, got {self.status_quo_utc_hour}")
 

@@ -42,7 +42,7 @@ def test_first_model_becomes_champion(trained):
     assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == result.champion_version
 
 
-def test_worse_model_gets_challenger_and_champion_stays(trained):
+def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir):
     settings, result = trained
     client = _client(settings)
     champion_before = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
@@ -51,7 +51,7 @@ def test_worse_model_gets_challenger_and_champion_stays(trained):
     y = (rng.random(400) < 0.2).astype(int)
     noise = make_pipeline(ForestParams(n_estimators=3, max_depth=2, n_jobs=1)).fit(X, y)
     # validation rows the real champion understands: the ones it was validated on
-    X_val, y_val = _validation_rows(trained)
+    X_val, y_val = _validation_rows(trained, world_dir)
     p = noise.predict_proba(X_val)[:, 1]
     with mlflow.start_run():
         _, version = log_model(noise, X, settings.model_name)
@@ -63,12 +63,13 @@ def test_worse_model_gets_challenger_and_champion_stays(trained):
     assert client.get_model_version(settings.model_name, version).tags["gate"] == decision.reason
 
 
-def _validation_rows(trained):
+def _validation_rows(trained, world_dir):
+    from features.contract import read_events
     from features.messages import build_messages
     from training.dataset import build_training_set
 
     settings, result = trained
-    msgs = build_messages(result.events.accepted, result.users.accepted)
+    msgs = build_messages(read_events(world_dir / "events.parquet").accepted, result.users.accepted)
     ts = build_training_set(msgs, result.users.accepted, result.as_of, settings.horizon_hours,
                             settings.validation_days, settings.snapshot_days, settings.max_train_rows)
     return ts.X[ts.val_mask], ts.y[ts.val_mask]

@@ -1,0 +1,290 @@
+"""The event-scale part of the feature build on DuckDB: Parquet events in, one row per message out.
+
+The same contract and the same message definition as :mod:`features.contract` and
+:func:`features.messages.build_messages`, written as SQL so that DuckDB streams the Parquet
+files over both cores and spills to disk instead of holding the history in memory. Everything
+after the message table (outcomes, profiles, user features) is the shared numpy code, so the two
+engines agree on every feature as long as they agree on the messages (tested).
+
+Only typed Parquet input takes this path: ids as text or integers, ``timestamp`` as a
+time-zone-aware timestamp. Anything else (CSV, text timestamps) goes through the pandas
+contract, whose parsing rules for text are the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
+from features.messages import MACHINE_OPEN_WINDOW
+
+_ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT")
+
+
+class NotForThisEngine(ValueError):
+    """The input is valid for the contract but not in the typed form this engine reads."""
+
+
+@dataclass
+class EngineResult:
+    """What the engine read, and the message table the features are built from."""
+
+    read: int
+    n_accepted: int
+    n_rejected: int
+    reasons: dict[str, int]
+    messages: pd.DataFrame
+    events_before_cutoff: int
+    status_quo_utc_hour: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    rejects_path: Path | None = None
+
+    def summary(self, what: str = "events") -> str:
+        return f"{what}: read {self.read:,} = accepted {self.n_accepted:,} + rejected {self.n_rejected:,}"
+
+
+def usable(events_path: str | Path) -> str | None:
+    """None when this engine can read ``events_path``, else why not (one line)."""
+    try:
+        files = _files(Path(events_path))
+        con = connect(threads=1)
+        try:
+            _check_schema(con, files)
+        finally:
+            con.close()
+    except (NotForThisEngine, ContractError) as exc:
+        return str(exc)
+    except Exception as exc:  # unreadable Parquet: the pandas reader gives the contract's message
+        return f"cannot read with DuckDB: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
+
+
+def _files(path: Path) -> list[str]:
+    if not path.exists():
+        raise ContractError(f"events file not found: {path}")
+    files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else [str(path)]
+    if not files or not all(f.lower().endswith((".parquet", ".pq")) for f in files):
+        raise NotForThisEngine(f"{path}: the DuckDB engine reads Parquet only")
+    return files
+
+
+def connect(threads: int | None = None, memory_limit: str | None = None, temp_dir: str | Path | None = None):
+    """A DuckDB connection with bounded memory (it spills to ``temp_dir`` beyond the limit)."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": threads or os.cpu_count() or 1})
+    con.execute(f"SET memory_limit = '{memory_limit or '4GB'}'")
+    con.execute("SET preserve_insertion_order = false")
+    if temp_dir is not None:
+        con.execute(f"SET temp_directory = '{Path(temp_dir).as_posix()}'")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _check_schema(con, files: list[str]) -> dict[str, str]:
+    cols = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)", [files]).fetchall()}
+    missing = [c for c in EVENT_COLUMNS if c not in cols]
+    if missing:
+        raise ContractError(f"events file lacks required column(s): {', '.join(missing)}")
+    if cols["timestamp"] != "TIMESTAMP WITH TIME ZONE":
+        raise NotForThisEngine(f"timestamp column is {cols['timestamp']}, not a time-zone-aware timestamp")
+    for c in ("event_id", "user_id", "message_id", "event_type"):
+        if cols[c] not in _ID_TYPES:
+            raise NotForThisEngine(f"{c} column is {cols[c]}")
+    if "machine_open" in cols and cols["machine_open"] != "BOOLEAN":
+        raise NotForThisEngine(f"machine_open column is {cols['machine_open']}, not BOOLEAN")
+    if "propensity" in cols and cols["propensity"] not in ("DOUBLE", "FLOAT"):
+        raise NotForThisEngine(f"propensity column is {cols['propensity']}")
+    return cols
+
+
+def build_messages_duckdb(
+    events_path: str | Path,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    default_tz: str = "UTC",
+    now: pd.Timestamp | None = None,
+    rejects_path: str | Path | None = None,
+    con=None,
+    progress=None,
+) -> EngineResult:
+    """Validate events (as :func:`features.contract.validate_events`) and build the message
+    table of the events before ``as_of`` (as :func:`features.messages.build_messages`)."""
+    import time
+
+    say = progress or (lambda _msg: None)
+    files = _files(Path(events_path))
+    own = con is None
+    con = con or connect()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    try:
+        cols = _check_schema(con, files)
+        now = pd.Timestamp.now(tz="UTC") if now is None else now
+        future = (now + pd.Timedelta(days=1)).isoformat()
+        mo = "machine_open" if "machine_open" in cols else "CAST(NULL AS BOOLEAN)"
+        prop = "CAST(propensity AS DOUBLE)" if "propensity" in cols else "CAST(NULL AS DOUBLE)"
+        # global source row numbers across files, as the pandas reader concatenates them
+        con.execute("CREATE OR REPLACE TEMP TABLE _offsets AS SELECT file_name AS filename, "
+                    "sum(num_rows) OVER (ORDER BY file_name ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS off "
+                    "FROM (SELECT file_name, max(num_rows) AS num_rows FROM parquet_file_metadata(?) GROUP BY file_name)",
+                    [files])
+        text = {c: f"NULLIF(trim(CAST({c} AS VARCHAR)), '')" for c in ("event_id", "user_id", "message_id")}
+        types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _ev AS
+            SELECT coalesce(o.off, 0) + r.file_row_number AS src,
+                   {text['event_id']} AS event_id, {text['user_id']} AS user_id, {text['message_id']} AS message_id,
+                   lower(NULLIF(trim(CAST(event_type AS VARCHAR)), '')) AS event_type,
+                   "timestamp" AS ts, {mo} AS machine_open,
+                   CASE WHEN isnan({prop}) THEN NULL ELSE {prop} END AS propensity,
+                   {prop} AS raw_propensity
+            FROM read_parquet(?, file_row_number=true, filename=true, union_by_name=true) r
+            LEFT JOIN _offsets o ON o.filename = r.filename
+        """, [files])
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _r1 AS
+            SELECT *, CASE
+                WHEN event_id IS NULL THEN 'missing event_id'
+                WHEN user_id IS NULL THEN 'missing user_id'
+                WHEN message_id IS NULL THEN 'missing message_id'
+                WHEN event_type IS NULL THEN 'missing event_type'
+                WHEN event_type NOT IN ({types}) THEN 'unknown event_type'
+                WHEN ts IS NULL THEN 'missing timestamp'
+                WHEN ts < TIMESTAMPTZ '{EARLIEST.isoformat()}' THEN 'timestamp before 1990'
+                WHEN ts > TIMESTAMPTZ '{future}' THEN 'timestamp in the future'
+                WHEN raw_propensity IS NOT NULL AND NOT isnan(raw_propensity)
+                     AND (raw_propensity <= 0 OR raw_propensity > 1) THEN 'propensity is not a probability in (0, 1]'
+                END AS reason
+            FROM _ev
+        """)
+        timings["read_and_check"] = time.perf_counter() - t0
+        say(f"events read and checked in {timings['read_and_check']:.1f} s")
+        # repeated event ids: rare, so the window runs over the repeated ids only
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _dup AS
+            WITH ids AS (SELECT event_id FROM _r1 WHERE event_id IS NOT NULL GROUP BY event_id HAVING count(*) > 1),
+            rows AS (SELECT r.* FROM _r1 r SEMI JOIN ids USING (event_id))
+            SELECT src,
+                   row_number() OVER (PARTITION BY event_id ORDER BY src) > 1 AS dup_any,
+                   row_number() OVER (PARTITION BY event_id, user_id, message_id, event_type, ts ORDER BY src) > 1 AS same
+            FROM rows
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _r2 AS
+            SELECT r.* REPLACE (CASE
+                WHEN r.reason IS NOT NULL THEN r.reason
+                WHEN d.dup_any AND d.same THEN 'duplicate event (kept once)'
+                WHEN d.dup_any THEN 'duplicate event_id with different contents'
+                END AS reason)
+            FROM _r1 r LEFT JOIN _dup d USING (src)
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _first_send AS
+            SELECT message_id, arg_min(ts, src) AS send_ts, min(src) AS first_src
+            FROM _r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _checked AS
+            SELECT r.* REPLACE (CASE
+                WHEN r.reason IS NOT NULL THEN r.reason
+                WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN 'no send for message_id'
+                WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN 'before its send'
+                WHEN r.event_type = 'send' AND r.src <> f.first_src THEN 'second send for message_id'
+                END AS reason)
+            FROM _r2 r LEFT JOIN _first_send f USING (message_id)
+        """)
+        counts = dict(con.execute("SELECT coalesce(reason, ''), count(*) FROM _checked GROUP BY ALL").fetchall())
+        read = int(sum(counts.values()))
+        accepted = int(counts.pop("", 0))
+        timings["contract"] = time.perf_counter() - t0
+        say(f"contract: read {read:,} = accepted {accepted:,} + rejected {read - accepted:,}")
+        if rejects_path is not None and read > accepted:
+            raw_cols = ", ".join(f'CAST(r."{c}" AS VARCHAR) AS "{c}"' for c in cols)
+            Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+            con.execute(f"""
+                COPY (SELECT c.src AS source_row, {raw_cols}, c.reason
+                      FROM _checked c JOIN (
+                          SELECT coalesce(o.off, 0) + r.file_row_number AS src, r.*
+                          FROM read_parquet(?, file_row_number=true, filename=true, union_by_name=true) r
+                          LEFT JOIN _offsets o ON o.filename = r.filename) r USING (src)
+                      WHERE c.reason IS NOT NULL ORDER BY c.src) TO '{Path(rejects_path).as_posix()}' (HEADER, DELIMITER ',')
+            """, [files])
+        msgs, before, sq = _messages(con, users, as_of, default_tz)
+        timings["messages"] = time.perf_counter() - t0
+        say(f"{len(msgs):,} messages built in {timings['messages']:.1f} s")
+        return EngineResult(read=read, n_accepted=accepted, n_rejected=read - accepted, reasons=counts, messages=msgs,
+                            events_before_cutoff=before, status_quo_utc_hour=sq, timings=timings,
+                            rejects_path=Path(rejects_path) if rejects_path is not None and read > accepted else None)
+    finally:
+        for t in ("_ev", "_r1", "_dup", "_r2", "_first_send", "_checked", "_offsets", "_users"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        if own:
+            con.close()
+
+
+def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str) -> tuple[pd.DataFrame, int, int | None]:
+    from features.contract import known_timezone
+
+    if not known_timezone(default_tz):
+        raise ValueError(f"default time zone {default_tz!r} is not an IANA time zone")
+    u = pd.DataFrame({"user_id": users["user_id"].astype(str).to_numpy(dtype=object),
+                      "timezone": users["timezone"].astype(object).to_numpy()}) if len(users) else \
+        pd.DataFrame({"user_id": pd.Series([], dtype=object), "timezone": pd.Series([], dtype=object)})
+    con.register("_users_df", u)
+    con.execute("CREATE OR REPLACE TEMP TABLE _users AS SELECT user_id, timezone FROM _users_df")
+    con.unregister("_users_df")
+    cut = as_of.isoformat()
+    fast = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
+    before = con.execute(f"SELECT count(*) FROM _checked WHERE reason IS NULL AND ts < TIMESTAMPTZ '{cut}'").fetchall()[0][0]
+    rel = con.sql(f"""
+        WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND ts < TIMESTAMPTZ '{cut}'),
+        sends AS (SELECT message_id, user_id, ts AS send_ts, propensity, event_id AS send_event FROM ok WHERE event_type = 'send'),
+        outcomes AS (
+            SELECT o.message_id,
+                min(o.ts) FILTER (WHERE o.event_type = 'open' AND o.machine_open) AS t_open_machine_flag,
+                min(o.ts) FILTER (WHERE o.event_type = 'open' AND NOT o.machine_open) AS t_open_human_flag,
+                min(o.ts) FILTER (WHERE o.event_type = 'open' AND o.machine_open IS NULL
+                                  AND epoch_us(o.ts) - epoch_us(s.send_ts) <= {fast}) AS t_open_unk_fast,
+                min(o.ts) FILTER (WHERE o.event_type = 'open' AND o.machine_open IS NULL
+                                  AND epoch_us(o.ts) - epoch_us(s.send_ts) > {fast}) AS t_open_unk_slow,
+                min(o.ts) FILTER (WHERE o.event_type = 'click') AS t_click,
+                min(o.ts) FILTER (WHERE o.event_type = 'bounce') AS t_bounce
+            FROM ok o JOIN sends s USING (message_id)
+            WHERE o.event_type IN ('open', 'click', 'bounce')
+            GROUP BY o.message_id
+        ),
+        joined AS (
+            SELECT s.message_id, s.user_id, s.send_ts, s.propensity,
+                   t_open_machine_flag, t_open_human_flag, t_open_unk_fast, t_open_unk_slow, t_click, t_bounce,
+                   coalesce(u.timezone, '{default_tz}') AS timezone, s.send_event
+            FROM sends s LEFT JOIN outcomes USING (message_id) LEFT JOIN _users u ON u.user_id = s.user_id
+        )
+        SELECT message_id, user_id, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
+               t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
+               CAST((isodow(timezone(timezone, send_ts)) - 1) * 24 + hour(timezone(timezone, send_ts)) AS SMALLINT) AS send_how
+        FROM joined ORDER BY send_ts, send_event
+    """)
+    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    sq_row = con.execute(f"""SELECT hour(ts) AS h FROM _checked WHERE reason IS NULL AND event_type = 'send'
+                             AND ts < TIMESTAMPTZ '{cut}' GROUP BY h ORDER BY count(*) DESC, h LIMIT 1""").fetchall()
+    msgs = _to_pandas(table)
+    return msgs, int(before), (int(sq_row[0][0]) if sq_row else None)
+
+
+def _to_pandas(table) -> pd.DataFrame:
+    """Arrow result -> the dtypes :func:`features.messages.build_messages` produces."""
+    df = table.to_pandas()
+    for c in ("message_id", "user_id", "timezone"):
+        df[c] = df[c].astype(str)
+    for c in ("send_ts", "t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce"):
+        df[c] = df[c].astype("datetime64[us, UTC]")
+    df["propensity"] = df["propensity"].astype("float64")
+    df["send_how"] = df["send_how"].to_numpy(dtype=np.int16)
+    return df

@@ -1,0 +1,124 @@
+"""The DuckDB engine agrees with the pandas reference on the contract, the messages and the
+features, on clean and on dirty typed Parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import read_events, read_users
+from features.duckdb_engine import build_messages_duckdb, usable
+from features.engagement import build_user_features
+from features.messages import build_messages
+
+AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
+NOW = pd.Timestamp("2026-04-20", tz="UTC")
+
+
+def _pandas_reference(events_path, users, as_of=AS_OF):
+    ev = read_events(events_path, now=NOW)
+    msgs = build_messages(ev.accepted.loc[ev.accepted["timestamp"] < as_of], users)
+    return ev, msgs
+
+
+def _dirty(world_dir, out):
+    """The tiny world's events with one row of every kind the contract rejects, spread about."""
+    ev = pd.read_parquet(world_dir / "events.parquet")
+    send = ev.loc[ev["event_type"] == "send"].iloc[5]
+    opened = ev.loc[ev["event_type"] == "open"].iloc[3]
+    t = pd.Timestamp("2026-03-01 10:00", tz="UTC")
+
+    def row(**kw):
+        base = {"event_id": "x", "user_id": send["user_id"], "message_id": send["message_id"], "event_type": "open",
+                "timestamp": send["timestamp"] + pd.Timedelta(hours=2), "machine_open": False, "propensity": np.nan}
+        return {**base, **kw}
+
+    bad = pd.DataFrame([
+        row(event_id=None),
+        row(event_id="b1", user_id="  "),
+        row(event_id="b2", message_id=None),
+        row(event_id="b3", event_type="forward"),
+        row(event_id="b4", event_type=" OPEN "),  # accepted: trimmed and lower-cased
+        row(event_id="b5", timestamp=pd.NaT),
+        row(event_id="b6", timestamp=pd.Timestamp("1985-01-01", tz="UTC")),
+        row(event_id="b7", timestamp=pd.Timestamp("2027-01-01", tz="UTC")),
+        row(event_id="b8", event_type="send", message_id="m-new", propensity=1.5),
+        opened.to_dict(),  # the same event again: kept once
+        {**opened.to_dict(), "timestamp": opened["timestamp"] + pd.Timedelta(minutes=5)},  # same id, other contents
+        row(event_id="b9", message_id="no-such-message"),
+        row(event_id="b10", timestamp=send["timestamp"] - pd.Timedelta(hours=1)),  # before its send
+        row(event_id="b11", event_type="send", timestamp=t),  # a second send of the message
+        row(event_id="b12", event_type="click", timestamp=AS_OF + pd.Timedelta(hours=1)),  # after the cutoff
+    ])
+    bad["timestamp"] = pd.to_datetime(bad["timestamp"], utc=True).astype("datetime64[us, UTC]")
+    bad["machine_open"] = bad["machine_open"].astype(bool)
+    mixed = pd.concat([ev.iloc[:2000], bad, ev.iloc[2000:]], ignore_index=True)
+    mixed.to_parquet(out, index=False)
+    return out
+
+
+def test_clean_world_gives_identical_messages_and_features(world_dir):
+    users = read_users(world_dir / "users.parquet").accepted
+    ev, ref = _pandas_reference(world_dir / "events.parquet", users)
+    res = build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW)
+    assert (res.read, res.n_accepted, res.n_rejected) == (ev.read, ev.n_accepted, ev.n_rejected)
+    assert len(ref) > 1000
+    pd.testing.assert_frame_equal(ref, res.messages, check_dtype=False)
+    assert res.status_quo_utc_hour == int(ref["send_ts"].dt.hour.mode().iloc[0])
+    a = build_user_features(ref, users, AS_OF)
+    b = build_user_features(res.messages, users, AS_OF)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    np.testing.assert_array_equal(a.lam, b.lam)
+
+
+def test_dirty_parquet_rejects_the_same_rows_for_the_same_reasons(world_dir, tmp_path):
+    path = _dirty(world_dir, tmp_path / "dirty.parquet")
+    users = read_users(world_dir / "users.parquet").accepted
+    ev, ref = _pandas_reference(path, users)
+    res = build_messages_duckdb(path, users, AS_OF, now=NOW, rejects_path=tmp_path / "rejects.csv")
+    assert res.read == ev.read and res.n_accepted + res.n_rejected == res.read
+    assert res.reasons == ev.reasons()
+    assert len(res.reasons) >= 10  # every kind of problem above was seen
+    ours = pd.read_csv(tmp_path / "rejects.csv")
+    assert ours["source_row"].tolist() == ev.rejects["source_row"].tolist()
+    assert ours["reason"].tolist() == ev.rejects["reason"].tolist()
+    pd.testing.assert_frame_equal(ref, res.messages, check_dtype=False)
+
+
+def test_folder_of_parquet_files_numbers_rows_across_files(world_dir, tmp_path):
+    ev = pd.read_parquet(world_dir / "events.parquet")
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(ev)), 3)):
+        ev.iloc[part].to_parquet(folder / f"part-{i}.parquet", index=False)
+    dup = ev.iloc[[10]].assign(timestamp=ev["timestamp"].iloc[10] + pd.Timedelta(seconds=1))
+    dup.to_parquet(folder / "part-9.parquet", index=False)
+    users = read_users(world_dir / "users.parquet").accepted
+    ref_ev, ref = _pandas_reference(folder, users)
+    res = build_messages_duckdb(folder, users, AS_OF, now=NOW, rejects_path=tmp_path / "r.csv")
+    assert pd.read_csv(tmp_path / "r.csv")["source_row"].tolist() == ref_ev.rejects["source_row"].tolist() == [len(ev)]
+    pd.testing.assert_frame_equal(ref, res.messages, check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["events_corpus.csv"])
+def test_inputs_this_engine_does_not_read_say_why(name):
+    from pathlib import Path
+
+    why = usable(Path(__file__).parent / "bad_inputs" / name)
+    assert why is not None and "Parquet" in why
+
+
+def test_text_timestamps_go_to_the_pandas_contract(tmp_path):
+    pd.DataFrame({"event_id": ["1"], "user_id": ["u"], "message_id": ["m"], "event_type": ["send"],
+                  "timestamp": ["2026-04-01T10:00:00Z"]}).to_parquet(tmp_path / "e.parquet")
+    assert "timestamp column is VARCHAR" in usable(tmp_path / "e.parquet")
+
+
+def test_nightly_auto_engine_uses_duckdb_and_logs_it(trained):
+    import mlflow
+
+    settings, result = trained
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(result.run_id)
+    assert run.data.tags["feature_engine"] == "duckdb"
+    assert run.data.metrics["engine_messages_seconds"] > 0
