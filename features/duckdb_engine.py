@@ -74,12 +74,17 @@ def _files(path: Path) -> list[str]:
     return files
 
 
+def _sql_list(files: list[str]) -> str:
+    """A SQL list literal of file paths (views cannot take prepared parameters)."""
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
 def connect(threads: int | None = None, memory_limit: str | None = None, temp_dir: str | Path | None = None):
     """A DuckDB connection with bounded memory (it spills to ``temp_dir`` beyond the limit)."""
     import duckdb
 
     con = duckdb.connect(config={"threads": threads or os.cpu_count() or 1})
-    con.execute(f"SET memory_limit = '{memory_limit or '4GB'}'")
+    con.execute(f"SET memory_limit = '{memory_limit or '6GB'}'")
     con.execute("SET preserve_insertion_order = false")
     if temp_dir is not None:
         con.execute(f"SET temp_directory = '{Path(temp_dir).as_posix()}'")
@@ -113,15 +118,22 @@ def build_messages_duckdb(
     rejects_path: str | Path | None = None,
     con=None,
     progress=None,
+    temp_dir: str | Path | None = None,
+    buckets: int = 0,
+    bucket_dir: str | Path | None = None,
 ) -> EngineResult:
     """Validate events (as :func:`features.contract.validate_events`) and build the message
-    table of the events before ``as_of`` (as :func:`features.messages.build_messages`)."""
+    table of the events before ``as_of`` (as :func:`features.messages.build_messages`).
+
+    With ``buckets`` > 0 the messages are not returned but written to ``bucket_dir`` as that
+    many Parquet files split by a hash of the user id (every user's messages in one file), for
+    :func:`features.engagement.build_user_features_bucketed`; see :func:`bucket_loaders`."""
     import time
 
     say = progress or (lambda _msg: None)
     files = _files(Path(events_path))
     own = con is None
-    con = con or connect()
+    con = con or connect(temp_dir=temp_dir)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     try:
@@ -138,18 +150,18 @@ def build_messages_duckdb(
         text = {c: f"NULLIF(trim(CAST({c} AS VARCHAR)), '')" for c in ("event_id", "user_id", "message_id")}
         types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _ev AS
+            CREATE OR REPLACE TEMP VIEW _ev AS
             SELECT coalesce(o.off, 0) + r.file_row_number AS src,
                    {text['event_id']} AS event_id, {text['user_id']} AS user_id, {text['message_id']} AS message_id,
                    lower(NULLIF(trim(CAST(event_type AS VARCHAR)), '')) AS event_type,
                    "timestamp" AS ts, {mo} AS machine_open,
                    CASE WHEN isnan({prop}) THEN NULL ELSE {prop} END AS propensity,
                    {prop} AS raw_propensity
-            FROM read_parquet(?, file_row_number=true, filename=true, union_by_name=true) r
+            FROM read_parquet({_sql_list(files)}, file_row_number=true, filename=true, union_by_name=true) r
             LEFT JOIN _offsets o ON o.filename = r.filename
-        """, [files])
+        """)
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _r1 AS
+            CREATE OR REPLACE TEMP VIEW _r1 AS
             SELECT *, CASE
                 WHEN event_id IS NULL THEN 'missing event_id'
                 WHEN user_id IS NULL THEN 'missing user_id'
@@ -177,7 +189,7 @@ def build_messages_duckdb(
             FROM rows
         """)
         con.execute("""
-            CREATE OR REPLACE TEMP TABLE _r2 AS
+            CREATE OR REPLACE TEMP VIEW _r2 AS
             SELECT r.* REPLACE (CASE
                 WHEN r.reason IS NOT NULL THEN r.reason
                 WHEN d.dup_any AND d.same THEN 'duplicate event (kept once)'
@@ -216,20 +228,23 @@ def build_messages_duckdb(
                           LEFT JOIN _offsets o ON o.filename = r.filename) r USING (src)
                       WHERE c.reason IS NOT NULL ORDER BY c.src) TO '{Path(rejects_path).as_posix()}' (HEADER, DELIMITER ',')
             """, [files])
-        msgs, before, sq = _messages(con, users, as_of, default_tz)
+        msgs, before, sq = _messages(con, users, as_of, default_tz, buckets, bucket_dir)
         timings["messages"] = time.perf_counter() - t0
-        say(f"{len(msgs):,} messages built in {timings['messages']:.1f} s")
+        say(f"{before:,} events before the cutoff made into messages in {timings['messages']:.1f} s")
         return EngineResult(read=read, n_accepted=accepted, n_rejected=read - accepted, reasons=counts, messages=msgs,
                             events_before_cutoff=before, status_quo_utc_hour=sq, timings=timings,
                             rejects_path=Path(rejects_path) if rejects_path is not None and read > accepted else None)
     finally:
-        for t in ("_ev", "_r1", "_dup", "_r2", "_first_send", "_checked", "_offsets", "_users"):
+        for t in ("_r2", "_r1", "_ev"):
+            con.execute(f"DROP VIEW IF EXISTS {t}")
+        for t in ("_dup", "_first_send", "_checked", "_offsets", "_users"):
             con.execute(f"DROP TABLE IF EXISTS {t}")
         if own:
             con.close()
 
 
-def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str) -> tuple[pd.DataFrame, int, int | None]:
+def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str, buckets: int = 0,
+              bucket_dir: str | Path | None = None) -> tuple[pd.DataFrame | None, int, int | None]:
     from features.contract import known_timezone
 
     if not known_timezone(default_tz):
@@ -243,7 +258,7 @@ def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str) ->
     cut = as_of.isoformat()
     fast = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
     before = con.execute(f"SELECT count(*) FROM _checked WHERE reason IS NULL AND ts < TIMESTAMPTZ '{cut}'").fetchall()[0][0]
-    rel = con.sql(f"""
+    query = f"""
         WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND ts < TIMESTAMPTZ '{cut}'),
         sends AS (SELECT message_id, user_id, ts AS send_ts, propensity, event_id AS send_event FROM ok WHERE event_type = 'send'),
         outcomes AS (
@@ -268,14 +283,35 @@ def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str) ->
         )
         SELECT message_id, user_id, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
                t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
-               CAST((isodow(timezone(timezone, send_ts)) - 1) * 24 + hour(timezone(timezone, send_ts)) AS SMALLINT) AS send_how
-        FROM joined ORDER BY send_ts, send_event
-    """)
-    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+               CAST((isodow(local_ts) - 1) * 24 + hour(local_ts) AS SMALLINT) AS send_how
+        FROM (SELECT *, timezone(timezone, send_ts) AS local_ts FROM joined) {{order}}
+    """
     sq_row = con.execute(f"""SELECT hour(ts) AS h FROM _checked WHERE reason IS NULL AND event_type = 'send'
                              AND ts < TIMESTAMPTZ '{cut}' GROUP BY h ORDER BY count(*) DESC, h LIMIT 1""").fetchall()
-    msgs = _to_pandas(table)
-    return msgs, int(before), (int(sq_row[0][0]) if sq_row else None)
+    sq = int(sq_row[0][0]) if sq_row else None
+    if buckets > 0:
+        out = Path(bucket_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        con.execute(f"""COPY (SELECT *, CAST(hash(user_id) % {int(buckets)} AS INTEGER) AS bucket FROM ({query.format(order="")}))
+                        TO '{out.as_posix()}' (FORMAT parquet, PARTITION_BY (bucket), OVERWRITE_OR_IGNORE true)""")
+        return None, int(before), sq
+    rel = con.sql(query.format(order="ORDER BY send_ts, send_event"))
+    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    return _to_pandas(table), int(before), sq
+
+
+def bucket_loaders(bucket_dir: str | Path) -> list:
+    """One loader per bucket written by ``build_messages_duckdb(..., buckets=N)``."""
+    import pyarrow.parquet as pq
+
+    def loader(folder: Path):
+        return lambda: _to_pandas(pq.read_table(folder, columns=list(MESSAGE_COLUMNS)))
+
+    return [loader(d) for d in sorted(Path(bucket_dir).glob("bucket=*"))]
+
+
+MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", "t_open_machine_flag", "t_open_human_flag",
+                   "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce", "timezone", "send_how")
 
 
 def _to_pandas(table) -> pd.DataFrame:

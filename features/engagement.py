@@ -9,6 +9,7 @@ rows the model learns from and the rows it scores are built by the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,10 @@ from features.messages import MACHINE_OPEN_WINDOW, human_open_time
 from features.profiles import (
     PopulationPrior,
     ShrinkageParams,
+    decay_counts,
     decayed_sums,
     fit_decay,
+    fit_decay_counts,
     fit_mixture,
     to_daytype48,
     group_profiles,
@@ -136,6 +139,43 @@ def _days_since(last_us: np.ndarray, cutoff: pd.Timestamp) -> np.ndarray:
     return np.where(none, NEVER, np.clip(days, 0, NEVER)).astype(np.float32)
 
 
+def activity_columns(msgs: pd.DataFrame, uidx: np.ndarray, n: int, oc: OutcomesAt, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """Per-user counts, recencies and machine-open shares (rates wait for the population's open
+    rate, see :func:`finish_rates`). Per user only, so user buckets can be computed apart."""
+    age_days = ((as_of - msgs["send_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    cols: dict[str, np.ndarray] = {}
+    for w in WINDOWS:
+        in_w = age_days <= w
+        cols[f"sends_{w}d"] = np.bincount(uidx[in_w], minlength=n).astype(np.float32)
+        if w in (28, 90):
+            cols[f"human_opens_{w}d"] = np.bincount(uidx[in_w & oc.opened], minlength=n).astype(np.float32)
+        if w == 90:
+            clicks = np.bincount(uidx[in_w & oc.clicked], minlength=n).astype(np.float32)
+            cols["clicks_90d"] = clicks
+            cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
+    sent_rows = np.ones(len(msgs), dtype=bool)
+    first_send = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    if len(msgs):
+        np.minimum.at(first_send, uidx, msgs["send_ts"].to_numpy(dtype="datetime64[us]").astype(np.int64))
+    cols["days_since_send"] = _days_since(_last(uidx, sent_rows, msgs["send_ts"], n), as_of)
+    open_ts = msgs["send_ts"] + pd.to_timedelta(np.maximum(oc.open_delay_hour, 0), unit="h")
+    cols["days_since_open"] = _days_since(_last(uidx, oc.opened, open_ts, n), as_of)
+    cols["days_since_click"] = _days_since(_last(uidx, oc.clicked, msgs["t_click"], n), as_of)
+    first_send = np.where(first_send == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_send)
+    tenure = _days_since(first_send, as_of)
+    cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
+    cols["fast_open_share"] = oc.fast_share.astype(np.float32)
+    cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
+    cols["n_sends"] = np.bincount(uidx, minlength=n)
+    return cols
+
+
+def finish_rates(cols: dict[str, np.ndarray], pop_rate: float) -> None:
+    """Open rates shrunk to the population's rate (known only once every user was counted)."""
+    for w in (28, 90):
+        cols[f"open_rate_{w}d"] = (cols[f"human_opens_{w}d"] + 2 * pop_rate) / (cols[f"sends_{w}d"] + 2)
+
+
 def build_user_features(
     msgs: pd.DataFrame,
     users: pd.DataFrame,
@@ -155,17 +195,7 @@ def build_user_features(
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
 
     msgs = msgs.loc[msgs["send_ts"] < as_of]
-    table_users = users[["user_id", "timezone", "segment"]] if len(users) else pd.DataFrame(columns=["user_id", "timezone", "segment"])
-    extra = pd.Index(msgs["user_id"].unique()).difference(pd.Index(table_users["user_id"]))
-    if len(extra):
-        table_users = pd.concat(
-            [table_users, pd.DataFrame({"user_id": extra, "timezone": None, "segment": "unknown"})],
-            ignore_index=True,
-        )
-    tz_source = np.where(table_users["timezone"].notna(), "users_table", "default")
-    zones = table_users["timezone"].fillna(default_tz).astype(str).to_numpy()
-    segments = table_users["segment"].fillna("unknown").astype(str).to_numpy()
-    index = pd.Index(table_users["user_id"].astype(str), name="user_id")
+    index, zones, segments, tz_source = _table_users(users, msgs["user_id"].unique(), default_tz)
     n = len(index)
     uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
 
@@ -186,7 +216,8 @@ def build_user_features(
             # segment x zone profiles are the prior only when no rhythm mixture is fitted
             lam_group=group_profiles(O, E, lam_pop, segments, zones, params.group_strength) if params.mixture_k <= 0 else {},
             open_rate=pop_rate,
-            mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours)
+            mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours,
+                                max_users=params.mixture_fit_users)
             if params.mixture_k > 0 else None,
         )
     if prior.mixture is not None:
@@ -195,39 +226,135 @@ def build_user_features(
         group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
     lam, level = user_profiles(O, E, group_prior, params)
 
-    age_days = ((as_of - msgs["send_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    cols: dict[str, np.ndarray] = {}
-    for w in WINDOWS:
-        in_w = age_days <= w
-        sends = np.bincount(uidx[in_w], minlength=n).astype(np.float32)
-        opens = np.bincount(uidx[in_w & oc.opened], minlength=n).astype(np.float32)
-        cols[f"sends_{w}d"] = sends
-        if w in (28, 90):
-            cols[f"human_opens_{w}d"] = opens
-            cols[f"open_rate_{w}d"] = (opens + 2 * pop_rate) / (sends + 2)
-        if w == 90:
-            clicks = np.bincount(uidx[in_w & oc.clicked], minlength=n).astype(np.float32)
-            cols["clicks_90d"] = clicks
-            cols["click_rate_90d"] = (clicks + 0.2) / (sends + 2)
-    sent_rows = np.ones(len(msgs), dtype=bool)
-    first_send = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    if len(msgs):
-        np.minimum.at(first_send, uidx, msgs["send_ts"].to_numpy(dtype="datetime64[us]").astype(np.int64))
-    cols["days_since_send"] = _days_since(_last(uidx, sent_rows, msgs["send_ts"], n), as_of)
-    open_ts = msgs["send_ts"] + pd.to_timedelta(np.maximum(oc.open_delay_hour, 0), unit="h")
-    cols["days_since_open"] = _days_since(_last(uidx, oc.opened, open_ts, n), as_of)
-    cols["days_since_click"] = _days_since(_last(uidx, oc.clicked, msgs["t_click"], n), as_of)
-    first_send = np.where(first_send == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_send)
-    tenure = _days_since(first_send, as_of)
-    cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
-    cols["fast_open_share"] = oc.fast_share.astype(np.float32)
-    cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
+    cols = activity_columns(msgs, uidx, n, oc, as_of)
+    finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
     e_tot = E.sum(1)
     cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
 
+    return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
+
+
+def _table_users(users: pd.DataFrame, message_users, default_tz: str):
+    """Every user of the users table, then users with sends but no users-table row (sorted)."""
+    table_users = users[["user_id", "timezone", "segment"]] if len(users) else pd.DataFrame(columns=["user_id", "timezone", "segment"])
+    extra = pd.Index(message_users).difference(pd.Index(table_users["user_id"]))
+    if len(extra):
+        table_users = pd.concat(
+            [table_users, pd.DataFrame({"user_id": extra, "timezone": None, "segment": "unknown"})],
+            ignore_index=True,
+        )
+    tz_source = np.where(table_users["timezone"].notna(), "users_table", "default")
+    zones = table_users["timezone"].fillna(default_tz).astype(str).to_numpy()
+    segments = table_users["segment"].fillna("unknown").astype(str).to_numpy()
+    index = pd.Index(table_users["user_id"].astype(str), name="user_id")
+    return index, zones, segments, tz_source
+
+
+def build_user_features_bucketed(
+    buckets: Sequence[Callable[[], pd.DataFrame]],
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    params: ShrinkageParams | None = None,
+    default_tz: str = "UTC",
+    progress: Callable[[str], None] | None = None,
+) -> UserFeatures:
+    """:func:`build_user_features` over messages split into user buckets, with the same result.
+
+    Each bucket (a loader of one bucket's messages; every user's messages in one bucket) is
+    read once; what the population fits need (decay counts, open totals, the 48-hour exposure
+    per user for the rhythm mixture) adds up exactly across buckets, so memory holds one
+    bucket's messages plus a few small arrays per message and per user, whatever the history.
+    """
+    params = params or ShrinkageParams()
+    if params.mixture_k <= 0:
+        raise ValueError("bucketed features need the rhythm mixture prior (mixture_k > 0)")
+    H = params.horizon_hours
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    say = progress or (lambda _m: None)
+    A = np.zeros((168, H))
+    B = np.zeros((168, H))
+    opened_total = sent_total = 0
+    parts = []  # per bucket: local user ids, per-user columns, compact per-message arrays
+    for b, load in enumerate(buckets):
+        msgs = load()
+        msgs = msgs.loc[msgs["send_ts"] < as_of]
+        local = pd.Index(msgs["user_id"].unique())
+        uidx = local.get_indexer(msgs["user_id"]).astype(np.int64)
+        oc = outcomes_at(msgs, uidx, len(local), as_of, H)
+        how = msgs["send_how"].to_numpy(dtype=np.int64)
+        a, bb = decay_counts(how, oc.at_risk_hours, oc.open_delay_hour, H)
+        A += a
+        B += bb
+        opened_total += int(oc.opened.sum())
+        sent_total += int(oc.sent.sum())
+        parts.append((local, activity_columns(msgs, uidx, len(local), oc, as_of),
+                      uidx.astype(np.int32), how.astype(np.int16), oc.at_risk_hours.astype(np.int16),
+                      oc.open_delay_hour.astype(np.int16)))
+        say(f"bucket {b + 1}/{len(buckets)}: {len(msgs):,} messages, {len(local):,} users")
+        del msgs, oc
+    index, zones, segments, tz_source = _table_users(
+        users, np.concatenate([p[0].to_numpy(dtype=object) for p in parts]) if parts else [], default_tz)
+    n = len(index)
+    decay, lam_pop = fit_decay_counts(A, B, H)
+    pop_rate = float(opened_total + 1) / float(sent_total + 5)
+
+    # per-user columns of users with no sends: an empty bucket's values
+    empty = _empty_activity(n, as_of)
+    cols = {k: np.zeros(n, dtype=v.dtype) for k, v in parts[0][1].items()} if parts else {}
+    for k in cols:
+        cols[k][:] = empty[k]
+    rows = []
+    O48 = np.zeros((n, 48))
+    E48 = np.zeros((n, 48))
+    for local, c, uidx, how, at_risk, delay in parts:
+        g = index.get_indexer(local)
+        rows.append(g)
+        for k, v in c.items():
+            cols[k][g] = v
+        O, E = risk_counts(uidx, how.astype(np.int64), at_risk.astype(np.int64), delay.astype(np.int64), len(local), H, decay)
+        O48[g], E48[g] = to_daytype48(O), to_daytype48(E)
+    lam_pop48 = to_daytype48(lam_pop[None, :])[0] / np.array([5.0] * 24 + [2.0] * 24)
+    prior = PopulationPrior(
+        decay=decay, lam_pop=lam_pop, lam_group={}, open_rate=pop_rate,
+        mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours,
+                            max_users=params.mixture_fit_users),
+    )
+    say("rhythm prior fitted")
+    lam = np.zeros((n, 168), dtype=np.float32)
+    level = np.zeros(n)
+    e_tot = np.zeros(n)
+    seen = np.zeros(n, dtype=bool)
+    for (local, _c, uidx, how, at_risk, delay), g in zip(parts, rows):
+        O, E = risk_counts(uidx, how.astype(np.int64), at_risk.astype(np.int64), delay.astype(np.int64), len(local), H, decay)
+        lam[g], level[g] = user_profiles(O, E, prior.mixture.prior(O48[g], E48[g], segments[g]), params)
+        e_tot[g] = E.sum(1)
+        seen[g] = True
+    if (~seen).any():
+        u = np.flatnonzero(~seen)
+        z = np.zeros((len(u), 168))
+        lam[u], level[u] = user_profiles(z, z, prior.mixture.prior(O48[u], E48[u], segments[u]), params)
+    finish_rates(cols, pop_rate)
+    cols["level_ratio"] = level.astype(np.float32)
+    cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
+    return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
+
+
+def _empty_activity(n: int, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    """Per-user columns of a user with no sends (as :func:`activity_columns` gives them)."""
+    empty = pd.DataFrame({"send_ts": pd.Series([], dtype="datetime64[us, UTC]"),
+                          "t_click": pd.Series([], dtype="datetime64[us, UTC]")})
+    z = np.zeros(0, dtype=bool)
+    oc = OutcomesAt(z, np.zeros(0, dtype=np.int64), z, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), z,
+                    np.zeros(1, dtype=bool), np.zeros(1))
+    one = activity_columns(empty, np.zeros(0, dtype=np.int64), 1, oc, as_of)
+    return {k: v[0] for k, v in one.items()}
+
+
+def _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H) -> UserFeatures:
     table = pd.DataFrame({k: cols[k] for k in USER_FEATURE_NAMES}, index=index)
-    n_sends = np.bincount(uidx, minlength=n)
+    n_sends = cols["n_sends"]
     table["n_sends"] = n_sends
     table["timezone"] = zones
     table["timezone_source"] = tz_source

@@ -29,6 +29,7 @@ class ShrinkageParams:
     group_strength: float = 50.0  # exposure units pulling a group's profile to its parent
     smooth_hours: float = 1.0  # Gaussian kernel width pooling evidence from neighbouring hours
     mixture_k: int = 10  # reading rhythms learned from the data for the prior (0: group profiles only)
+    mixture_fit_users: int = 50_000  # the rhythm EM runs on at most this many users (a seeded sample)
 
 
 @dataclass
@@ -75,8 +76,10 @@ def risk_counts(
     return O.reshape(n_users, H), E.reshape(n_users, H)
 
 
-def fit_decay(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray, horizon: int) -> tuple[float, np.ndarray]:
-    """Fit opens ~ Poisson(at_risk * lam[(h+k) % 168] * d**k) on pooled data: returns (d, lam)."""
+def decay_counts(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray,
+                 horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sufficient statistics of :func:`fit_decay`: messages at risk (A) and opens (B) per
+    (send hour-of-week, hours after send). Counts, so they add up exactly across user buckets."""
     A = np.zeros((H, horizon))
     B = np.zeros((H, horizon))
     for k in range(horizon):
@@ -84,6 +87,16 @@ def fit_decay(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: 
         A[:, k] = np.bincount(send_how[m], minlength=H)[:H]
     opened = (open_delay_hour >= 0) & (open_delay_hour < horizon)
     np.add.at(B, (send_how[opened], open_delay_hour[opened]), 1.0)
+    return A, B
+
+
+def fit_decay(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray, horizon: int) -> tuple[float, np.ndarray]:
+    """Fit opens ~ Poisson(at_risk * lam[(h+k) % 168] * d**k) on pooled data: returns (d, lam)."""
+    return fit_decay_counts(*decay_counts(send_how, at_risk_hours, open_delay_hour, horizon), horizon)
+
+
+def fit_decay_counts(A: np.ndarray, B: np.ndarray, horizon: int) -> tuple[float, np.ndarray]:
+    """:func:`fit_decay` from its sufficient statistics."""
     if B.sum() < 20:
         rate = (B.sum() + 1.0) / (A.sum() + 50.0)
         return 0.8, np.full(H, rate)
@@ -291,15 +304,23 @@ def fit_mixture(
     smooth_hours: float = 1.0,
     seed: int = 0,
     marginal_level: bool = True,
+    max_users: int | None = None,
 ) -> RhythmMixture:
     """EM for O ~ Poisson(level_u * E * phi_k), level_u ~ Gamma(alpha, alpha) integrated out.
 
     Initialised (farthest points on normalised shapes) from users with ``min_opens`` or more
     opens; with ``marginal_level`` the EM then runs on every user with exposure, since unopened
     mail also tells which hours a user is not reading, and alpha is refitted each iteration.
+    With ``max_users``, the EM sees a seeded random sample of that many users (its cost grows
+    with users x iterations; a few hundred thousand users pin ten rhythms down) and every user
+    then gets responsibilities from the fitted components.
     """
-    fit = O48.sum(1) >= min_opens
     segs = np.asarray(segments)
+    O_all, E_all = O48, E48
+    if max_users is not None and len(O48) > max_users:
+        keep = np.sort(np.random.default_rng(seed + 1).choice(len(O48), max_users, replace=False))
+        O48, E48 = O48[keep], E48[keep]
+    fit = O48.sum(1) >= min_opens
     if fit.sum() < 5 * k:
         return RhythmMixture(lam_pop48[None, :].copy(), {"*": np.ones(1)})
     rng = np.random.default_rng(seed)
@@ -330,7 +351,7 @@ def fit_mixture(
         if marginal_level and it % 5 == 4:
             alpha = float(grid[np.argmax([_gamma_marginal(Of, Ef, r, comp, a) for a in grid])])
         mix = RhythmMixture(comp, {"*": r.mean(0)}, alpha)
-    r_all = mix.responsibilities(O48, E48, np.full(len(O48), "*"))
+    r_all = mix.responsibilities(O_all, E_all, np.full(len(O_all), "*"))
     weights = {"*": mix.weights["*"]}
     for s in np.unique(segs):
         m = segs == s

@@ -122,3 +122,32 @@ def test_nightly_auto_engine_uses_duckdb_and_logs_it(trained):
     run = mlflow.MlflowClient(settings.tracking_uri).get_run(result.run_id)
     assert run.data.tags["feature_engine"] == "duckdb"
     assert run.data.metrics["engine_messages_seconds"] > 0
+
+
+@pytest.mark.parametrize("n_buckets", [1, 4])
+def test_bucketed_features_equal_the_in_memory_build(world_dir, tmp_path, n_buckets):
+    """Messages split by user into buckets, features built bucket by bucket: the same table,
+    the same profiles, the same prior; also with users that have no sends and users missing
+    from the users table."""
+    from features.duckdb_engine import bucket_loaders
+    from features.engagement import build_user_features_bucketed
+
+    users = read_users(world_dir / "users.parquet").accepted
+    users = pd.concat([users.iloc[25:], pd.DataFrame({"user_id": ["never-sent"], "timezone": ["Asia/Tokyo"],
+                                                      "segment": ["x"]})], ignore_index=True)  # 25 users only in events
+    ref = build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW).messages
+    res = build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW, buckets=n_buckets,
+                                bucket_dir=tmp_path / "buckets")
+    assert res.messages is None
+    loaders = bucket_loaders(tmp_path / "buckets")
+    assert len(loaders) == n_buckets
+    parts = [load() for load in loaders]
+    assert sum(len(p) for p in parts) == len(ref)
+    assert not set.intersection(*[set(p["user_id"]) for p in parts]) if n_buckets > 1 else True
+    a = build_user_features(ref, users, AS_OF)
+    b = build_user_features_bucketed(loaders, users, AS_OF)
+    assert "never-sent" in b.table.index and b.table.loc["never-sent", "n_sends"] == 0
+    pd.testing.assert_frame_equal(a.table, b.table)
+    np.testing.assert_array_equal(a.lam, b.lam)
+    assert a.prior.decay == b.prior.decay and a.prior.open_rate == b.prior.open_rate
+    np.testing.assert_array_equal(a.prior.mixture.components, b.prior.mixture.components)
