@@ -415,3 +415,29 @@ def build_user_features_spark(
     msgs = messages_to_pandas(build_messages_spark(events, users_to_spark(spark, users), default_tz))
     return build_user_features(msgs, users, as_of, params=params, default_tz=default_tz)
 
+
+
+def messages_spark(
+    spark: "SparkSession",
+    events_path: str | Path,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    default_tz: str = "UTC",
+    now: pd.Timestamp | None = None,
+):
+    """The nightly run's Spark step: the message table of the events before ``as_of``, collected
+    to the driver, with the row accounting (an ``EngineResult``; no rejects file on Spark)."""
+    from pyspark.sql import functions as F
+
+    from features.duckdb_engine import EngineResult
+
+    read = spark.read.parquet(str(events_path)).count()
+    events = read_events_spark(spark, events_path, now=now).cache()
+    accepted = events.count()
+    before = events.where(F.col("timestamp") < _ts_literal(as_of))
+    n_before = before.count()
+    msgs = messages_to_pandas(build_messages_spark(before, users_to_spark(spark, users), default_tz))
+    events.unpersist()
+    return EngineResult(read=read, n_accepted=accepted, n_rejected=read - accepted,
+                        reasons={"dropped by the Spark accept rules": read - accepted} if read > accepted else {},
+                        messages=msgs, events_before_cutoff=n_before)

@@ -107,8 +107,8 @@ def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.
 
 def choose_engine(setting: str, events_path: str | Path) -> str:
     """The feature engine for these inputs: DuckDB for typed Parquet (measured faster), else pandas."""
-    if setting == "pandas":
-        return "pandas"
+    if setting in ("pandas", "spark"):
+        return setting
     from features.duckdb_engine import usable
 
     why_not = usable(events_path)
@@ -174,7 +174,22 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
 
     engine = choose_engine(settings.engine, events_path)
     us = read_users(users_path)
-    if engine == "duckdb":
+    if engine == "spark":
+        from features.spark_engine import messages_spark, spark_session, stop_spark
+
+        say(f"reading events from {events_path} (Spark engine, master {settings.spark_master})")
+        spark = spark_session(master=settings.spark_master)
+        try:
+            ev = messages_spark(spark, events_path, us.accepted, as_of, settings.default_timezone)
+        finally:
+            stop_spark(spark)
+        say(ev.summary("events"))
+        say(us.summary("users"))
+        msgs = ev.messages
+        if ev.events_before_cutoff == 0 or msgs.empty:
+            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
+        ignored = ev.n_accepted - ev.events_before_cutoff
+    elif engine == "duckdb":
         from features.duckdb_engine import build_messages_duckdb
 
         say(f"reading events from {events_path} (DuckDB engine)")
@@ -205,7 +220,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         if ev.n_rejected and engine == "duckdb":
             run_dir.mkdir(parents=True, exist_ok=True)
             rejects["events"] = Path(shutil.move(str(ev.rejects_path), run_dir / "rejects_events.csv"))
-        elif ev.n_rejected:
+        elif ev.n_rejected and engine == "pandas":
             rejects["events"] = write_rejects(ev, run_dir / "rejects_events.csv")
         if us.n_rejected:
             rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")

@@ -43,7 +43,7 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
     return _number(env, key, default, int)
 
 
-ENGINES = ("auto", "duckdb", "pandas")
+ENGINES = ("auto", "duckdb", "pandas", "spark")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class Settings:
     reload_seconds: float = 30.0
     use_score_table: bool = True
     max_window_hours: int = 24 * 7
-    engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas
+    spark_master: str = "local[2]"  # for SENDTIME_ENGINE=spark; spark-submit's --master wins when set
+    engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
 
     @property
     def published_dir(self) -> Path:
@@ -122,6 +123,7 @@ class Settings:
             reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
             use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
             engine=env.get("SENDTIME_ENGINE", "auto").strip().lower(),
+            spark_master=env.get("SENDTIME_SPARK_MASTER", "local[2]"),
         )
 
     def __post_init__(self) -> None:
