@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench load suite serve sample-request lock clean audit
+.PHONY: setup demo test test-slow bench load bench-scale bench-train suite serve sample-request lock clean audit
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: setup
 
 load: setup
 	$(BIN)/python -m bench.load
+
+bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events (add SIZES="1e6 1e7 1e8" for 100M)
+	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),1e6 1e7)
+
+bench-train: setup  ## forest fit time and validation metrics by training-sample size
+	$(BIN)/python -m bench.train_sample
 
 suite: setup
 	$(BIN)/sendtime suite --users 20000 --days 180 --seeds 0,1 --out reports

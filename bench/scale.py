@@ -84,7 +84,7 @@ def _build(engine: str, folder: str, out: str) -> None:
                                     buckets=buckets, bucket_dir=work)
         t_msgs = time.perf_counter() - t0
         uf = build_user_features_bucketed(bucket_loaders(work), users, as_of)
-        _report(engine, res.read, res.events_before_cutoff, uf, t0, t_msgs, out)
+        _report(engine, res.read, int(uf.table["n_sends"].sum()), uf, t0, t_msgs, out)
         return
     else:
         from features.messages import build_messages

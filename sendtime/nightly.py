@@ -69,6 +69,9 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     """
     from features.definitions import MODEL_FEATURES
 
+    from training.dataset import sample_users
+
+    msgs, users = sample_users(msgs, users, settings.max_train_users, settings.random_state)
     horizon = pd.Timedelta(hours=settings.horizon_hours)
     val = msgs.loc[(msgs["send_ts"] >= validation_start) & (msgs["send_ts"] < as_of - horizon)]
     if val["propensity"].notna().sum() < 100 or (val["propensity"] < 0.5).sum() < min_matched:
@@ -242,7 +245,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         ts = build_training_set(
             msgs, us.accepted, as_of, settings.horizon_hours, settings.validation_days,
             settings.snapshot_days, settings.max_train_rows, settings.random_state,
-            settings.default_timezone, params, progress=say,
+            settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
         )
         forest = ForestParams(
             n_estimators=settings.n_estimators, max_depth=settings.max_depth,

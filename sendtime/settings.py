@@ -59,6 +59,7 @@ class Settings:
     validation_days: int = 14
     snapshot_days: int = 7
     max_train_rows: int = 400_000
+    max_train_users: int = 200_000
     n_estimators: int = 120
     max_depth: int = 14
     min_samples_leaf: int = 100
@@ -108,6 +109,7 @@ class Settings:
             validation_days=_int(env, "SENDTIME_VALIDATION_DAYS", 14),
             snapshot_days=_int(env, "SENDTIME_SNAPSHOT_DAYS", 7),
             max_train_rows=_int(env, "SENDTIME_MAX_TRAIN_ROWS", 400_000),
+            max_train_users=_int(env, "SENDTIME_MAX_TRAIN_USERS", 200_000),
             n_estimators=_int(env, "SENDTIME_N_ESTIMATORS", 120),
             max_depth=_int(env, "SENDTIME_MAX_DEPTH", 14),
             min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 100),

@@ -73,3 +73,28 @@ def _validation_rows(trained, world_dir):
     ts = build_training_set(msgs, result.users.accepted, result.as_of, settings.horizon_hours,
                             settings.validation_days, settings.snapshot_days, settings.max_train_rows)
     return ts.X[ts.val_mask], ts.y[ts.val_mask]
+
+
+def test_training_sample_is_bounded_in_users_and_rows_and_seeded(world_dir):
+    """The sampling plan: at most max_users users and max_rows rows, validation weeks kept,
+    the same sample for the same seed."""
+    from features.contract import read_events, read_users
+    from features.messages import build_messages
+    from training.dataset import build_training_set
+
+    as_of = pd.Timestamp("2026-04-13", tz="UTC")
+    users = read_users(world_dir / "users.parquet").accepted
+    msgs = build_messages(read_events(world_dir / "events.parquet").accepted, users)
+
+    def build(max_users, max_rows, seed=0):
+        return build_training_set(msgs, users, as_of, 24, 14, 7, max_rows, seed, max_users=max_users)
+
+    full = build(None, 10**9)
+    small = build(120, 900)
+    assert full.meta["user_id"].nunique() > 300
+    assert small.meta["user_id"].nunique() <= 120
+    assert len(small.X) <= 900 < len(full.X)
+    assert small.val_mask.sum() == 300 and small.train_mask.sum() == 600  # a third for validation
+    again = build(120, 900)
+    assert again.meta["message_id"].tolist() == small.meta["message_id"].tolist()
+    assert build(120, 900, seed=1).meta["message_id"].tolist() != small.meta["message_id"].tolist()

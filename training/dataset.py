@@ -34,6 +34,21 @@ class TrainingSet:
         return self.meta["validation"].to_numpy()
 
 
+def sample_users(msgs: pd.DataFrame, users: pd.DataFrame, max_users: int | None, random_state: int = 0,
+                 progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The messages and users of a seeded sample of ``max_users`` users with sends (all of
+    them when there are fewer): the same sample for the same inputs and seed."""
+    if max_users is None:
+        return msgs, users
+    ids = msgs["user_id"].unique()
+    if len(ids) <= max_users:
+        return msgs, users
+    keep = np.random.default_rng(random_state + 7).choice(np.asarray(ids, dtype=object), max_users, replace=False)
+    if progress:
+        progress(f"training on a sample of {max_users:,} of {len(ids):,} users")
+    return msgs.loc[msgs["user_id"].isin(keep)], users.loc[users["user_id"].isin(keep)]
+
+
 def snapshot_cutoffs(first: pd.Timestamp, last: pd.Timestamp, every_days: int) -> list[pd.Timestamp]:
     """Cutoffs at midnight UTC every ``every_days`` from ``first`` up to ``last`` (inclusive)."""
     start = first.floor("D")
@@ -57,8 +72,19 @@ def build_training_set(
     default_tz: str = "UTC",
     params: ShrinkageParams | None = None,
     progress: Callable[[str], None] | None = None,
+    max_users: int | None = None,
 ) -> TrainingSet:
+    """Training rows, bounded however long the history and however many users.
+
+    The sampling plan: (1) with more than ``max_users`` users with sends, a seeded random
+    sample of ``max_users`` users is kept, and every snapshot's features (and the population
+    prior each snapshot fits) come from those users' messages, so building the snapshots costs
+    at most ``max_users`` users each; (2) of their labelled sends, all validation sends up to a
+    third of ``max_rows`` and a uniform sample of the earlier ones fill ``max_rows``, so the
+    forest trains on at most ``max_rows`` rows (its time grows with rows x trees, not history).
+    """
     params = params or ShrinkageParams(horizon_hours=horizon_hours)
+    msgs, users = sample_users(msgs, users, max_users, random_state, progress)
     horizon = pd.Timedelta(hours=horizon_hours)
     last_send = as_of - horizon
     labelled = msgs.loc[msgs["send_ts"] < last_send].reset_index(drop=True)
