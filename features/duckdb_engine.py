@@ -50,6 +50,13 @@ class EngineResult:
         return f"{what}: read {self.read:,} = accepted {self.n_accepted:,} + rejected {self.n_rejected:,}"
 
 
+def count_rows(events_path: str | Path) -> int:
+    """Rows in the Parquet events (from the files' metadata, without reading them)."""
+    import pyarrow.parquet as pq
+
+    return int(sum(pq.ParquetFile(f).metadata.num_rows for f in _files(Path(events_path))))
+
+
 def usable(events_path: str | Path) -> str | None:
     """None when this engine can read ``events_path``, else why not (one line)."""
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
-from features.engagement import build_user_features
+from features.engagement import build_user_features, build_user_features_bucketed
 from features.messages import build_messages
 from features.profiles import ShrinkageParams
 from features.store import save_features
@@ -123,6 +123,22 @@ def choose_engine(setting: str, events_path: str | Path) -> str:
 
 
 WORLD_EVALUATION_MAX_EVENTS = 5_000_000
+BUCKET_ABOVE_EVENTS = 5_000_000  # larger histories are processed in user buckets (DuckDB engine)
+EVENTS_PER_BUCKET = 5_000_000
+
+
+def training_messages(buckets: list, max_users: int, say: Callable[[str], None]) -> pd.DataFrame:
+    """Messages of whole user buckets (each a random share of users, by hash) until they hold
+    ``max_users`` users: the training sample, without ever loading the whole history."""
+    parts, n = [], 0
+    for load in buckets:
+        part = load()
+        parts.append(part)
+        n += part["user_id"].nunique()
+        if n >= max_users:
+            break
+    say(f"training messages from {len(parts)} of {len(buckets)} user buckets ({n:,} users)")
+    return pd.concat(parts, ignore_index=True).sort_values("send_ts", kind="stable").reset_index(drop=True)
 
 
 def world_events(events_path: str | Path, n_events: int, say: Callable[[str], None]) -> pd.DataFrame | None:
@@ -177,6 +193,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
 
     engine = choose_engine(settings.engine, events_path)
     us = read_users(users_path)
+    bucket_dir, n_buckets, buckets = None, 0, None
     if engine == "spark":
         from features.spark_engine import messages_spark, spark_session, stop_spark
 
@@ -195,13 +212,26 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
     elif engine == "duckdb":
         from features.duckdb_engine import build_messages_duckdb
 
+        from features.duckdb_engine import bucket_loaders, count_rows
+
         say(f"reading events from {events_path} (DuckDB engine)")
         pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
+        n_rows = count_rows(events_path)
+        if n_rows > BUCKET_ABOVE_EVENTS:  # features bucket by bucket: memory bounded by one bucket
+            bucket_dir = settings.runs_dir / f"buckets_{fingerprint[:12]}"
+            shutil.rmtree(bucket_dir, ignore_errors=True)
+            n_buckets = int(np.ceil(n_rows / EVENTS_PER_BUCKET))
+            say(f"{n_rows:,} events: messages split into {n_buckets} user buckets")
         ev = build_messages_duckdb(events_path, us.accepted, as_of, settings.default_timezone,
-                                   rejects_path=pending, progress=say)
+                                   rejects_path=pending, progress=say, temp_dir=settings.runs_dir / "duckdb-tmp",
+                                   buckets=n_buckets, bucket_dir=bucket_dir)
         say(ev.summary("events"))
         say(us.summary("users"))
-        msgs = ev.messages
+        if bucket_dir is not None:
+            buckets = bucket_loaders(bucket_dir)
+            msgs = training_messages(buckets, settings.max_train_users, say)
+        else:
+            msgs = ev.messages
         if ev.events_before_cutoff == 0 or msgs.empty:
             raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
         ignored = ev.n_accepted - ev.events_before_cutoff
@@ -242,8 +272,10 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         if engine == "pandas":
             msgs = build_messages(events, us.accepted, settings.default_timezone)
         params = ShrinkageParams(horizon_hours=settings.horizon_hours)
+        # with user buckets, training sees the sampled buckets' users only
+        train_users = us.accepted if buckets is None else us.accepted.loc[us.accepted["user_id"].isin(msgs["user_id"].unique())]
         ts = build_training_set(
-            msgs, us.accepted, as_of, settings.horizon_hours, settings.validation_days,
+            msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
             settings.snapshot_days, settings.max_train_rows, settings.random_state,
             settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
         )
@@ -252,8 +284,9 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
             n_jobs=settings.n_jobs,
         )
-        status_quo_hour = int(msgs["send_ts"].dt.hour.mode().iloc[0])
-        off_policy = validation_off_policy(msgs, us.accepted, ts.validation_start, as_of, settings, params, status_quo_hour)
+        sq_engine = getattr(ev, "status_quo_utc_hour", None)
+        status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
+        off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
         result = train_and_register(
             ts, forest, settings.model_name, settings.gate_tolerance,
             extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
@@ -262,7 +295,12 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
 
         say("building serving features as of the cutoff and publishing")
-        uf = build_user_features(msgs, us.accepted, as_of, params=params, default_tz=settings.default_timezone)
+        if buckets is not None:
+            uf = build_user_features_bucketed(buckets, us.accepted, as_of, params=params,
+                                              default_tz=settings.default_timezone, progress=say)
+            shutil.rmtree(bucket_dir, ignore_errors=True)
+        else:
+            uf = build_user_features(msgs, us.accepted, as_of, params=params, default_tz=settings.default_timezone)
         model, champ_version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
         scorer = Scorer(model=model, model_version=champ_version, input_columns=columns, features=uf)
         folder_name = f"{as_of.date().isoformat()}_{run.info.run_id[:12]}"

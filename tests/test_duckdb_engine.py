@@ -151,3 +151,23 @@ def test_bucketed_features_equal_the_in_memory_build(world_dir, tmp_path, n_buck
     np.testing.assert_array_equal(a.lam, b.lam)
     assert a.prior.decay == b.prior.decay and a.prior.open_rate == b.prior.open_rate
     np.testing.assert_array_equal(a.prior.mixture.components, b.prior.mixture.components)
+
+
+def test_nightly_in_user_buckets_publishes_the_same_features(world_dir, trained, tmp_path, monkeypatch):
+    """A history above the bucket threshold goes through user buckets; the served features are
+    the ones the in-memory build publishes."""
+    import sendtime.nightly as nightly
+    from sendtime.settings import Settings
+    from tests.conftest import make_env
+
+    monkeypatch.setattr(nightly, "BUCKET_ABOVE_EVENTS", 1000)
+    monkeypatch.setattr(nightly, "EVENTS_PER_BUCKET", 6000)
+    said = []
+    settings = Settings.from_env({**make_env(tmp_path / "home")})
+    result = nightly.run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet", AS_OF, say=said.append)
+    assert any("user buckets" in m for m in said) and any("training messages from" in m for m in said)
+    ref_settings, ref = trained
+    a = pd.read_parquet(result.published / "features" / "user_features.parquet")
+    b = pd.read_parquet(ref.published / "features" / "user_features.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert not list((settings.runs_dir).glob("buckets_*"))  # the buckets are cleaned up
