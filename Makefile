@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench load bench-scale bench-train suite serve sample-request lock clean audit
+.PHONY: setup demo test test-slow bench load bench-scale bench-nightly bench-train suite serve sample-request lock clean audit
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,9 @@ load: setup
 
 bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events (add SIZES="1e6 1e7 1e8" for 100M)
 	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),1e6 1e7)
+
+bench-nightly: setup  ## the whole nightly run on a generated 50M-event, 1.28M-user history
+	$(BIN)/python -m bench.nightly_scale --events $(or $(EVENTS),5e7)
 
 bench-train: setup  ## forest fit time and validation metrics by training-sample size
 	$(BIN)/python -m bench.train_sample
