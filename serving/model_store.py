@@ -47,21 +47,25 @@ def read_manifest(folder: Path) -> dict:
 
 
 def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
-    """(model, version, input columns) of the aliased registered model."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
-    client = MlflowClient()
+    """(model, version, input columns) of the aliased registered model.
+
+    The alias is resolved once and that exact version is loaded (an alias moved meanwhile cannot
+    pair one version's number with another's weights), through an explicit client: a service
+    thread checking for a new champion never changes the process-wide MLflow settings.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
         mv = client.get_model_version_by_alias(model_name, alias)
+        uri = client.get_model_version_download_uri(model_name, mv.version)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise NotReady(f"no '{alias}' version of model {model_name!r} in the registry: {first}") from None
-    uri = f"models:/{model_name}@{alias}"
-    info = mlflow.models.get_model_info(uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+    info = mlflow.models.Model.load(local)
     if info.signature is None:
         raise NotReady(f"model {model_name} v{mv.version} has no signature")
     columns = info.signature.inputs.input_names()
-    model = mlflow.sklearn.load_model(uri)
+    model = mlflow.sklearn.load_model(local)
     return model, str(mv.version), columns
 
 
@@ -94,10 +98,9 @@ def snapshot_key(settings) -> tuple[str, str]:
     """(published snapshot name, champion version): what a replica should be serving now."""
     pointer = settings.published_dir / CURRENT
     name = pointer.read_text().strip() if pointer.exists() else ""
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)  # no global state
     try:
-        version = str(MlflowClient().get_model_version_by_alias(settings.model_name, "champion").version)
+        version = str(client.get_model_version_by_alias(settings.model_name, "champion").version)
     except Exception:
         version = ""
     return name, version

@@ -143,6 +143,10 @@ class SendTime:
             _settle_heap()
             return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
 
+    @bentoml.on_shutdown
+    def _stop_watching(self) -> None:
+        self._stop.set()
+
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.reload_seconds):
             self.reload_now()
