@@ -146,8 +146,14 @@ def _parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, reason
 
 
-def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> ReadResult:
-    """Validate an event table already in memory (see :func:`read_events`)."""
+def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, require_sends: bool = True) -> ReadResult:
+    """Validate an event table already in memory (see :func:`read_events`).
+
+    ``require_sends=False`` lets opens, clicks and bounces through whose send is not in the same
+    table (one that is must still come first): a webhook batch may carry an open whose send came
+    in an earlier batch, or comes in a later one. The nightly run reads the whole history with
+    the check on.
+    """
     read = len(raw)
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     df = pd.DataFrame(index=raw.index)
@@ -204,7 +210,8 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> ReadR
                         dtype="datetime64[us, UTC]")
     no_send = pd.Series(False, index=df.index)
     no_send[follow] = matched.isna().to_numpy()
-    flag(no_send, "no send for message_id")
+    if require_sends:
+        flag(no_send, "no send for message_id")
     before = pd.Series(False, index=df.index)
     before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool).to_numpy()
     flag(before, "before its send")

@@ -141,6 +141,48 @@ def nightly(
     out.print(f"  took {r.seconds:.1f}s")
 
 
+@app.command(name="import")
+def import_cmd(
+    fmt: str = typer.Option(..., "--format", help="sendgrid, mailchimp, ses or csv."),
+    source: Path = typer.Option(..., "--in", help="The platform's export or webhook dump."),
+    out_file: Path = typer.Option(..., "--out", help="Contract events Parquet to write (rejects go beside it)."),
+    user_ids: Optional[str] = typer.Option(None, "--user-ids", help="email (default) or sha256 of the address (sendgrid, mailchimp, ses)."),
+    salt: Optional[str] = typer.Option(None, "--salt", help="Salt for --user-ids sha256."),
+    send_time: Optional[str] = typer.Option(None, "--send-time", help="mailchimp: the campaign's send time, ISO 8601 with offset."),
+    column: list[str] = typer.Option([], "--column", help="csv: CONTRACT=SOURCE column name (repeatable)."),
+    event_type: list[str] = typer.Option([], "--event-type", help="csv: SOURCE=CONTRACT event type value (repeatable)."),
+    timestamp_format: Optional[str] = typer.Option(None, "--timestamp-format", help="csv: strftime format of the timestamps."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="csv: IANA zone of naive timestamps."),
+) -> None:
+    """Turn an email platform's events (see docs/importers.md) into the event contract."""
+    from features.contract import ContractError
+    from features.importers import import_events
+
+    def pairs(items: list[str], what: str) -> dict[str, str]:
+        out_map = {}
+        for item in items:
+            if "=" not in item or not item.split("=", 1)[0].strip():
+                fail(f"{what} must look like NAME=VALUE, got {item!r}")
+            k, v = item.split("=", 1)
+            out_map[k.strip()] = v.strip()
+        return out_map
+
+    options = {k: v for k, v in {"user_ids": user_ids, "salt": salt, "send_time": send_time,
+                                 "timestamp_format": timestamp_format, "timezone": timezone}.items() if v is not None}
+    if column:
+        options["columns"] = pairs(column, "--column")
+    if event_type:
+        options["event_types"] = pairs(event_type, "--event-type")
+    try:
+        res = import_events(fmt, source, out_file, **options)
+    except (ContractError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    out.print(f"{res['format']}: read {res['read']:,} = accepted {res['accepted']:,} + rejected {res['rejected']:,}")
+    for reason, n in sorted(res["reasons"].items(), key=lambda kv: -kv[1]):
+        out.print(f"  rejected {n:,}: {reason}")
+    out.print(f"  events -> {res['events']}\n  rejects -> {res['rejects']}")
+
+
 @app.command()
 def predict(
     date: str = typer.Option(..., "--date", help="Local date to score, YYYY-MM-DD."),

@@ -77,6 +77,8 @@ class Settings:
     max_window_hours: int = 24 * 7
     spark_master: str = "local[2]"  # for SENDTIME_ENGINE=spark; spark-submit's --master wins when set
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
+    events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
+    events_salt: str = field(default="", repr=False)
 
     @property
     def published_dir(self) -> Path:
@@ -126,6 +128,8 @@ class Settings:
             use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
             engine=env.get("SENDTIME_ENGINE", "auto").strip().lower(),
             spark_master=env.get("SENDTIME_SPARK_MASTER", "local[2]"),
+            events_user_ids=env.get("SENDTIME_EVENTS_USER_IDS", "email").strip().lower(),
+            events_salt=env.get("SENDTIME_EVENTS_SALT", ""),
         )
 
     def __post_init__(self) -> None:
@@ -135,6 +139,8 @@ class Settings:
             raise ValueError(f"SENDTIME_HOLDOUT_SHARE must be in [0, 1), got {self.holdout_share}")
         if self.engine not in ENGINES:
             raise ValueError(f"SENDTIME_ENGINE must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.events_user_ids not in ("email", "sha256"):
+            raise ValueError(f"SENDTIME_EVENTS_USER_IDS must be email or sha256, got {self.events_user_ids!r}")
         if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
             raise ValueError(f"SENDTIME_STATUS_QUO_UTC_HOUR must be 0-23, got {self.status_quo_utc_hour}")
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import re
 
 import orjson
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from features.contract import known_timezone
 
 MAX_USERS = 10_000
+MAX_EVENTS = 10_000  # per webhook batch; SendGrid posts batches of at most 768 KB
 
 
 class UserRef(BaseModel):
@@ -135,3 +136,49 @@ class ReloadResponse(BaseModel):
     message: str = Field(description="What happened, or why the new snapshot was refused.", examples=["now serving snapshot 2026-04-14_ab12 with model v4"])
     model_version: str = Field(description="Model version served after the call.", examples=["4"])
     snapshot: str = Field(description="Snapshot served after the call.", examples=["2026-04-14_ab12"])
+
+
+class SendGridEvent(BaseModel):
+    """One event of a SendGrid Event Webhook batch, as SendGrid posts it.
+
+    Other keys (``category``, ``ip``, ``useragent``, ``url``, ``reason``, and the sender's
+    ``custom_args``, which SendGrid puts at the top level of every event) are accepted and
+    ignored: refusing them would refuse SendGrid's own batches.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    event: str = Field(min_length=1, max_length=64, description="SendGrid event type: processed, delivered, open, click, bounce, dropped, unsubscribe, group_unsubscribe, spamreport (deferred and group_resubscribe are not used).", examples=["open"])
+    timestamp: float = Field(ge=0, le=1e11, description="When the event happened: Unix time in seconds (not milliseconds).", examples=[1772547160])
+    email: Optional[str] = Field(default=None, max_length=320, description="Recipient address; becomes the user_id, trimmed and lower-cased.", examples=["alice@example.com"])
+    sg_event_id: Optional[str] = Field(default=None, max_length=256, description="SendGrid's unique id of the event: the event_id, what makes replays idempotent.", examples=["b3Blbi1hbGljZS1odW1hbi0x"])
+    sg_message_id: Optional[str] = Field(default=None, max_length=512, description="SendGrid's message id; its part before '.filter' (the X-Message-ID) and the user_id make the message_id.", examples=["Gk2hR7dTQ1yKc9mB0xWzLw.filter0001p3las1-1234-65E3F1A0-1.0"])
+    sg_machine_open: Optional[bool] = Field(default=None, description="On opens: true when the open was made by a machine (Apple Mail Privacy Protection), not a person.", examples=[False])
+
+
+class SendGridBatch(RootModel[Annotated[list[SendGridEvent], Field(min_length=1, max_length=MAX_EVENTS)]]):
+    """The body of ``POST /events``: the JSON array SendGrid's Event Webhook posts, unchanged."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_array(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            kind = "an object" if isinstance(value, dict) else type(value).__name__
+            raise ValueError(f"the body must be a JSON array of SendGrid event objects (the Event Webhook batch), got {kind}")
+        return value
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(ge=0, description="Position of the event in the posted array (0-based).", examples=[3])
+    sg_event_id: Optional[str] = Field(default=None, description="The event's sg_event_id, when it had one.", examples=["ZGVmZXJyZWQtY2Fyb2wtMQ"])
+    reason: str = Field(description="Why it was not stored.", examples=["not used: SendGrid 'deferred' event (no contract equivalent)"])
+
+
+class EventsResponse(BaseModel):
+    received: int = Field(ge=0, description="Events in the batch: received = accepted + duplicates + rejected.", examples=[120])
+    accepted: int = Field(ge=0, description="New events stored (readable by the next nightly run).", examples=[112])
+    duplicates: int = Field(ge=0, description="Events already stored (a replayed or overlapping batch) or repeated in this batch.", examples=[5])
+    rejected: int = Field(ge=0, description="Events not stored; see rejects.", examples=[3])
+    reasons: dict[str, int] = Field(description="Rejected events by reason.", examples=[{"not used: SendGrid 'deferred' event (no contract equivalent)": 3}])
+    rejects: list[RejectedEvent] = Field(description="Every rejected event, with its reason (no addresses).")
+

@@ -4,7 +4,9 @@ Start it with ``sendtime serve`` (binds 127.0.0.1) or ``bentoml serve serving.se
 It loads the ``champion`` model from the MLflow registry and the snapshot (features and the
 168-slot score table) the last nightly run published; both are located through the settings
 read from the environment. A watcher thread swaps in a new snapshot or champion when the
-nightly run publishes one; requests in flight keep the state they started with.
+nightly run publishes one; requests in flight keep the state they started with. ``POST /events``
+takes SendGrid Event Webhook batches into the event inbox the next nightly run reads
+(serving/event_store.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import pandas as pd
 from bentoml.exceptions import InvalidArgument
 from pydantic import AfterValidator, AwareDatetime, Field
 
+from features.importers import import_sendgrid
 from sendtime.settings import Settings
 from serving.capacity import plan_with_caps, uncapped_opens
+from serving.event_store import SECOND_SEND, EventStore
 from serving.guard import Guard
 from serving.logs import install as scrub_logs
 from serving.model_store import load_scorer, snapshot_key, snapshot_model_version
@@ -33,10 +37,13 @@ from serving.policy import ExplorationPolicy
 from serving.schemas import (
     MAX_USERS,
     BestSendTimeResponse,
+    EventsResponse,
     HourLoad,
     PlanResponse,
     PlanSummary,
+    RejectedEvent,
     ReloadResponse,
+    SendGridBatch,
     ServiceInfo,
     UserRef,
     check_quiet_hours,
@@ -96,8 +103,10 @@ class SendTime:
         self.settings = Settings.from_env().prepare()
         self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
         self.answers_by_source = {"table": 0, "model": 0, "prior": 0}
-        self.requests = {"best_send_time": 0, "plan_campaign": 0}
+        self.requests = {"best_send_time": 0, "plan_campaign": 0, "events": 0}
         self.reloads = {"ok": 0, "refused": 0}
+        self.events_by_result = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        self.event_store = EventStore(self.settings.home / "events")
         self._swap = threading.Lock()
         self.state = self._load()  # at first start a bad snapshot stops the service with its message
         _settle_heap()
@@ -273,6 +282,41 @@ class SendTime:
             results=self._respond(state, res, g.candidates),
         )
 
+    @bentoml.api(route="/events")
+    def events(self, batch: SendGridBatch, /) -> EventsResponse:
+        """Store a SendGrid Event Webhook batch (the JSON array SendGrid posts) in the event inbox
+        the nightly run reads (`sendtime nightly --events $SENDTIME_HOME/events/inbox`).
+
+        Idempotent: events already stored (a replayed or overlapping batch) count as duplicates
+        and are not stored again. Events the contract refuses come back with their reasons;
+        opens whose send came in an earlier batch are fine."""
+        records = [e.model_dump(mode="json", exclude_unset=True) for e in batch.root]
+        imported = import_sendgrid(records, user_ids=self.settings.events_user_ids, salt=self.settings.events_salt,
+                                   require_sends=False)
+        stored = self.event_store.append(imported.events)
+        in_batch = imported.rejects["reason"] == "duplicate event (kept once)"
+        rejects = [(int(r.source_row), str(r.reason)) for r in imported.rejects.loc[~in_batch].itertuples()]
+        if len(stored.refused):
+            index = {}
+            for i, rec in enumerate(records):
+                if isinstance(rec.get("sg_event_id"), str):
+                    index.setdefault(rec["sg_event_id"].strip(), i)
+            rejects += [(index[e], SECOND_SEND) for e in stored.refused["event_id"]]
+        rejects.sort()
+        duplicates = stored.duplicates + int(in_batch.sum())
+        reasons: dict[str, int] = {}
+        for _, why in rejects:
+            reasons[why] = reasons.get(why, 0) + 1
+        self.requests["events"] += 1
+        for k, n in (("accepted", stored.stored), ("duplicate", duplicates), ("rejected", len(rejects))):
+            self.events_by_result[k] += n
+        log.info("events: received %d, accepted %d, duplicates %d, rejected %d", len(records), stored.stored, duplicates, len(rejects))
+        return EventsResponse(
+            received=len(records), accepted=stored.stored, duplicates=duplicates, rejected=len(rejects), reasons=reasons,
+            rejects=[RejectedEvent(index=i, sg_event_id=records[i].get("sg_event_id") if isinstance(records[i].get("sg_event_id"), str) else None,
+                                   reason=why) for i, why in rejects],
+        )
+
     @bentoml.api(route="/info")
     def info(self) -> ServiceInfo:
         """Which model version and snapshot this replica serves."""
@@ -299,6 +343,8 @@ class SendTime:
         lines += [f'sendtime_answers_total{{source="{k}"}} {v}' for k, v in self.answers_by_source.items()]
         lines += ["# HELP sendtime_requests_total Requests answered, by route.", "# TYPE sendtime_requests_total counter"]
         lines += [f'sendtime_requests_total{{route="{k}"}} {v}' for k, v in self.requests.items()]
+        lines += ["# HELP sendtime_events_total Webhook events received, by result.", "# TYPE sendtime_events_total counter"]
+        lines += [f'sendtime_events_total{{result="{k}"}} {v}' for k, v in self.events_by_result.items()]
         lines += ["# HELP sendtime_reloads_total Snapshot swaps, done or refused.", "# TYPE sendtime_reloads_total counter"]
         lines += [f'sendtime_reloads_total{{result="{k}"}} {v}' for k, v in self.reloads.items()]
         state = self.state

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import AS_OF, make_env
 
-COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve"]
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -97,3 +97,31 @@ def test_contract_break_stops_nightly(tmp_path):
     r = run(["nightly", "--events", str(tmp_path / "e.csv"), "--users", str(tmp_path / "u.csv"), "--as-of", "2026-02-01"], make_env(tmp_path / "home"))
     assert r.returncode == 2
     assert "lacks required column(s): message_id" in r.stderr
+
+
+def test_import_then_nightly_reads_the_result(tmp_path):
+    """A SendGrid export through `sendtime import`: counts printed, rejects written, and the
+    Parquet it writes is what the contract (and the DuckDB engine) reads."""
+    from features.contract import read_events
+    from features.duckdb_engine import usable
+
+    src = Path(__file__).parent / "formats" / "sendgrid_events.json"
+    out = tmp_path / "sg" / "events.parquet"
+    r = run(["import", "--format", "sendgrid", "--in", str(src), "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "read" in r.stdout and "accepted" in r.stdout
+    ev = read_events(out)
+    assert ev.n_accepted > 0 and ev.n_rejected == 0
+    assert usable(out) is None
+    assert (tmp_path / "sg" / "events_rejects.csv").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--format", "hotmail"], "unknown format"),
+    (["--format", "csv", "--column", "nonsense"], "NAME=VALUE"),
+    (["--format", "sendgrid", "--send-time", "2026-04-01T00:00:00Z"], "no option send_time"),
+])
+def test_import_bad_options_are_one_line_errors(tmp_path, args, fragment):
+    src = Path(__file__).parent / "formats" / "sendgrid_events.json"
+    r = run(["import", "--in", str(src), "--out", str(tmp_path / "e.parquet"), *args])
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
