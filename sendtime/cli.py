@@ -184,6 +184,26 @@ def import_cmd(
 
 
 @app.command()
+def report(
+    out_file: Path = typer.Option(Path("out/report.html"), "--out", help="HTML file to write (self-contained)."),
+) -> None:
+    """A self-contained HTML report of the latest nightly run: metrics, lift, calibration, engagement."""
+    settings = _settings()
+    ContractError, NotReady, TrackingUnavailable = _known_errors()
+    from sendtime.report import write_report
+
+    if out_file.suffix.lower() not in (".html", ".htm"):
+        fail(f"--out must be an .html file, got {out_file}")
+    try:
+        path = write_report(settings, out_file)
+    except NotReady as exc:
+        fail(str(exc), EXIT_NOT_READY)
+    except TrackingUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    out.print(f"report of the latest nightly run -> {path}")
+
+
+@app.command()
 def predict(
     date: str = typer.Option(..., "--date", help="Local date to score, YYYY-MM-DD."),
     out_file: Path = typer.Option(..., "--out", help="Parquet file to write."),

@@ -149,6 +149,28 @@ def world_events(events_path: str | Path, n_events: int, say: Callable[[str], No
     return read_events(events_path).accepted
 
 
+def log_engagement_figures(msgs: pd.DataFrame, uf, metrics: dict, say: Callable[[str], None]) -> None:
+    """The analysts' figures (notebooks/01, the HTML report), logged to the run for people who
+    only open the MLflow UI. A figure that cannot be drawn is reported, never fatal."""
+    from sendtime import analysis
+
+    figures = {
+        "plots/opens_by_local_hour.png": lambda: analysis.engagement_heatmap(msgs, "opens"),
+        "plots/clicks_by_local_hour.png": lambda: analysis.engagement_heatmap(msgs, "clicks"),
+        "plots/reading_profiles.png": lambda: analysis.profile_heatmap(uf.lam),
+        "plots/machine_open_share.png": lambda: analysis.machine_open_share(msgs),
+        "plots/time_to_open.png": lambda: analysis.time_to_open(msgs),
+        "plots/history_length.png": lambda: analysis.history_length(msgs),
+    }
+    if analysis.ope_values(metrics) is not None:
+        figures["plots/lift_over_status_quo.png"] = lambda: analysis.lift_with_interval(metrics)
+    for name, draw in figures.items():
+        try:
+            mlflow.log_figure(draw(), name)
+        except Exception as exc:  # a plot must never cost the night's publish
+            say(f"could not draw {name}: {exc}")
+
+
 class AlreadyDone(RuntimeError):
     """This as-of date was already run on the same inputs and published."""
 
@@ -332,6 +354,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         publish_pointer(settings.published_dir, folder_name)
         mlflow.set_tag("published", "true")
         mlflow.log_dict(manifest, "published/manifest.json")
+        log_engagement_figures(msgs, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
         world_dir = Path(events_path).parent
         if (world_dir / "world.json").exists() and (world_dir / "truth.parquet").exists():
             accepted = ev.accepted if engine == "pandas" else world_events(events_path, ev.read, say)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import AS_OF, make_env
 
-COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import"]
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "report"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -125,3 +125,16 @@ def test_import_bad_options_are_one_line_errors(tmp_path, args, fragment):
     src = Path(__file__).parent / "formats" / "sendgrid_events.json"
     r = run(["import", "--in", str(src), "--out", str(tmp_path / "e.parquet"), *args])
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_command(trained, tmp_path):
+    settings, _ = trained
+    out = tmp_path / "r.html"
+    r = run(["report", "--out", str(out)], {"SENDTIME_HOME": str(settings.home)})
+    assert r.returncode == 0, r.stderr
+    html = out.read_text()
+    assert "data:image/png;base64," in html and "<html" in html.lower()
+    r = run(["report", "--out", str(tmp_path / "r.txt")], {"SENDTIME_HOME": str(settings.home)})
+    assert r.returncode == 2 and ".html" in r.stderr
+    r = run(["report", "--out", str(out)], {"SENDTIME_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 3 and "Traceback" not in r.stderr

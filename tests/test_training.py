@@ -98,3 +98,13 @@ def test_training_sample_is_bounded_in_users_and_rows_and_seeded(world_dir):
     again = build(120, 900)
     assert again.meta["message_id"].tolist() == small.meta["message_id"].tolist()
     assert build(120, 900, seed=1).meta["message_id"].tolist() != small.meta["message_id"].tolist()
+
+
+def test_nightly_logs_the_analysts_figures(trained):
+    """People who never open a notebook see the same plots in the MLflow UI."""
+    settings, result = trained
+    client = _client(settings)
+    names = {f.path for f in client.list_artifacts(result.run_id, "plots")}
+    for expected in ("plots/reliability.png", "plots/opens_by_local_hour.png", "plots/reading_profiles.png",
+                     "plots/machine_open_share.png", "plots/time_to_open.png", "plots/history_length.png"):
+        assert expected in names, names
