@@ -204,6 +204,24 @@ def report(
 
 
 @app.command()
+def build(
+    version: Optional[str] = typer.Option(None, "--version", help="Bento version (default: generated)."),
+) -> None:
+    """Build the service's Bento (`bentoml build` with bentofile.yaml and pinned runtime dependencies)."""
+    from sendtime.bento import build as build_bento
+
+    if version is not None and not version.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        fail(f"--version may hold letters, digits, '.', '-' and '_' only, got {version!r}")
+    try:
+        tag = build_bento(version=version)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        fail(str(exc))
+    out.print(f"built Bento {tag}")
+    out.print(f"  serve it:        bentoml serve {tag} --host 127.0.0.1 --port 3000")
+    out.print(f"  containerize it: bentoml containerize {tag}")
+
+
+@app.command()
 def predict(
     date: str = typer.Option(..., "--date", help="Local date to score, YYYY-MM-DD."),
     out_file: Path = typer.Option(..., "--out", help="Parquet file to write."),

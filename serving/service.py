@@ -24,6 +24,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 from bentoml.exceptions import InvalidArgument
+from fastapi import FastAPI
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from features.importers import import_sendgrid
@@ -93,7 +94,16 @@ def _workers() -> int:
     return max(1, int(raw)) if raw.isdigit() else 1
 
 
-@bentoml.service(name="sendtime", workers=_workers(), traffic={"timeout": 60}, http={"host": "127.0.0.1"})
+def _host() -> str:
+    """Address to bind (SENDTIME_HOST, default loopback; 0.0.0.0 inside a container)."""
+    return os.environ.get("SENDTIME_HOST", "127.0.0.1").strip() or "127.0.0.1"
+
+
+ops = FastAPI(title="sendtime operations")
+
+
+@bentoml.service(name="sendtime", workers=_workers(), traffic={"timeout": 60}, http={"host": _host()})
+@bentoml.asgi_app(ops, path="/ops")
 class SendTime:
     def __init__(self) -> None:
         # requests run in a thread pool beside the event loop; the default 5 ms GIL switch
@@ -328,6 +338,20 @@ class SendTime:
             snapshot=str(state.key[0]),
             users_known=int(len(state.scorer.features.table)),
         )
+
+    @ops.get("/version")
+    def version(self) -> dict:
+        """GET /ops/version: what this replica runs, for deployment pipelines (no key needed)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            code = version("sendtime")
+        except PackageNotFoundError:
+            code = "unknown"
+        state = self.state
+        return {"sendtime": code, "model_name": self.settings.model_name, "model_version": state.scorer.model_version,
+                "snapshot": str(state.key[0]), "features_as_of": state.scorer.features.as_of.isoformat(),
+                "score_table": bool(state.manifest.get("table", False))}
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> ReloadResponse:

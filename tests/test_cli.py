@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import AS_OF, make_env
 
-COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "report"]
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "report", "build"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

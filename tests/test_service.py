@@ -165,3 +165,13 @@ def test_mixed_zones_in_one_request_each_get_their_own_local_hours(client):
         local = pd.Timestamp(a["send_at"]).tz_convert(a["timezone"])
         assert local.hour == a["local_hour"] and 8 <= local.hour < 21
         assert pd.Timestamp(a["local_time"]) == local
+
+
+def test_version_endpoint_for_deployment_pipelines(client, trained):
+    settings, result = trained
+    r = client.get("/ops/version")
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert v["model_version"] == result.champion_version and v["snapshot"] == result.published.name
+    assert v["score_table"] is True and v["sendtime"] != "unknown"
+    assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
