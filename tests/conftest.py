@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,18 @@ def trained(tmp_path_factory, world_dir):
     return settings, result
 
 
+@pytest.fixture(scope="module")
+def private_home(trained, tmp_path_factory):
+    """A private copy of the trained state for one test module: what it writes or swaps stays
+    there (the copied MLflow DB points at the original artifact folder, which stays in place)."""
+    import shutil
+
+    settings, _ = trained
+    dst = tmp_path_factory.mktemp("private") / "home"
+    shutil.copytree(settings.home, dst)
+    return dst
+
+
 @pytest.fixture()
 def served_env(trained, monkeypatch):
     """Point the process environment at the trained state (for the in-process service)."""
@@ -93,3 +106,74 @@ def _no_exported_tracking_uri():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@contextmanager
+def in_process_service(home: Path, **env):
+    """The BentoML app in this process, through its ASGI app, on the state in ``home``.
+
+    ``env`` entries set (or, with None, remove) environment variables for the service's settings;
+    everything is restored afterwards. The reload watcher is off unless asked for.
+    """
+    from starlette.testclient import TestClient
+
+    values = {"SENDTIME_HOME": str(home), "SENDTIME_RELOAD_SECONDS": "0",
+              # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; drop it so Settings reads this home
+              "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None, **env}
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    try:
+        from serving.service import SendTime
+
+        fresh_service_metrics()
+        with TestClient(SendTime.to_asgi()) as c:
+            yield c
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def real_server(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None, timeout: float = 120):
+    """A real server process on 127.0.0.1 (``cmd`` gets ``--port``); yields (base URL, process)
+    once /readyz answers, and stops the whole process group afterwards."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    port = free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"server not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

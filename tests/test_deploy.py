@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,10 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import AS_OF, make_env
-from tests.test_serve_http import free_port
+from tests.conftest import AS_OF, make_env, real_server
 
 BODY = {"users": [{"user_id": "u000001"}, {"user_id": "u000002"}, {"user_id": "nobody-yet"}],
         "window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
@@ -24,32 +21,8 @@ BODY = {"users": [{"user_id": "u000001"}, {"user_id": "u000002"}, {"user_id": "n
 
 @contextmanager
 def serving(cmd: list[str], env: dict[str, str], cwd: Path, log: Path):
-    """A real server process on 127.0.0.1; yields its base URL once /readyz answers."""
-    port = free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with real_server(cmd, env, log, cwd=cwd) as (base, _proc):
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _env(home: Path, **extra) -> dict[str, str]:

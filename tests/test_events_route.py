@@ -7,48 +7,27 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import threading
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from starlette.testclient import TestClient
 
 from features.contract import read_events
 from serving.event_store import SECOND_SEND, EventStore
+from tests.conftest import in_process_service
 
 SAMPLE = json.loads((Path(__file__).parent / "formats" / "sendgrid_events.json").read_text())
 
 
-@contextmanager
 def service(home: Path, **env):
-    values = {"SENDTIME_HOME": str(home), "SENDTIME_RELOAD_SECONDS": "0", "MLFLOW_TRACKING_URI": None,
-              "MLFLOW_REGISTRY_URI": None, "SENDTIME_API_KEY": None, **env}
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    try:
-        from serving.service import SendTime
-        from tests.conftest import fresh_service_metrics
-
-        fresh_service_metrics()
-        with TestClient(SendTime.to_asgi()) as c:
-            yield c
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return in_process_service(home, **{"SENDTIME_API_KEY": None, **env})
 
 
 @pytest.fixture(scope="module")
-def home(trained, tmp_path_factory):
-    """A private copy of the trained state: the events written here stay out of other tests."""
-    settings, _ = trained
-    dst = tmp_path_factory.mktemp("events") / "home"
-    shutil.copytree(settings.home, dst)
-    return dst
+def home(private_home):
+    return private_home
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +240,7 @@ def test_nightly_reads_the_inbox(tmp_path):
     from sendtime.nightly import choose_engine, run_nightly
     from sendtime.settings import Settings
     from sendtime.simulate import simulate_world, world_config
-    from tests.conftest import AS_OF, make_env
+    from tests.conftest import in_process_service, AS_OF, make_env
 
     world = simulate_world(world_config("default", n_users=150, days=42, seed=5, end=AS_OF))
     home = tmp_path / "home"

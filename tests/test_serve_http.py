@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,47 +11,18 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import make_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, make_env, real_server
 
 
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     settings, result = trained
-    port = free_port()
     env = {**os.environ, **make_env(settings.home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "sendtime.cli", "serve", "--port", str(port)],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with real_server([sys.executable, "-m", "sendtime.cli", "serve"], env, log) as (base, _proc):
         yield base, result
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_best_send_time_over_http(server):

@@ -4,51 +4,29 @@ API keys, size limits, metrics, and swapping a snapshot under traffic."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pytest
-from starlette.testclient import TestClient
+
+
+from tests.conftest import in_process_service
 
 DAY = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
 
 
-@contextmanager
 def service(home: Path, **env):
-    values = {"SENDTIME_HOME": str(home), "SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0",
-              "SENDTIME_RELOAD_SECONDS": "0", **env}
-    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; drop it so Settings reads this home
-    values = {**values, "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    try:
-        from serving.service import SendTime
-        from tests.conftest import fresh_service_metrics
-
-        fresh_service_metrics()
-        with TestClient(SendTime.to_asgi()) as c:
-            yield c
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return in_process_service(home, **{"SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0", **env})
 
 
 @pytest.fixture(scope="module")
-def home(trained, tmp_path_factory):
-    """A private copy of the trained state, so swapping snapshots here disturbs no other test."""
-    settings, _ = trained
-    dst = tmp_path_factory.mktemp("ops") / "home"
-    shutil.copytree(settings.home, dst)
-    # the copied MLflow DB points at the original artifact folder, which stays in place: fine
-    return dst
+def home(private_home):
+    return private_home
 
 
 @pytest.fixture(scope="module")
