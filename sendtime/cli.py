@@ -212,13 +212,14 @@ def build(
 
     if version is not None and not version.replace("-", "").replace("_", "").replace(".", "").isalnum():
         fail(f"--version may hold letters, digits, '.', '-' and '_' only, got {version!r}")
+    home = os.environ.get("BENTOML_HOME") or str(_settings().bentoml_home)
     try:
-        tag = build_bento(version=version)
+        tag = build_bento(bentoml_home=home, version=version)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         fail(str(exc))
-    out.print(f"built Bento {tag}")
-    out.print(f"  serve it:        bentoml serve {tag} --host 127.0.0.1 --port 3000")
-    out.print(f"  containerize it: bentoml containerize {tag}")
+    out.print(f"built Bento {tag} in the Bento store {home}")
+    out.print(f"  serve it:        BENTOML_HOME={home} bentoml serve {tag} --host 127.0.0.1 --port 3000")
+    out.print(f"  containerize it: BENTOML_HOME={home} bentoml containerize {tag}")
 
 
 @app.command()
