@@ -170,7 +170,6 @@ def smooth_ring(x: np.ndarray, sigma: float) -> np.ndarray:
     """Circular Gaussian smoothing along the last axis (hours); identity for sigma <= 0."""
     if sigma <= 0:
         return x
-    n = x.shape[-1]
     offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
     w = np.exp(-0.5 * (offsets / sigma) ** 2)
     w /= w.sum()

@@ -8,7 +8,6 @@ from typing import Callable
 import pandas as pd
 
 from features.contract import read_events, read_users
-from features.definitions import MODEL_FEATURES
 from features.engagement import build_user_features, outcomes_at
 from features.messages import build_messages
 from features.profiles import ShrinkageParams

@@ -9,7 +9,7 @@ import re
 
 import orjson
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from features.contract import known_timezone
 

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from features.engagement import UserFeatures, build_user_features
-from features.messages import hour_of_week
 from serving.policy import ExplorationPolicy
 
 

@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Annotated, Optional, Union
 

@@ -42,10 +42,9 @@ def _kill_when(home, world, marker: str) -> str:
 
 @pytest.fixture(scope="module")
 def state(trained, tmp_path_factory):
-    settings, result = trained
+    settings, _ = trained
     home = tmp_path_factory.mktemp("crash") / "home"
     shutil.copytree(settings.home, home)
-    world = result.predictions  # any path; the world folder is the events' parent
     return home
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import validate_events, validate_users
+from features.contract import validate_events
 from features.engagement import build_user_features
 from features.messages import build_messages
 from training.model import expected_calibration_error

@@ -5,7 +5,6 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 from mlflow import MlflowClient
 
 from features.definitions import MODEL_FEATURES
