@@ -80,7 +80,7 @@ def _build(engine: str, folder: str, out: str) -> None:
         work = Path(out).parent / "buckets"
         shutil.rmtree(work, ignore_errors=True)
         res = build_messages_duckdb(Path(folder) / "events", users, as_of, temp_dir=Path(out).parent / "duckdb-tmp",
-                                    buckets=buckets, bucket_dir=work)
+                                    buckets=buckets, bucket_dir=work, string_buckets=0)
         t_msgs = time.perf_counter() - t0
         uf = build_user_features_bucketed(bucket_loaders(work), users, as_of)
         _report(engine, res.read, int(uf.table["n_sends"].sum()), uf, t0, t_msgs, out)

@@ -127,13 +127,25 @@ def build_messages_duckdb(
     temp_dir: str | Path | None = None,
     buckets: int = 0,
     bucket_dir: str | Path | None = None,
+    string_buckets: int | None = None,
 ) -> EngineResult:
     """Validate events (as :func:`features.contract.validate_events`) and build the message
     table of the events before ``as_of`` (as :func:`features.messages.build_messages`).
 
     With ``buckets`` > 0 the messages are not returned but written to ``bucket_dir`` as that
-    many Parquet files split by a hash of the user id (every user's messages in one file), for
-    :func:`features.engagement.build_user_features_bucketed`; see :func:`bucket_loaders`."""
+    many Parquet buckets split by a hash of the user id (every user's messages in one bucket),
+    for :func:`features.engagement.build_user_features_bucketed`; see :func:`bucket_loaders`.
+    Only the first ``string_buckets`` buckets (default: all) carry the text columns (message
+    id, user id, time zone) that a full message table needs; the others carry the numbers the
+    features need, plus the user id of users missing from the users table.
+
+    How it stays fast and exact: one aggregation per message computes the send, its outcomes
+    and a ``regular`` flag (one send, no outcome before it, no ambiguity between a machine and
+    a later human open). The rare irregular messages are re-checked row by row with the
+    contract's rules, so every reject gets its exact reason.
+    """
+    import shutil
+    import tempfile
     import time
 
     say = progress or (lambda _msg: None)
@@ -142,72 +154,135 @@ def build_messages_duckdb(
     con = con or connect(temp_dir=temp_dir)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    scratch = None
+    if buckets > 0:
+        if bucket_dir is None:
+            raise ValueError("buckets > 0 needs a bucket_dir")
+        out = Path(bucket_dir)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="sendtime-msgs-", dir=temp_dir if temp_dir and Path(temp_dir).exists() else None))
+        out = scratch
+    n_buckets = max(int(buckets), 1)
     try:
         cols = _check_schema(con, files)
         now = pd.Timestamp.now(tz="UTC") if now is None else now
+        from features.contract import known_timezone
+
+        if not known_timezone(default_tz):
+            raise ValueError(f"default time zone {default_tz!r} is not an IANA time zone")
         # every value the statements use is bound as a DuckDB variable: the SQL text is fixed
         _bind(con, files=files, earliest=EARLIEST.isoformat(), future=(now + pd.Timedelta(days=1)).isoformat(),
-              event_types=list(EVENT_TYPES))
-        con.execute(_OFFSETS)
+              event_types=list(EVENT_TYPES), cut=as_of.isoformat(),
+              fast_us=int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000), default_tz=default_tz,
+              buckets=n_buckets,
+              string_buckets=int(n_buckets if string_buckets is None or buckets <= 0 else string_buckets))
+        _register_users(con, users)
+        _register_offsets(con, files)
         con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
         con.execute(_R1_VIEW)
-        timings["read_and_check"] = time.perf_counter() - t0
-        say(f"events read and checked in {timings['read_and_check']:.1f} s")
-        for statement in (_DUP, _R2_VIEW, _FIRST_SEND, _CHECKED):
-            con.execute(statement)
-        counts = dict(con.execute("SELECT coalesce(reason, ''), count(*) FROM _checked GROUP BY ALL").fetchall())
-        read = int(sum(counts.values()))
-        accepted = int(counts.pop("", 0))
+
+        # 1. event ids seen more than once, and whether any row breaks a row-level rule
+        con.execute(_HASHES)
+        n_cand, n_bad = con.execute("SELECT count(*) FILTER (WHERE n_ids > 1), coalesce(sum(n_bad), 0) FROM _h").fetchall()[0]
+        reasons: dict[str, int] = {}
+        if n_bad:
+            reasons.update({r: int(c) for r, c in con.execute(_R1_REASONS).fetchall()})
+        con.execute(_DUP_REJ if n_cand else _NO_DUP)
+        for r, c in con.execute("SELECT reason, count(*) FROM _dup_rej GROUP BY ALL").fetchall():
+            reasons[r] = reasons.get(r, 0) + int(c)
         timings["contract"] = time.perf_counter() - t0
-        say(f"contract: read {read:,} = accepted {accepted:,} + rejected {read - accepted:,}")
-        if rejects_path is not None and read > accepted:
-            Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
-            raw = con.sql(_RAW_ROWS).set_alias("r")
-            bad = con.sql("SELECT src AS source_row, reason FROM _checked WHERE reason IS NOT NULL").set_alias("c")
-            text = [duckdb_cast_text(c) for c in cols]
-            bad.join(raw, "c.source_row = r.src").project(", ".join(["c.source_row"] + text + ["c.reason"])) \
-                .order("source_row").write_csv(str(rejects_path), header=True)
-        msgs, before, sq = _messages(con, users, as_of, default_tz, buckets, bucket_dir)
+
+        # 2. one row per message id: regular messages are done here
+        main, fix = out / "main", out / "fix"
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(fix, ignore_errors=True)
+        rel = con.sql(_AGG[buckets <= 0])
+        rel.write_parquet(str(main), partition_by=["bucket"], overwrite=True)
+        _bind(con, outputs=_parquet_files(main))
+        n_irr, before = con.execute("SELECT count(*) FILTER (WHERE NOT regular), coalesce(sum(n_before) FILTER (WHERE regular), 0) "
+                                    "FROM read_parquet(getvariable('outputs'))").fetchall()[0]
         timings["messages"] = time.perf_counter() - t0
-        say(f"{before:,} events before the cutoff made into messages in {timings['messages']:.1f} s")
-        return EngineResult(read=read, n_accepted=accepted, n_rejected=read - accepted, reasons=counts, messages=msgs,
-                            events_before_cutoff=before, status_quo_utc_hour=sq, timings=timings,
-                            rejects_path=Path(rejects_path) if rejects_path is not None and read > accepted else None)
+        say(f"messages aggregated in {timings['messages']:.1f} s; {n_irr:,} message ids to check row by row")
+
+        # 3. irregular messages: the contract's row rules, exactly
+        if n_irr:
+            for statement in (_IRREGULAR, _SUB, _SUB_CHECKED):
+                con.execute(statement)
+            for r, c in con.execute("SELECT late_reason, count(*) FROM _checked WHERE late_reason IS NOT NULL GROUP BY ALL").fetchall():
+                reasons[r] = reasons.get(r, 0) + int(c)
+            before += con.execute("SELECT count(*) FROM _checked WHERE reason IS NULL AND late_reason IS NULL "
+                                  "AND ts < getvariable('cut')::TIMESTAMPTZ").fetchall()[0][0]
+            con.sql(_FIX_MESSAGES[buckets <= 0]).write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
+        outputs = _parquet_files(main) + (_parquet_files(fix) if fix.exists() else [])
+        _bind(con, outputs=outputs)
+        sq_row = con.execute("SELECT hour(send_ts) AS h FROM read_parquet(getvariable('outputs'), union_by_name=true) "
+                             "WHERE keep GROUP BY h ORDER BY count(*) DESC, h LIMIT 1").fetchall()
+        sq = int(sq_row[0][0]) if sq_row else None
+        read = count_rows(events_path)
+        rejected = int(sum(reasons.values()))
+        timings["checked"] = time.perf_counter() - t0
+        say(f"contract: read {read:,} = accepted {read - rejected:,} + rejected {rejected:,}")
+        if rejects_path is not None and rejected:
+            _write_rejects(con, cols, rejects_path, n_bad, n_irr)
+        msgs = None
+        if buckets <= 0:
+            msgs = _load_frame(_bucket_files(out, None)).sort_values(["send_ts", "send_event"], kind="stable")
+            msgs = msgs.drop(columns="send_event").reset_index(drop=True)
+        say(f"{before:,} events before the cutoff made into messages in {time.perf_counter() - t0:.1f} s")
+        return EngineResult(read=read, n_accepted=read - rejected, n_rejected=rejected, reasons=reasons, messages=msgs,
+                            events_before_cutoff=int(before), status_quo_utc_hour=sq, timings=timings,
+                            rejects_path=Path(rejects_path) if rejects_path is not None and rejected else None)
     finally:
         for statement in _CLEAN_UP:
             con.execute(statement)
         if own:
             con.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _messages(con, users: pd.DataFrame, as_of: pd.Timestamp, default_tz: str, buckets: int = 0,
-              bucket_dir: str | Path | None = None) -> tuple[pd.DataFrame | None, int, int | None]:
-    from features.contract import known_timezone
+def _register_offsets(con, files: list[str]) -> None:
+    import pyarrow.parquet as pq
 
-    if not known_timezone(default_tz):
-        raise ValueError(f"default time zone {default_tz!r} is not an IANA time zone")
-    u = pd.DataFrame({"user_id": users["user_id"].astype(str).to_numpy(dtype=object),
-                      "timezone": users["timezone"].astype(object).to_numpy()}) if len(users) else \
-        pd.DataFrame({"user_id": pd.Series([], dtype=object), "timezone": pd.Series([], dtype=object)})
+    rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    off = pd.DataFrame({"fi": np.arange(len(files), dtype=np.int64), "off": np.cumsum([0] + rows[:-1]).astype(np.int64)})
+    con.register("_offsets_df", off)
+    con.execute("CREATE OR REPLACE TEMP TABLE _offsets AS SELECT fi, off FROM _offsets_df")
+    con.unregister("_offsets_df")
+
+
+def _register_users(con, users: pd.DataFrame) -> None:
+    """The users table with each user's row number (``uidx``): the features' user index."""
+    n = len(users)
+    u = pd.DataFrame({
+        "user_id": users["user_id"].astype(str).to_numpy(dtype=object) if n else np.array([], dtype=object),
+        "timezone": users["timezone"].astype(object).to_numpy() if n else np.array([], dtype=object),
+        "uidx": np.arange(n, dtype=np.int32),
+    })
     con.register("_users_df", u)
-    con.execute("CREATE OR REPLACE TEMP TABLE _users AS SELECT user_id, timezone FROM _users_df")
+    con.execute("CREATE OR REPLACE TEMP TABLE _users AS SELECT user_id::VARCHAR AS user_id, timezone::VARCHAR AS timezone, "
+                "uidx FROM _users_df")
     con.unregister("_users_df")
-    _bind(con, cut=as_of.isoformat(), fast_us=int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000),
-          default_tz=default_tz, buckets=int(max(buckets, 1)))
-    before = con.execute("SELECT count(*) FROM _checked WHERE reason IS NULL AND ts < getvariable('cut')::TIMESTAMPTZ").fetchall()[0][0]
-    sq_row = con.execute("SELECT hour(ts) AS h FROM _checked WHERE reason IS NULL AND event_type = 'send' "
-                         "AND ts < getvariable('cut')::TIMESTAMPTZ GROUP BY h ORDER BY count(*) DESC, h LIMIT 1").fetchall()
-    sq = int(sq_row[0][0]) if sq_row else None
-    rel = con.sql(_MESSAGES)
-    if buckets > 0:
-        out = Path(bucket_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        rel.project("*, CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket") \
-            .write_parquet(str(out), partition_by=["bucket"], overwrite=True)
-        return None, int(before), sq
-    rel = rel.order("send_ts, send_event")
-    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    return _to_pandas(table), int(before), sq
+
+
+def _parquet_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in Path(folder).rglob("*.parquet"))
+
+
+def _write_rejects(con, cols, rejects_path, n_bad: int, n_irr: int) -> None:
+    """Every rejected row as it was read (as text), with its reason, in source order."""
+    Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+    parts = ["SELECT src, reason FROM _dup_rej"]
+    if n_bad:
+        parts.append("SELECT src, reason FROM _r1 WHERE reason IS NOT NULL")
+    if n_irr:
+        parts.append("SELECT src, late_reason AS reason FROM _checked WHERE late_reason IS NOT NULL")
+    con.execute("CREATE OR REPLACE TEMP TABLE _bad AS " + " UNION ALL ".join(parts))  # fixed pieces, no values
+    raw = con.sql(_RAW_ROWS).set_alias("r")
+    bad = con.sql("SELECT src AS source_row, reason FROM _bad").set_alias("c")
+    text = [duckdb_cast_text(c) for c in cols]
+    bad.join(raw, "c.source_row = r.src").project(", ".join(["c.source_row"] + text + ["c.reason"])) \
+        .order("source_row").write_csv(str(rejects_path), header=True)
 
 
 def _bind(con, **values) -> None:
@@ -222,30 +297,29 @@ def duckdb_cast_text(column: str) -> str:
     return f"CAST(r.{q} AS VARCHAR) AS {q}"
 
 
-_OFFSETS = """
-    CREATE OR REPLACE TEMP TABLE _offsets AS
-    SELECT file_name AS filename,
-           sum(num_rows) OVER (ORDER BY file_name ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS off
-    FROM (SELECT file_name, max(num_rows) AS num_rows FROM parquet_file_metadata(getvariable('files')) GROUP BY file_name)
-"""
-# global source row numbers across files, as the pandas reader concatenates them
+# global source row numbers across files, as the pandas reader concatenates them (``_offsets``:
+# rows before each file, from the files' metadata)
 _RAW_ROWS = """
     SELECT coalesce(o.off, 0) + r.file_row_number AS src, r.*
-    FROM read_parquet(getvariable('files'), file_row_number=true, filename=true, union_by_name=true) r
-    LEFT JOIN _offsets o ON o.filename = r.filename
+    FROM read_parquet(getvariable('files'), file_row_number=true, union_by_name=true) r
+    LEFT JOIN _offsets o ON o.fi = r.file_index
 """
 _EV_TEMPLATE = """
     CREATE OR REPLACE TEMP VIEW _ev AS
     SELECT src,
-           NULLIF(trim(CAST(event_id AS VARCHAR)), '') AS event_id,
-           NULLIF(trim(CAST(user_id AS VARCHAR)), '') AS user_id,
-           NULLIF(trim(CAST(message_id AS VARCHAR)), '') AS message_id,
+           TRIMMED(event_id) AS event_id,
+           TRIMMED(user_id) AS user_id,
+           TRIMMED(message_id) AS message_id,
            lower(NULLIF(trim(CAST(event_type AS VARCHAR)), '')) AS event_type,
            "timestamp" AS ts, MACHINE_OPEN AS machine_open,
            CASE WHEN isnan(PROPENSITY) THEN NULL ELSE PROPENSITY END AS propensity,
            PROPENSITY AS raw_propensity
     FROM (RAW_ROWS)
 """
+# trim only the ids that hold a space (DuckDB's trim removes spaces): the check is nearly free,
+# trimming every id is not
+_TRIMMED = "NULLIF(CASE WHEN contains(CAST(X AS VARCHAR), ' ') THEN trim(CAST(X AS VARCHAR)) ELSE CAST(X AS VARCHAR) END, '')"
+_EV_TEMPLATE = re.sub(r"TRIMMED\((\w+)\)", lambda m: _TRIMMED.replace("X", m.group(1)), _EV_TEMPLATE)
 # one fixed statement per combination of the two optional columns
 _EV_VIEW = {
     (has_mo, has_prop): _EV_TEMPLATE.replace("MACHINE_OPEN", "machine_open" if has_mo else "CAST(NULL AS BOOLEAN)")
@@ -269,42 +343,93 @@ _R1_VIEW = """
         END AS reason
     FROM _ev
 """
-# repeated event ids: rare, so the window runs over the repeated ids only
-_DUP = """
-    CREATE OR REPLACE TEMP TABLE _dup AS
-    WITH ids AS (SELECT event_id FROM _r1 WHERE event_id IS NOT NULL GROUP BY event_id HAVING count(*) > 1),
-    rows AS (SELECT r.* FROM _r1 r SEMI JOIN ids USING (event_id))
-    SELECT src,
-           row_number() OVER (PARTITION BY event_id ORDER BY src) > 1 AS dup_any,
-           row_number() OVER (PARTITION BY event_id, user_id, message_id, event_type, ts ORDER BY src) > 1 AS same
-    FROM rows
+# event ids seen more than once (by a 64-bit hash, checked exactly below), and whether any row
+# breaks a row-level rule at all: clean input never pays for the breakdown
+_HASHES = """
+    CREATE OR REPLACE TEMP TABLE _h AS
+    SELECT hash(event_id) AS h, count(event_id) AS n_ids, count(reason) AS n_bad
+    FROM _r1 GROUP BY h HAVING count(event_id) > 1 OR count(reason) > 0
 """
-_R2_VIEW = """
-    CREATE OR REPLACE TEMP VIEW _r2 AS
-    SELECT r.* REPLACE (CASE
-        WHEN r.reason IS NOT NULL THEN r.reason
-        WHEN d.dup_any AND d.same THEN 'duplicate event (kept once)'
-        WHEN d.dup_any THEN 'duplicate event_id with different contents'
-        END AS reason)
-    FROM _r1 r LEFT JOIN _dup d USING (src)
+_R1_REASONS = "SELECT reason, count(*) FROM _r1 WHERE reason IS NOT NULL GROUP BY ALL"
+# repeated event ids (a row-level reason wins): the window runs over the candidates only
+_DUP_REJ = """
+    CREATE OR REPLACE TEMP TABLE _dup_rej AS
+    WITH rows AS (SELECT r.* FROM _r1 r
+                  WHERE r.event_id IS NOT NULL AND hash(r.event_id) IN (SELECT h FROM _h WHERE n_ids > 1)),
+    w AS (SELECT src, reason,
+                 row_number() OVER (PARTITION BY event_id ORDER BY src) > 1 AS dup_any,
+                 row_number() OVER (PARTITION BY event_id, user_id, message_id, event_type, ts ORDER BY src) > 1 AS same
+          FROM rows)
+    SELECT src, CASE WHEN same THEN 'duplicate event (kept once)'
+                     ELSE 'duplicate event_id with different contents' END AS reason
+    FROM w WHERE dup_any AND reason IS NULL
 """
-_FIRST_SEND = """
-    CREATE OR REPLACE TEMP TABLE _first_send AS
-    SELECT message_id, arg_min(ts, src) AS send_ts, min(src) AS first_src
-    FROM _r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id
+_NO_DUP = "CREATE OR REPLACE TEMP TABLE _dup_rej (src BIGINT, reason VARCHAR)"
+_CUT = "getvariable('cut')::TIMESTAMPTZ"
+_FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
+# one row per message id. ``regular``: one send, no outcome before it, and no unflagged open
+# within minutes of the send followed by another unflagged open (which one is the "slow" open
+# needs the rows). Text columns only where a full message table will be read (see above).
+_AGG_TEMPLATE = """
+    WITH ok AS (SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL),
+    agg AS (
+        SELECT message_id,
+            count(*) FILTER (WHERE event_type = 'send') AS n_send,
+            arg_min(ts, src) FILTER (WHERE event_type = 'send') AS send_ts,
+            arg_min(user_id, src) FILTER (WHERE event_type = 'send') AS user_id,
+            arg_min_null(propensity, src) FILTER (WHERE event_type = 'send') AS propensity,
+            SEND_EVENT AS send_event,
+            min(ts) FILTER (WHERE event_type IN ('open', 'click', 'bounce')) AS min_outcome,
+            count(*) FILTER (WHERE ts < CUT) AS n_before,
+            min(ts) FILTER (WHERE event_type = 'open' AND machine_open AND ts < CUT) AS t_open_machine_flag,
+            min(ts) FILTER (WHERE event_type = 'open' AND NOT machine_open AND ts < CUT) AS t_open_human_flag,
+            min(ts) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT) AS t_unk,
+            count(*) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT) AS n_unk,
+            min(ts) FILTER (WHERE event_type = 'click' AND ts < CUT) AS t_click,
+            min(ts) FILTER (WHERE event_type = 'bounce' AND ts < CUT) AS t_bounce
+        FROM ok GROUP BY message_id),
+    flagged AS (
+        SELECT a.*, u.uidx, coalesce(u.timezone, getvariable('default_tz')) AS tz,
+               a.n_send = 1 AND (a.min_outcome IS NULL OR a.min_outcome >= a.send_ts)
+                   AND NOT (a.n_unk > 1 AND FAST) AS regular,
+               CAST(hash(a.user_id) % getvariable('buckets') AS INTEGER) AS bucket
+        FROM agg a LEFT JOIN _users u ON u.user_id = a.user_id)
+    SELECT CASE WHEN NOT regular OR bucket < getvariable('string_buckets') THEN message_id END AS message_id,
+           CASE WHEN NOT regular OR uidx IS NULL OR bucket < getvariable('string_buckets') THEN user_id END AS user_id,
+           uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
+           CASE WHEN FAST THEN t_unk END AS t_open_unk_fast,
+           CASE WHEN NOT (FAST) THEN t_unk END AS t_open_unk_slow,
+           t_click, t_bounce,
+           CASE WHEN NOT regular OR bucket < getvariable('string_buckets') THEN tz END AS timezone,
+           CAST((isodow(timezone(tz, send_ts)) - 1) * 24 + hour(timezone(tz, send_ts)) AS SMALLINT) AS send_how,
+           send_event, regular AND send_ts < CUT AS keep, regular, n_before, bucket
+    FROM flagged
 """
-_CHECKED = """
+# [False]: buckets (no send event id, only used to order a table in memory); [True]: in memory
+_AGG = {in_memory: _AGG_TEMPLATE.replace("SEND_EVENT", "arg_min(event_id, src) FILTER (WHERE event_type = 'send')"
+                                         if in_memory else "CAST(NULL AS VARCHAR)")
+        .replace("CUT", _CUT).replace("FAST", _FAST) for in_memory in (False, True)}
+_IRREGULAR = """
+    CREATE OR REPLACE TEMP TABLE _irr AS
+    SELECT DISTINCT message_id FROM read_parquet(getvariable('outputs')) WHERE NOT regular
+"""
+_SUB = "CREATE OR REPLACE TEMP TABLE _sub AS SELECT r.* FROM _r1 r SEMI JOIN _irr USING (message_id)"
+# the contract's send rules, row by row, over every row of the irregular messages
+_SUB_CHECKED = """
     CREATE OR REPLACE TEMP TABLE _checked AS
-    SELECT r.* REPLACE (CASE
-        WHEN r.reason IS NOT NULL THEN r.reason
+    WITH r2 AS (SELECT s.* REPLACE (coalesce(s.reason, d.reason) AS reason) FROM _sub s LEFT JOIN _dup_rej d USING (src)),
+    first_send AS (SELECT message_id, arg_min(ts, src) AS send_ts, min(src) AS first_src
+                   FROM r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id)
+    SELECT r.*, CASE
+        WHEN r.reason IS NOT NULL THEN NULL
         WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN 'no send for message_id'
         WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN 'before its send'
         WHEN r.event_type = 'send' AND r.src <> f.first_src THEN 'second send for message_id'
-        END AS reason)
-    FROM _r2 r LEFT JOIN _first_send f USING (message_id)
+        END AS late_reason
+    FROM r2 r LEFT JOIN first_send f USING (message_id)
 """
-_MESSAGES = """
-    WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND ts < getvariable('cut')::TIMESTAMPTZ),
+_FIX_TEMPLATE = """
+    WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND late_reason IS NULL AND ts < CUT),
     sends AS (SELECT message_id, user_id, ts AS send_ts, propensity, event_id AS send_event FROM ok WHERE event_type = 'send'),
     outcomes AS (
         SELECT o.message_id,
@@ -321,40 +446,106 @@ _MESSAGES = """
         GROUP BY o.message_id
     ),
     joined AS (
-        SELECT s.message_id, s.user_id, s.send_ts, s.propensity,
-               t_open_machine_flag, t_open_human_flag, t_open_unk_fast, t_open_unk_slow, t_click, t_bounce,
-               coalesce(u.timezone, getvariable('default_tz')) AS timezone, s.send_event
+        SELECT s.*, t_open_machine_flag, t_open_human_flag, t_open_unk_fast, t_open_unk_slow, t_click, t_bounce,
+               u.uidx, coalesce(u.timezone, getvariable('default_tz')) AS timezone
         FROM sends s LEFT JOIN outcomes USING (message_id) LEFT JOIN _users u ON u.user_id = s.user_id
     )
-    SELECT message_id, user_id, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
+    SELECT message_id, user_id, uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
-           CAST((isodow(local_ts) - 1) * 24 + hour(local_ts) AS SMALLINT) AS send_how, send_event
-    FROM (SELECT *, timezone(timezone, send_ts) AS local_ts FROM joined)
+           CAST((isodow(timezone(timezone, send_ts)) - 1) * 24 + hour(timezone(timezone, send_ts)) AS SMALLINT) AS send_how,
+           SEND_EVENT AS send_event, TRUE AS keep, TRUE AS regular, CAST(0 AS BIGINT) AS n_before,
+           CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
+    FROM joined
 """
-_CLEAN_UP = ["DROP VIEW IF EXISTS _r2", "DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev"] + [
-    f"DROP TABLE IF EXISTS {t}" for t in ("_dup", "_first_send", "_checked", "_offsets", "_users")]
+_FIX_MESSAGES = {in_memory: _FIX_TEMPLATE.replace("SEND_EVENT", "send_event" if in_memory else "CAST(NULL AS VARCHAR)")
+                 .replace("CUT", _CUT) for in_memory in (False, True)}
+_CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev"] + [
+    f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_bad", "_offsets", "_users")]
 
 
-def bucket_loaders(bucket_dir: str | Path) -> list:
+class MessageBucket:
+    """One bucket of messages written by ``build_messages_duckdb(..., buckets=N)``.
+
+    Calling it gives the full message table of the bucket (it must be one of the buckets
+    written with text columns); :meth:`arrays` gives the numbers the features need, from any
+    bucket, without touching the text columns.
+    """
+
+    def __init__(self, files: list[str], number: int = 0):
+        self.files = files
+        self.number = number
+
+    def __call__(self) -> pd.DataFrame:
+        return _load_frame(self.files).drop(columns="send_event")
+
+    def arrays(self, user_index: pd.Index):
+        """:class:`features.messages.MessageArrays` of the bucket; ``user_index`` is the users
+        table's ids in order (the ``uidx`` the engine wrote)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from features.messages import NAT, MessageArrays
+
+        cols = ["uidx", "user_id", "send_ts", "send_how", "keep", *OUTCOME_COLUMNS]
+        t = pa.concat_tables([pq.read_table(f, columns=cols) for f in self.files], promote_options="default")
+        t = t.filter(pc.field("keep"))
+
+        def us(name: str) -> np.ndarray:
+            return pc.fill_null(t[name].cast(pa.int64()), NAT).to_numpy()
+
+        uidx = pc.fill_null(t["uidx"].cast(pa.int64()), -1).to_numpy()
+        unknown = uidx < 0
+        extra = np.asarray(t["user_id"].filter(pa.array(unknown)).to_pylist(), dtype=object) if unknown.any() else \
+            np.array([], dtype=object)
+        return MessageArrays(uidx=uidx, unknown_ids=extra, send_us=us("send_ts"),
+                             how=t["send_how"].to_numpy().astype(np.int16),
+                             **{c: us(c) for c in OUTCOME_COLUMNS})
+
+
+def bucket_loaders(bucket_dir: str | Path) -> list[MessageBucket]:
     """One loader per bucket written by ``build_messages_duckdb(..., buckets=N)``."""
+    names = sorted({p.name for sub in ("main", "fix") for p in (Path(bucket_dir) / sub).glob("bucket=*")},
+                   key=lambda n: int(n.split("=")[1]))
+    return [MessageBucket(_bucket_files(Path(bucket_dir), int(n.split("=")[1])), int(n.split("=")[1])) for n in names]
+
+
+def _bucket_files(out: Path, bucket: int | None) -> list[str]:
+    pattern = "bucket=*" if bucket is None else f"bucket={bucket}"
+    return [str(f) for sub in ("main", "fix") for d in sorted((out / sub).glob(pattern)) for f in sorted(d.glob("*.parquet"))]
+
+
+OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
+MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
+
+
+def _load_frame(files: list[str]) -> pd.DataFrame:
+    """The kept messages of some output files, with the dtypes :func:`features.messages.build_messages` produces."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    def loader(folder: Path):
-        return lambda: _to_pandas(pq.read_table(folder, columns=list(MESSAGE_COLUMNS)))
-
-    return [loader(d) for d in sorted(Path(bucket_dir).glob("bucket=*"))]
-
-
-MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", "t_open_machine_flag", "t_open_human_flag",
-                   "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce", "timezone", "send_how")
+    cols = [*MESSAGE_COLUMNS, "send_event", "keep"]
+    tables = [pq.read_table(f, columns=cols) for f in files]
+    if not tables:
+        ts = pa.timestamp("us", tz="UTC")
+        types = {"propensity": pa.float64(), "send_how": pa.int16(), "keep": pa.bool_(), "send_ts": ts,
+                 **{c: ts for c in OUTCOME_COLUMNS}}
+        return _to_pandas(pa.table({c: pa.array([], type=types.get(c, pa.string())) for c in cols}))
+    t = pa.concat_tables(tables, promote_options="default")
+    t = t.filter(pc.field("keep"))
+    if t.num_rows and t["message_id"].null_count:
+        raise ValueError("this message bucket was written without text columns (string_buckets): "
+                         "only its numbers can be read (MessageBucket.arrays)")
+    return _to_pandas(t)
 
 
 def _to_pandas(table) -> pd.DataFrame:
     """Arrow result -> the dtypes :func:`features.messages.build_messages` produces."""
-    df = table.select(list(MESSAGE_COLUMNS)).to_pandas()
+    df = table.select([*MESSAGE_COLUMNS, "send_event"]).to_pandas()
     for c in ("message_id", "user_id", "timezone"):
         df[c] = df[c].astype(str)
-    for c in ("send_ts", "t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce"):
+    for c in ("send_ts", *OUTCOME_COLUMNS):
         df[c] = df[c].astype("datetime64[us, UTC]")
     df["propensity"] = df["propensity"].astype("float64")
     df["send_how"] = df["send_how"].to_numpy(dtype=np.int16)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import MODEL_FEATURES, USER_FEATURE_NAMES
-from features.messages import MACHINE_OPEN_WINDOW, human_open_time
+from features.messages import MACHINE_OPEN_WINDOW, NAT, OUTCOME_COLUMNS, MessageArrays, micros, micros_of
 from features.profiles import (
     PopulationPrior,
     ShrinkageParams,
@@ -52,28 +52,51 @@ class OutcomesAt:
 
 def outcomes_at(msgs: pd.DataFrame, user_idx: np.ndarray, n_users: int, cutoff: pd.Timestamp, horizon: int) -> OutcomesAt:
     """Classify machine opens and find human opens for every message, as seen from ``cutoff``."""
-    send = msgs["send_ts"]
-    sent = (send < cutoff).to_numpy()
-    bounced = (msgs["t_bounce"] < cutoff).fillna(False).to_numpy()
-    settled = sent & ~bounced & (send < cutoff - MACHINE_OPEN_WINDOW).to_numpy()
-    machine_flag = (msgs["t_open_machine_flag"] < cutoff) & (
-        msgs["t_open_machine_flag"] - send <= MACHINE_OPEN_WINDOW
-    )
-    fast = ((msgs["t_open_unk_fast"] < cutoff) | machine_flag).fillna(False).to_numpy()
+    return outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS},
+                       np.asarray(user_idx), n_users, micros_of(cutoff), horizon)
+
+
+def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray, n_users: int, cut: int,
+                horizon: int) -> OutcomesAt:
+    """:func:`outcomes_at` on integer microseconds (``t``: the outcome columns, NaT as NAT).
+
+    A user whose settled sends were mostly opened within minutes of delivery is a machine
+    opener; their unflagged fast opens are not human evidence. Flagged human opens, clicks and
+    slow opens always are."""
+    hour = 3_600_000_000
+    window = int(MACHINE_OPEN_WINDOW / pd.Timedelta(microseconds=1))
+
+    def seen(x: np.ndarray) -> np.ndarray:  # an outcome that happened before the cutoff
+        return (x != NAT) & (x < cut)
+
+    sent = send < cut
+    bounced = seen(t["t_bounce"])
+    settled = sent & ~bounced & (send < cut - window)
+    tmf = t["t_open_machine_flag"]
+    machine_flag = seen(tmf) & (tmf - send <= window)
+    fast = seen(t["t_open_unk_fast"]) | machine_flag
     n_settled = np.bincount(user_idx[settled], minlength=n_users)
     n_fast = np.bincount(user_idx[settled & fast], minlength=n_users)
     fast_share = np.where(n_settled > 0, n_fast / np.maximum(n_settled, 1), 0.0)
     is_machine = fast_share >= MPP_THRESHOLD
 
-    ht = human_open_time(msgs, is_machine[user_idx], cutoff)
-    delay = ((ht - send) / HOUR).to_numpy(dtype=float, na_value=np.nan)
+    big = np.iinfo(np.int64).max
+    first = np.full(len(send), big, dtype=np.int64)
+    for name in ("t_open_human_flag", "t_click", "t_open_unk_slow"):
+        x = t[name]
+        np.minimum(first, np.where(x == NAT, big, x), out=first)
+    unk_fast = np.where(is_machine[user_idx] | (t["t_open_unk_fast"] == NAT), big, t["t_open_unk_fast"])
+    np.minimum(first, unk_fast, out=first)
+    has = first < cut
+    delay = np.full(len(send), np.nan)
+    delay[has] = (first[has] - send[has]) / hour
     opened = sent & ~bounced & (delay < horizon)
     k_open = np.where(opened, np.floor(np.nan_to_num(delay, nan=0.0)), -1).astype(np.int64)
-    avail = np.ceil(((cutoff - send) / HOUR).to_numpy(dtype=float)).clip(0, horizon).astype(np.int64)
+    avail = np.ceil((cut - send) / hour).clip(0, horizon).astype(np.int64)
     at_risk = np.where(opened, np.minimum(k_open + 1, avail), np.minimum(horizon, avail))
     at_risk = np.where(sent & ~bounced, at_risk, 0)
-    ct = msgs["t_click"]
-    clicked = sent & ((ct < cutoff) & ((ct - send) < horizon * HOUR)).fillna(False).to_numpy()
+    ct = t["t_click"]
+    clicked = sent & seen(ct) & ((ct - send) < horizon * hour)
     return OutcomesAt(sent, user_idx, opened, k_open, at_risk, clicked, is_machine, fast_share)
 
 
@@ -123,26 +146,25 @@ def slot_features(lam: np.ndarray, decay: float, horizon: int) -> dict[str, np.n
     }
 
 
-def _last(user_idx: np.ndarray, mask: np.ndarray, ts: pd.Series, n_users: int) -> np.ndarray:
-    """Latest timestamp (as int64 us) per user over rows in ``mask``; int64 min if none."""
+def _last(user_idx: np.ndarray, mask: np.ndarray, ts_us: np.ndarray, n_users: int) -> np.ndarray:
+    """Latest instant (int64 us) per user over rows in ``mask``; int64 min if none."""
     out = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
     if mask.any():
-        vals = ts.to_numpy(dtype="datetime64[us]")[mask].astype(np.int64)
-        np.maximum.at(out, user_idx[mask], vals)
+        np.maximum.at(out, user_idx[mask], ts_us[mask])
     return out
 
 
-def _days_since(last_us: np.ndarray, cutoff: pd.Timestamp) -> np.ndarray:
-    cut = cutoff.to_datetime64().astype("datetime64[us]").astype(np.int64)
+def _days_since(last_us: np.ndarray, cut: int) -> np.ndarray:
     none = last_us == np.iinfo(np.int64).min
     days = (cut - last_us) / 86_400e6
     return np.where(none, NEVER, np.clip(days, 0, NEVER)).astype(np.float32)
 
 
-def activity_columns(msgs: pd.DataFrame, uidx: np.ndarray, n: int, oc: OutcomesAt, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+def activity_columns(send: np.ndarray, click: np.ndarray, uidx: np.ndarray, n: int, oc: OutcomesAt, cut: int) -> dict[str, np.ndarray]:
     """Per-user counts, recencies and machine-open shares (rates wait for the population's open
-    rate, see :func:`finish_rates`). Per user only, so user buckets can be computed apart."""
-    age_days = ((as_of - msgs["send_ts"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    rate, see :func:`finish_rates`). Per user only, so user buckets can be computed apart.
+    ``send``, ``click`` and ``cut`` are int64 microseconds (see :func:`features.messages.micros`)."""
+    age_days = (cut - send) / 86_400e6
     cols: dict[str, np.ndarray] = {}
     for w in WINDOWS:
         in_w = age_days <= w
@@ -153,16 +175,15 @@ def activity_columns(msgs: pd.DataFrame, uidx: np.ndarray, n: int, oc: OutcomesA
             clicks = np.bincount(uidx[in_w & oc.clicked], minlength=n).astype(np.float32)
             cols["clicks_90d"] = clicks
             cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
-    sent_rows = np.ones(len(msgs), dtype=bool)
     first_send = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    if len(msgs):
-        np.minimum.at(first_send, uidx, msgs["send_ts"].to_numpy(dtype="datetime64[us]").astype(np.int64))
-    cols["days_since_send"] = _days_since(_last(uidx, sent_rows, msgs["send_ts"], n), as_of)
-    open_ts = msgs["send_ts"] + pd.to_timedelta(np.maximum(oc.open_delay_hour, 0), unit="h")
-    cols["days_since_open"] = _days_since(_last(uidx, oc.opened, open_ts, n), as_of)
-    cols["days_since_click"] = _days_since(_last(uidx, oc.clicked, msgs["t_click"], n), as_of)
+    if len(send):
+        np.minimum.at(first_send, uidx, send)
+    cols["days_since_send"] = _days_since(_last(uidx, np.ones(len(send), dtype=bool), send, n), cut)
+    open_ts = send + np.maximum(oc.open_delay_hour, 0) * 3_600_000_000
+    cols["days_since_open"] = _days_since(_last(uidx, oc.opened, open_ts, n), cut)
+    cols["days_since_click"] = _days_since(_last(uidx, oc.clicked, click, n), cut)
     first_send = np.where(first_send == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_send)
-    tenure = _days_since(first_send, as_of)
+    tenure = _days_since(first_send, cut)
     cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
     cols["fast_open_share"] = oc.fast_share.astype(np.float32)
     cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
@@ -226,7 +247,7 @@ def build_user_features(
         group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
     lam, level = user_profiles(O, E, group_prior, params)
 
-    cols = activity_columns(msgs, uidx, n, oc, as_of)
+    cols = activity_columns(micros(msgs["send_ts"]), micros(msgs["t_click"]), uidx, n, oc, micros_of(as_of))
     finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
     e_tot = E.sum(1)
@@ -252,7 +273,7 @@ def _table_users(users: pd.DataFrame, message_users, default_tz: str):
 
 
 def build_user_features_bucketed(
-    buckets: Sequence[Callable[[], pd.DataFrame]],
+    buckets: Sequence,
     users: pd.DataFrame,
     as_of: pd.Timestamp,
     params: ShrinkageParams | None = None,
@@ -261,60 +282,80 @@ def build_user_features_bucketed(
 ) -> UserFeatures:
     """:func:`build_user_features` over messages split into user buckets, with the same result.
 
-    Each bucket (a loader of one bucket's messages; every user's messages in one bucket) is
+    A bucket is a :class:`features.duckdb_engine.MessageBucket` (read as integer arrays) or any
+    loader returning a message table; every user's messages are in one bucket. Each bucket is
     read once; what the population fits need (decay counts, open totals, the 48-hour exposure
     per user for the rhythm mixture) adds up exactly across buckets, so memory holds one
-    bucket's messages plus a few small arrays per message and per user, whatever the history.
+    bucket's messages plus a few bytes per message and per user, whatever the history. The
+    per-user profile arithmetic runs compiled (:mod:`features.kernels`), bit-identical to the
+    numpy reference.
     """
+    from features import kernels
+
     params = params or ShrinkageParams()
     if params.mixture_k <= 0:
         raise ValueError("bucketed features need the rhythm mixture prior (mixture_k > 0)")
     H = params.horizon_hours
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    cut = micros_of(as_of)
     say = progress or (lambda _m: None)
+    table_ids = pd.Index(users["user_id"].astype(str)) if len(users) else pd.Index([], dtype=object)
     A = np.zeros((168, H))
     B = np.zeros((168, H))
     opened_total = sent_total = 0
-    parts = []  # per bucket: local user ids, per-user columns, compact per-message arrays
-    for b, load in enumerate(buckets):
-        msgs = load()
-        msgs = msgs.loc[msgs["send_ts"] < as_of]
-        local = pd.Index(msgs["user_id"].unique())
-        uidx = local.get_indexer(msgs["user_id"]).astype(np.int64)
-        oc = outcomes_at(msgs, uidx, len(local), as_of, H)
-        how = msgs["send_how"].to_numpy(dtype=np.int64)
+    parts = []  # per bucket: users (table rows, unknown ids), per-user columns, compact per-message arrays
+    for b, bucket in enumerate(buckets):
+        arr = bucket.arrays(table_ids) if hasattr(bucket, "arrays") else MessageArrays.from_frame(bucket(), table_ids)
+        keep = arr.send_us < cut
+        known_rows = arr.uidx[keep]
+        unknown = known_rows < 0
+        # local user numbers: users of the users table in table order, then unknown ids sorted
+        present = np.bincount(known_rows[~unknown], minlength=len(table_ids)) > 0
+        known = np.flatnonzero(present)
+        local_of = np.cumsum(present) - 1
+        extra, extra_inv = np.unique(arr.unknown_ids[keep[arr.uidx < 0]].astype(str), return_inverse=True)
+        local = np.empty(len(known_rows), dtype=np.int64)
+        local[~unknown] = local_of[known_rows[~unknown]]
+        local[unknown] = len(known) + extra_inv
+        n_local = len(known) + len(extra)
+        send = arr.send_us[keep]
+        t = {c: getattr(arr, c)[keep] for c in OUTCOME_COLUMNS}
+        how = arr.how[keep].astype(np.int64)
+        oc = outcomes_of(send, t, local, n_local, cut, H)
         a, bb = decay_counts(how, oc.at_risk_hours, oc.open_delay_hour, H)
         A += a
         B += bb
         opened_total += int(oc.opened.sum())
         sent_total += int(oc.sent.sum())
-        parts.append((local, activity_columns(msgs, uidx, len(local), oc, as_of),
-                      uidx.astype(np.int32), how.astype(np.int16), oc.at_risk_hours.astype(np.int16),
-                      oc.open_delay_hour.astype(np.int16)))
-        say(f"bucket {b + 1}/{len(buckets)}: {len(msgs):,} messages, {len(local):,} users")
-        del msgs, oc
-    index, zones, segments, tz_source = _table_users(
-        users, np.concatenate([p[0].to_numpy(dtype=object) for p in parts]) if parts else [], default_tz)
+        parts.append((known, extra, activity_columns(send, t["t_click"], local, n_local, oc, cut),
+                      local.astype(np.int32), how.astype(np.int16), oc.at_risk_hours.astype(np.int8),
+                      oc.open_delay_hour.astype(np.int8)))
+        say(f"bucket {b + 1}/{len(buckets)}: {len(send):,} messages, {n_local:,} users")
+        del arr, t, send, oc
+    all_extra = np.concatenate([p[1] for p in parts]) if parts else np.array([], dtype=object)
+    index, zones, segments, tz_source = _table_users(users, all_extra.astype(object), default_tz)
     n = len(index)
     decay, lam_pop = fit_decay_counts(A, B, H)
     pop_rate = float(opened_total + 1) / float(sent_total + 5)
 
     # per-user columns of users with no sends: an empty bucket's values
     empty = _empty_activity(n, as_of)
-    cols = {k: np.zeros(n, dtype=v.dtype) for k, v in parts[0][1].items()} if parts else {}
+    cols = {k: np.zeros(n, dtype=v.dtype) for k, v in parts[0][2].items()} if parts else {}
     for k in cols:
         cols[k][:] = empty[k]
     rows = []
     O48 = np.zeros((n, 48))
     E48 = np.zeros((n, 48))
-    for local, c, uidx, how, at_risk, delay in parts:
-        g = index.get_indexer(local)
+    e_tot = np.zeros(n)
+    for known, extra, c, uidx, how, at_risk, delay in parts:
+        g = np.concatenate([known, index.get_indexer(pd.Index(extra.astype(object)))]) if len(extra) else known
         rows.append(g)
         for k, v in c.items():
             cols[k][g] = v
-        O, E = risk_counts(uidx, how.astype(np.int64), at_risk.astype(np.int64), delay.astype(np.int64), len(local), H, decay)
-        O48[g], E48[g] = to_daytype48(O), to_daytype48(E)
+        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay)
+        O48[g], E48[g], e_tot[g] = kernels.row_stats(O, E)
+    say("exposure counted")
     lam_pop48 = to_daytype48(lam_pop[None, :])[0] / np.array([5.0] * 24 + [2.0] * 24)
     prior = PopulationPrior(
         decay=decay, lam_pop=lam_pop, lam_group={}, open_rate=pop_rate,
@@ -324,31 +365,32 @@ def build_user_features_bucketed(
     say("rhythm prior fitted")
     lam = np.zeros((n, 168), dtype=np.float32)
     level = np.zeros(n)
-    e_tot = np.zeros(n)
     seen = np.zeros(n, dtype=bool)
-    for (local, _c, uidx, how, at_risk, delay), g in zip(parts, rows):
-        O, E = risk_counts(uidx, how.astype(np.int64), at_risk.astype(np.int64), delay.astype(np.int64), len(local), H, decay)
-        lam[g], level[g] = user_profiles(O, E, prior.mixture.prior(O48[g], E48[g], segments[g]), params)
-        e_tot[g] = E.sum(1)
+    for (known, extra, _c, uidx, how, at_risk, delay), g in zip(parts, rows):
+        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay)
+        lam[g], level[g] = kernels.user_profiles(O, E, _prior48(prior, O48[g], E48[g], segments[g]), params)
         seen[g] = True
     if (~seen).any():
         u = np.flatnonzero(~seen)
         z = np.zeros((len(u), 168))
-        lam[u], level[u] = user_profiles(z, z, prior.mixture.prior(O48[u], E48[u], segments[u]), params)
+        lam[u], level[u] = kernels.user_profiles(z, z, _prior48(prior, O48[u], E48[u], segments[u]), params)
     finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
     cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
 
 
+def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """The rhythm mixture's prior in its (n, 48) form (``mixture.prior`` repeats it to 168 hours)."""
+    return prior.mixture.responsibilities(O48, E48, segments) @ prior.mixture.components
+
+
 def _empty_activity(n: int, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
     """Per-user columns of a user with no sends (as :func:`activity_columns` gives them)."""
-    empty = pd.DataFrame({"send_ts": pd.Series([], dtype="datetime64[us, UTC]"),
-                          "t_click": pd.Series([], dtype="datetime64[us, UTC]")})
     z = np.zeros(0, dtype=bool)
-    oc = OutcomesAt(z, np.zeros(0, dtype=np.int64), z, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), z,
-                    np.zeros(1, dtype=bool), np.zeros(1))
-    one = activity_columns(empty, np.zeros(0, dtype=np.int64), 1, oc, as_of)
+    none = np.zeros(0, dtype=np.int64)
+    oc = OutcomesAt(z, none, z, none, none, z, np.zeros(1, dtype=bool), np.zeros(1))
+    one = activity_columns(none, none, none, 1, oc, micros_of(as_of))
     return {k: v[0] for k, v in one.items()}
 
 

@@ -8,6 +8,8 @@ feature point-in-time correct.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -73,6 +75,46 @@ def build_messages(events: pd.DataFrame, users: pd.DataFrame, default_tz: str = 
     msgs["timezone"] = zone.to_numpy()
     msgs["send_how"] = hour_of_week(msgs["send_ts"], msgs["timezone"])
     return msgs.sort_values("send_ts", kind="stable").reset_index(drop=True)
+
+
+NAT = np.iinfo(np.int64).min  # a missing instant, as pandas stores NaT
+OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
+
+
+def micros(ts: pd.Series) -> np.ndarray:
+    """UTC instants as int64 microseconds since the epoch; NaT as :data:`NAT`."""
+    return ts.to_numpy(dtype="datetime64[us]").view(np.int64)
+
+
+def micros_of(ts: pd.Timestamp) -> int:
+    return int(pd.Timestamp(ts).to_datetime64().astype("datetime64[us]").astype(np.int64))
+
+
+@dataclass
+class MessageArrays:
+    """The message table as the user features read it: integers only, so a bucket of tens of
+    millions of messages costs a few hundred megabytes and no Python objects."""
+
+    uidx: np.ndarray  # int64: the user's row in the users table, -1 if the user is not in it
+    unknown_ids: np.ndarray  # object: user ids of the rows with uidx -1, in row order
+    send_us: np.ndarray  # int64 microseconds since the epoch (as every instant below; NaT = NAT)
+    how: np.ndarray  # int16 local hour-of-week of the send
+    t_open_machine_flag: np.ndarray
+    t_open_human_flag: np.ndarray
+    t_open_unk_fast: np.ndarray
+    t_open_unk_slow: np.ndarray
+    t_click: np.ndarray
+    t_bounce: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.send_us)
+
+    @classmethod
+    def from_frame(cls, msgs: pd.DataFrame, user_index: pd.Index) -> "MessageArrays":
+        uidx = user_index.get_indexer(msgs["user_id"]).astype(np.int64)
+        return cls(uidx=uidx, unknown_ids=msgs["user_id"].to_numpy(dtype=object)[uidx < 0],
+                   send_us=micros(msgs["send_ts"]), how=msgs["send_how"].to_numpy(dtype=np.int16),
+                   **{c: micros(msgs[c]) for c in OUTCOME_COLUMNS})
 
 
 def human_open_time(msgs: pd.DataFrame, is_mpp: np.ndarray, cutoff: pd.Timestamp) -> pd.Series:

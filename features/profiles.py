@@ -80,13 +80,13 @@ def decay_counts(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hou
                  horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Sufficient statistics of :func:`fit_decay`: messages at risk (A) and opens (B) per
     (send hour-of-week, hours after send). Counts, so they add up exactly across user buckets."""
-    A = np.zeros((H, horizon))
-    B = np.zeros((H, horizon))
-    for k in range(horizon):
-        m = at_risk_hours > k
-        A[:, k] = np.bincount(send_how[m], minlength=H)[:H]
-    opened = (open_delay_hour >= 0) & (open_delay_hour < horizon)
-    np.add.at(B, (send_how[opened], open_delay_hour[opened]), 1.0)
+    how = np.asarray(send_how, dtype=np.int64)
+    at_risk = np.clip(np.asarray(at_risk_hours, dtype=np.int64), 0, horizon)
+    hist = np.bincount(how * (horizon + 1) + at_risk, minlength=H * (horizon + 1)).reshape(H, horizon + 1)
+    A = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)  # A[h, k]: at risk more than k hours
+    delay = np.asarray(open_delay_hour, dtype=np.int64)
+    opened = (delay >= 0) & (delay < horizon)
+    B = np.bincount(how[opened] * horizon + delay[opened], minlength=H * horizon).reshape(H, horizon).astype(np.float64)
     return A, B
 
 

@@ -127,9 +127,17 @@ BUCKET_ABOVE_EVENTS = 5_000_000  # larger histories are processed in user bucket
 EVENTS_PER_BUCKET = 5_000_000
 
 
+def text_buckets(n_buckets: int, n_users: int, max_users: int) -> int:
+    """How many user buckets to write with their text columns: enough to hold the training
+    sample's ``max_users`` users (buckets are random shares of users, so one spare)."""
+    per_bucket = max(n_users, 1) / max(n_buckets, 1)
+    return int(min(n_buckets, np.ceil(max_users / max(per_bucket, 1.0)) + 1))
+
+
 def training_messages(buckets: list, max_users: int, say: Callable[[str], None]) -> pd.DataFrame:
     """Messages of whole user buckets (each a random share of users, by hash) until they hold
-    ``max_users`` users: the training sample, without ever loading the whole history."""
+    ``max_users`` users: the training sample, without ever loading the whole history. Only the
+    buckets written with text columns (:func:`text_buckets`) are read."""
     parts, n = [], 0
     for load in buckets:
         part = load()
@@ -246,12 +254,14 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             say(f"{n_rows:,} events: messages split into {n_buckets} user buckets")
         ev = build_messages_duckdb(events_path, us.accepted, as_of, settings.default_timezone,
                                    rejects_path=pending, progress=say, temp_dir=settings.runs_dir / "duckdb-tmp",
-                                   buckets=n_buckets, bucket_dir=bucket_dir)
+                                   buckets=n_buckets, bucket_dir=bucket_dir,
+                                   string_buckets=text_buckets(n_buckets, us.n_accepted, settings.max_train_users))
         say(ev.summary("events"))
         say(us.summary("users"))
         if bucket_dir is not None:
             buckets = bucket_loaders(bucket_dir)
-            msgs = training_messages(buckets, settings.max_train_users, say)
+            with_text = text_buckets(n_buckets, us.n_accepted, settings.max_train_users)
+            msgs = training_messages([b for b in buckets if b.number < with_text], settings.max_train_users, say)
         else:
             msgs = ev.messages
         if ev.events_before_cutoff == 0 or msgs.empty:

@@ -1,0 +1,253 @@
+"""Compiled (numba) versions of the per-user profile arithmetic, bit-identical to the numpy
+reference in :mod:`features.profiles`.
+
+The numpy reference builds (users x 168) arrays and walks them a dozen times; at millions of
+users that, not the event table, is what bounds the feature build. These kernels walk each
+user once, with the same floating-point operations in the same order (sums of integer counts
+times powers of the decay, ascending in the delay; numpy's pairwise summation over the 168
+hours; day sums in day order), so the bucketed build at scale gives exactly the numbers the
+reference gives (tested in tests/test_kernels.py). numba compiles them on first use and caches
+the machine code beside this file (or under NUMBA_CACHE_DIR).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from features.profiles import H, ShrinkageParams
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@numba.njit(**_JIT)
+def _group_by_user(uidx: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of message rows by user: (row order, start offset of each user)."""
+    starts = np.zeros(n_users + 1, np.int64)
+    for i in range(uidx.size):
+        starts[uidx[i] + 1] += 1
+    for u in range(n_users):
+        starts[u + 1] += starts[u]
+    fill = starts[:-1].copy()
+    order = np.empty(uidx.size, np.int64)
+    for i in range(uidx.size):
+        u = uidx[i]
+        order[fill[u]] = i
+        fill[u] += 1
+    return order, starts
+
+
+@numba.njit(**_JIT)
+def _chunks(n: int, parts: int) -> np.ndarray:
+    return np.linspace(0, n, parts + 1).astype(np.int64)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _risk_counts(uidx, how, at_risk, delay, n_users, dk):
+    K = dk.size
+    O = np.zeros((n_users, H))
+    E = np.zeros((n_users, H))
+    order, starts = _group_by_user(uidx, n_users)
+    bounds = _chunks(n_users, 64)
+    for c in numba.prange(64):
+        hist = np.zeros((H, K + 1), np.int64)  # messages by send hour and hours at risk
+        T = np.zeros((H, K), np.int64)  # messages by send hour at risk more than k hours
+        marked = np.zeros(H, np.bool_)
+        hours = np.empty(H, np.int64)
+        for u in range(bounds[c], bounds[c + 1]):
+            nh = 0
+            for j in range(starts[u], starts[u + 1]):
+                i = order[j]
+                h = np.int64(how[i])
+                hist[h, min(max(np.int64(at_risk[i]), 0), K)] += 1
+                if not marked[h]:
+                    marked[h] = True
+                    hours[nh] = h
+                    nh += 1
+                d = np.int64(delay[i])
+                if d >= 0:
+                    O[u, (h + d) % H] += 1.0
+            for t in range(nh):
+                h = hours[t]
+                acc = 0
+                for a in range(K, 0, -1):
+                    acc += hist[h, a]
+                    T[h, a - 1] = acc
+                    hist[h, a] = 0
+                hist[h, 0] = 0
+                marked[h] = False
+            # per hour reached, the reference adds its per-delay counts in ascending delay: one
+            # send hour per (delay, hour reached), so looping delay outside keeps that order
+            for k in range(K):
+                for t in range(nh):
+                    h = hours[t]
+                    cnt = T[h, k]
+                    if cnt != 0:
+                        E[u, (h + k) % H] += cnt * dk[k]
+    return O, E
+
+
+def risk_counts(user_idx: np.ndarray, send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray,
+                n_users: int, horizon: int, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`features.profiles.risk_counts`, compiled: same (O, E), bit for bit."""
+    dk = np.array([decay**k for k in range(horizon)], dtype=np.float64)
+    return _risk_counts(np.asarray(user_idx, np.int64), np.asarray(send_how), np.asarray(at_risk_hours),
+                        np.asarray(open_delay_hour), int(n_users), dk)
+
+
+@numba.njit(**_JIT)
+def _block_sum(v, lo, n):
+    """numpy's pairwise-summation leaf: eight running sums, combined pairwise, then the rest."""
+    r0, r1, r2, r3 = v[lo], v[lo + 1], v[lo + 2], v[lo + 3]
+    r4, r5, r6, r7 = v[lo + 4], v[lo + 5], v[lo + 6], v[lo + 7]
+    end = lo + n - n % 8
+    for i in range(lo + 8, end, 8):
+        r0 += v[i]
+        r1 += v[i + 1]
+        r2 += v[i + 2]
+        r3 += v[i + 3]
+        r4 += v[i + 4]
+        r5 += v[i + 5]
+        r6 += v[i + 6]
+        r7 += v[i + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end, lo + n):
+        res += v[i]
+    return res
+
+
+@numba.njit(**_JIT)
+def _sum168(v):
+    """``v.sum()`` for 168 float64 values exactly as numpy adds them (two pairwise halves)."""
+    return _block_sum(v, 0, 80) + _block_sum(v, 80, 88)
+
+
+@numba.njit(**_JIT)
+def _days(x, first, last, out):
+    """out[h] = x[first*24+h] + ... + x[last*24+h], in day order (numpy's sum over an outer axis)."""
+    for h in range(24):
+        acc = x[first * 24 + h]
+        for d in range(first + 1, last + 1):
+            acc += x[d * 24 + h]
+        out[h] = acc
+
+
+@numba.njit(**_JIT)
+def _smooth(x, offsets, weights, xp, out):
+    """``smooth_ring``: out[s] = sum_j w[j] * x[(s - off[j]) % 168], added in j order."""
+    if offsets.size == 0:
+        out[:] = x
+        return
+    R = (xp.size - H) // 2
+    for s in range(H):
+        xp[R + s] = x[s]
+    for s in range(R):
+        xp[s] = x[H - R + s]
+        xp[R + H + s] = x[s]
+    out[:] = 0.0
+    for j in range(offsets.size):
+        w = weights[j]
+        base = R - offsets[j]
+        for s in range(H):
+            out[s] += w * xp[base + s]
+
+
+@numba.njit(parallel=True, **_JIT)
+def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, daytype_strength):
+    n = O.shape[0]
+    lam = np.empty((n, H), np.float32)
+    level = np.empty(n)
+    R = 0
+    for j in range(offsets.size):
+        R = max(R, abs(offsets[j]))
+    bounds = _chunks(n, 64)
+    for chunk in numba.prange(64):
+        xp = np.empty(H + 2 * R)
+        o = np.empty(H)
+        e = np.empty(H)
+        ep = np.empty(H)
+        prior = np.empty(H)
+        scaled = np.empty(H)
+        a = np.empty(24)
+        b = np.empty(24)
+        c = np.empty(24)
+        od = np.empty(24)
+        ed = np.empty(24)
+        pd_ = np.empty(24)
+        daily = np.empty(24)
+        for u in range(bounds[chunk], bounds[chunk + 1]):
+            for s in range(H):
+                prior[s] = prior48[u, (24 if s >= 120 else 0) + s % 24]
+            _smooth(O[u], offsets, weights, xp, o)
+            _smooth(E[u], offsets, weights, xp, e)
+            for s in range(H):
+                ep[s] = e[s] * prior[s]
+            lv = (_sum168(o) + level_strength) / (_sum168(ep) + level_strength)
+            level[u] = lv
+            for s in range(H):
+                scaled[s] = prior[s] * lv
+            _days(o, 0, 6, od)
+            _days(e, 0, 6, ed)
+            _days(scaled, 0, 6, pd_)
+            for h in range(24):
+                pd_[h] = pd_[h] / 7
+                daily[h] = (od[h] + shape_strength * pd_[h]) / (ed[h] + shape_strength)
+            # weekday (Mon-Fri), then weekend (Sat-Sun): shrunk to the daily profile
+            for first, last, ndays in ((0, 4, 5), (5, 6, 2)):
+                _days(o, first, last, a)
+                _days(e, first, last, b)
+                _days(scaled, first, last, c)
+                for h in range(24):
+                    ratio = (c[h] / ndays) / max(pd_[h], 1e-9)
+                    v = np.float32((a[h] + daytype_strength * (daily[h] * ratio)) / (b[h] + daytype_strength))
+                    for d in range(first, last + 1):
+                        lam[u, d * 24 + h] = v
+    return lam, level
+
+
+def smoothing_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets and weights :func:`features.profiles.smooth_ring` uses."""
+    if sigma <= 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    w /= w.sum()
+    return offsets.astype(np.int64), w
+
+
+def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`features.profiles.user_profiles`, compiled: same (lam, level), bit for bit.
+
+    ``prior`` is (n, 48) per-day rates (weekday hours, then weekend hours; the rhythm mixture's
+    form) or (n, 168) with the same weekday and weekend hours on every day of each kind."""
+    if prior.shape[1] == 168:
+        prior = profiles_to48(prior)
+    offsets, weights = smoothing_kernel(p.smooth_hours)
+    f = np.ascontiguousarray
+    return _profiles(f(O, np.float64), f(E, np.float64), f(prior, np.float64), offsets, weights,
+                     float(p.level_strength), float(p.shape_strength), float(p.daytype_strength))
+
+
+def profiles_to48(x168: np.ndarray) -> np.ndarray:
+    """(n, 168) rates that repeat per day kind -> (n, 48): Monday's hours, then Saturday's."""
+    return np.concatenate([x168[:, :24], x168[:, 120:144]], axis=1)
+
+
+@numba.njit(**_JIT)
+def _row_stats(O, E):
+    n = O.shape[0]
+    O48 = np.empty((n, 48))
+    E48 = np.empty((n, 48))
+    e_tot = np.empty(n)
+    for u in range(n):
+        _days(O[u], 0, 4, O48[u, :24])
+        _days(O[u], 5, 6, O48[u, 24:])
+        _days(E[u], 0, 4, E48[u, :24])
+        _days(E[u], 5, 6, E48[u, 24:])
+        e_tot[u] = _sum168(E[u])
+    return O48, E48, e_tot
+
+
+def row_stats(O: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``to_daytype48(O)``, ``to_daytype48(E)`` and ``E.sum(1)``, bit for bit."""
+    return _row_stats(np.ascontiguousarray(O), np.ascontiguousarray(E))
