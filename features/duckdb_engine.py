@@ -196,8 +196,15 @@ def build_messages_duckdb(
         main, fix = out / "main", out / "fix"
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(fix, ignore_errors=True)
-        rel = con.sql(_AGG[buckets <= 0])
-        rel.write_parquet(str(main), partition_by=["bucket"], overwrite=True)
+        shutil.rmtree(main, ignore_errors=True)
+        main.mkdir()
+        # clean input (no row-level reject, no repeated id): the aggregation reads the rows as
+        # they are, and never decodes the event ids it does not need
+        clean = not n_bad and not con.execute("SELECT count(*) FROM _dup_rej").fetchall()[0][0]
+        parts = max(1, int(np.ceil(count_rows(events_path) / AGG_PART_EVENTS)))
+        for part in range(parts):  # message ids split by hash: each pass's aggregation fits in memory
+            _bind(con, parts=parts, part=part)
+            con.sql(_AGG[(buckets <= 0, clean)]).write_parquet(str(main / f"p{part}"), partition_by=["bucket"])
         _bind(con, outputs=_parquet_files(main))
         n_irr, before = con.execute("SELECT count(*) FILTER (WHERE NOT regular), coalesce(sum(n_before) FILTER (WHERE regular), 0) "
                                     "FROM read_parquet(getvariable('outputs'))").fetchall()[0]
@@ -366,18 +373,22 @@ _DUP_REJ = """
 """
 _NO_DUP = "CREATE OR REPLACE TEMP TABLE _dup_rej (src BIGINT, reason VARCHAR)"
 _CUT = "getvariable('cut')::TIMESTAMPTZ"
+# local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
+# which began on a Thursday (3 days = 72 hours after a Monday midnight)
 _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
 # one row per message id. ``regular``: one send, no outcome before it, and no unflagged open
 # within minutes of the send followed by another unflagged open (which one is the "slow" open
-# needs the rows). Text columns only where a full message table will be read (see above).
+# needs the rows). With one send, the send's fields are plain minimums over its one row;
+# irregular messages are rebuilt from their rows below. Text columns only where a full
+# message table will be read (see above).
 _AGG_TEMPLATE = """
-    WITH ok AS (SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL),
+    WITH ok AS (OK_ROWS),
     agg AS (
         SELECT message_id,
             count(*) FILTER (WHERE event_type = 'send') AS n_send,
-            arg_min(ts, src) FILTER (WHERE event_type = 'send') AS send_ts,
-            arg_min(user_id, src) FILTER (WHERE event_type = 'send') AS user_id,
-            arg_min_null(propensity, src) FILTER (WHERE event_type = 'send') AS propensity,
+            min(ts) FILTER (WHERE event_type = 'send') AS send_ts,
+            min(user_id) FILTER (WHERE event_type = 'send') AS user_id,
+            min(propensity) FILTER (WHERE event_type = 'send') AS propensity,
             SEND_EVENT AS send_event,
             min(ts) FILTER (WHERE event_type IN ('open', 'click', 'bounce')) AS min_outcome,
             count(*) FILTER (WHERE ts < CUT) AS n_before,
@@ -401,14 +412,22 @@ _AGG_TEMPLATE = """
            CASE WHEN NOT (FAST) THEN t_unk END AS t_open_unk_slow,
            t_click, t_bounce,
            CASE WHEN NOT regular OR bucket < getvariable('string_buckets') THEN tz END AS timezone,
-           CAST((isodow(timezone(tz, send_ts)) - 1) * 24 + hour(timezone(tz, send_ts)) AS SMALLINT) AS send_how,
+           CAST((epoch_us(timezone(tz, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
            send_event, regular AND send_ts < CUT AS keep, regular, n_before, bucket
     FROM flagged
 """
 # [False]: buckets (no send event id, only used to order a table in memory); [True]: in memory
-_AGG = {in_memory: _AGG_TEMPLATE.replace("SEND_EVENT", "arg_min(event_id, src) FILTER (WHERE event_type = 'send')"
-                                         if in_memory else "CAST(NULL AS VARCHAR)")
-        .replace("CUT", _CUT).replace("FAST", _FAST) for in_memory in (False, True)}
+_OK_ROWS = {
+    False: "SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL AND PART",
+    True: "SELECT * FROM _ev WHERE PART",  # clean input: every row is accepted
+}
+_PART = "(getvariable('parts') = 1 OR hash(message_id) % getvariable('parts') = getvariable('part'))"
+# keys: (in memory, clean input)
+_AGG = {(in_memory, clean): _AGG_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART)
+        .replace("SEND_EVENT", "min(event_id) FILTER (WHERE event_type = 'send')" if in_memory else "CAST(NULL AS VARCHAR)")
+        .replace("CUT", _CUT).replace("FAST", _FAST) for in_memory in (False, True) for clean in (False, True)}
+#: events per pass of the message aggregation (more passes re-read the events; fewer spill)
+AGG_PART_EVENTS = 60_000_000
 _IRREGULAR = """
     CREATE OR REPLACE TEMP TABLE _irr AS
     SELECT DISTINCT message_id FROM read_parquet(getvariable('outputs')) WHERE NOT regular
@@ -452,7 +471,7 @@ _FIX_TEMPLATE = """
     )
     SELECT message_id, user_id, uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
-           CAST((isodow(timezone(timezone, send_ts)) - 1) * 24 + hour(timezone(timezone, send_ts)) AS SMALLINT) AS send_how,
+           CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
            SEND_EVENT AS send_event, TRUE AS keep, TRUE AS regular, CAST(0 AS BIGINT) AS n_before,
            CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
     FROM joined
@@ -489,10 +508,12 @@ class MessageBucket:
 
         cols = ["uidx", "user_id", "send_ts", "send_how", "keep", *OUTCOME_COLUMNS]
         t = pa.concat_tables([pq.read_table(f, columns=cols) for f in self.files], promote_options="default")
-        t = t.filter(pc.field("keep"))
+        if not pc.all(t["keep"]).as_py():
+            t = t.filter(pc.field("keep"))
 
-        def us(name: str) -> np.ndarray:
-            return pc.fill_null(t[name].cast(pa.int64()), NAT).to_numpy()
+        def us(name: str) -> np.ndarray:  # a missing instant comes out as NaT, that is NAT
+            x = t[name].to_numpy()
+            return x.view(np.int64) if x.dtype.kind == "M" else pc.fill_null(t[name].cast(pa.int64()), NAT).to_numpy()
 
         uidx = pc.fill_null(t["uidx"].cast(pa.int64()), -1).to_numpy()
         unknown = uidx < 0
@@ -505,14 +526,14 @@ class MessageBucket:
 
 def bucket_loaders(bucket_dir: str | Path) -> list[MessageBucket]:
     """One loader per bucket written by ``build_messages_duckdb(..., buckets=N)``."""
-    names = sorted({p.name for sub in ("main", "fix") for p in (Path(bucket_dir) / sub).glob("bucket=*")},
+    names = sorted({p.name for sub in ("main/p*", "fix") for p in Path(bucket_dir).glob(f"{sub}/bucket=*")},
                    key=lambda n: int(n.split("=")[1]))
     return [MessageBucket(_bucket_files(Path(bucket_dir), int(n.split("=")[1])), int(n.split("=")[1])) for n in names]
 
 
 def _bucket_files(out: Path, bucket: int | None) -> list[str]:
     pattern = "bucket=*" if bucket is None else f"bucket={bucket}"
-    return [str(f) for sub in ("main", "fix") for d in sorted((out / sub).glob(pattern)) for f in sorted(d.glob("*.parquet"))]
+    return [str(f) for sub in ("main/p*", "fix") for d in sorted(out.glob(f"{sub}/{pattern}")) for f in sorted(d.glob("*.parquet"))]
 
 
 OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")

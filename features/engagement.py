@@ -17,6 +17,7 @@ import pandas as pd
 from features.definitions import MODEL_FEATURES, USER_FEATURE_NAMES
 from features.messages import MACHINE_OPEN_WINDOW, NAT, OUTCOME_COLUMNS, MessageArrays, micros, micros_of
 from features.profiles import (
+    segment_codes,
     PopulationPrior,
     ShrinkageParams,
     decay_counts,
@@ -322,13 +323,13 @@ def build_user_features_bucketed(
         send = arr.send_us[keep]
         t = {c: getattr(arr, c)[keep] for c in OUTCOME_COLUMNS}
         how = arr.how[keep].astype(np.int64)
-        oc = outcomes_of(send, t, local, n_local, cut, H)
-        a, bb = decay_counts(how, oc.at_risk_hours, oc.open_delay_hour, H)
+        oc = kernels.outcomes(send, t, local, n_local, cut, H)
+        activity, a, bb = kernels.activity_and_decay(send, t["t_click"], how, local, n_local, oc, cut, H)
         A += a
         B += bb
         opened_total += int(oc.opened.sum())
         sent_total += int(oc.sent.sum())
-        parts.append((known, extra, activity_columns(send, t["t_click"], local, n_local, oc, cut),
+        parts.append((known, extra, activity,
                       local.astype(np.int32), how.astype(np.int16), oc.at_risk_hours.astype(np.int8),
                       oc.open_delay_hour.astype(np.int8)))
         say(f"bucket {b + 1}/{len(buckets)}: {len(send):,} messages, {n_local:,} users")
@@ -345,6 +346,7 @@ def build_user_features_bucketed(
     for k in cols:
         cols[k][:] = empty[k]
     rows = []
+    buffers = kernels.CountBuffers()
     O48 = np.zeros((n, 48))
     E48 = np.zeros((n, 48))
     e_tot = np.zeros(n)
@@ -353,8 +355,8 @@ def build_user_features_bucketed(
         rows.append(g)
         for k, v in c.items():
             cols[k][g] = v
-        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay)
-        O48[g], E48[g], e_tot[g] = kernels.row_stats(O, E)
+        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay, out=buffers)
+        kernels.row_stats(O, E, g, out=(O48, E48, e_tot))
     say("exposure counted")
     lam_pop48 = to_daytype48(lam_pop[None, :])[0] / np.array([5.0] * 24 + [2.0] * 24)
     prior = PopulationPrior(
@@ -363,26 +365,29 @@ def build_user_features_bucketed(
                             max_users=params.mixture_fit_users),
     )
     say("rhythm prior fitted")
-    lam = np.zeros((n, 168), dtype=np.float32)
-    level = np.zeros(n)
+    seg_names, seg_codes = segment_codes(segments)
+    lam = np.empty((n, 168), dtype=np.float32)
+    level = np.empty(n)
     seen = np.zeros(n, dtype=bool)
     for (known, extra, _c, uidx, how, at_risk, delay), g in zip(parts, rows):
-        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay)
-        lam[g], level[g] = kernels.user_profiles(O, E, _prior48(prior, O48[g], E48[g], segments[g]), params)
+        O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay, out=buffers)
+        o48, e48, _ = kernels.row_stats(O, E)  # the rows of O48 and E48 above, without gathering them
+        kernels.user_profiles(O, E, _prior48(prior, o48, e48, (seg_names, seg_codes[g])), params, rows=g, out=(lam, level))
         seen[g] = True
     if (~seen).any():
         u = np.flatnonzero(~seen)
         z = np.zeros((len(u), 168))
-        lam[u], level[u] = kernels.user_profiles(z, z, _prior48(prior, O48[u], E48[u], segments[u]), params)
+        kernels.user_profiles(z, z, _prior48(prior, O48[u], E48[u], (seg_names, seg_codes[u])), params, rows=u, out=(lam, level))
     finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
     cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
 
 
-def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """The rhythm mixture's prior in its (n, 48) form (``mixture.prior`` repeats it to 168 hours)."""
-    return prior.mixture.responsibilities(O48, E48, segments) @ prior.mixture.components
+def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The rhythm mixture's prior in its (n, 48) form (``mixture.prior`` repeats it to 168 hours);
+    ``segments``: (names, codes) as ``np.unique(..., return_inverse=True)`` gives them."""
+    return prior.mixture.responsibilities(O48, E48, None, coded=segments) @ prior.mixture.components
 
 
 def _empty_activity(n: int, as_of: pd.Timestamp) -> dict[str, np.ndarray]:

@@ -43,12 +43,15 @@ def _chunks(n: int, parts: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, **_JIT)
-def _risk_counts(uidx, how, at_risk, delay, n_users, dk):
+def _risk_counts(uidx, how, at_risk, delay, n_users, dk, O, E):
     K = dk.size
-    O = np.zeros((n_users, H))
-    E = np.zeros((n_users, H))
     order, starts = _group_by_user(uidx, n_users)
     bounds = _chunks(n_users, 64)
+    for c in numba.prange(64):
+        for u in range(bounds[c], bounds[c + 1]):
+            for s in range(H):
+                O[u, s] = 0.0
+                E[u, s] = 0.0
     for c in numba.prange(64):
         hist = np.zeros((H, K + 1), np.int64)  # messages by send hour and hours at risk
         T = np.zeros((H, K), np.int64)  # messages by send hour at risk more than k hours
@@ -84,15 +87,32 @@ def _risk_counts(uidx, how, at_risk, delay, n_users, dk):
                     cnt = T[h, k]
                     if cnt != 0:
                         E[u, (h + k) % H] += cnt * dk[k]
-    return O, E
 
 
 def risk_counts(user_idx: np.ndarray, send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray,
-                n_users: int, horizon: int, decay: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`features.profiles.risk_counts`, compiled: same (O, E), bit for bit."""
+                n_users: int, horizon: int, decay: float, out: "CountBuffers | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`features.profiles.risk_counts`, compiled: same (O, E), bit for bit.
+
+    With ``out``, the counts are written into its reused buffers (views are returned, valid
+    until the next call with the same buffers): memory the size of one bucket, touched once."""
     dk = np.array([decay**k for k in range(horizon)], dtype=np.float64)
-    return _risk_counts(np.asarray(user_idx, np.int64), np.asarray(send_how), np.asarray(at_risk_hours),
-                        np.asarray(open_delay_hour), int(n_users), dk)
+    O, E = (out or CountBuffers()).take(int(n_users))
+    _risk_counts(np.asarray(user_idx, np.int64), np.asarray(send_how), np.asarray(at_risk_hours),
+                 np.asarray(open_delay_hour), int(n_users), dk, O, E)
+    return O, E
+
+
+class CountBuffers:
+    """Reusable (users x 168) buffers for :func:`risk_counts`, grown as needed."""
+
+    def __init__(self) -> None:
+        self.O = np.zeros((0, H))
+        self.E = np.zeros((0, H))
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.O) < n:
+            self.O, self.E = np.empty((n, H)), np.empty((n, H))
+        return self.O[:n], self.E[:n]
 
 
 @numba.njit(**_JIT)
@@ -153,10 +173,8 @@ def _smooth(x, offsets, weights, xp, out):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, daytype_strength):
+def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, daytype_strength, rows, lam, level):
     n = O.shape[0]
-    lam = np.empty((n, H), np.float32)
-    level = np.empty(n)
     R = 0
     for j in range(offsets.size):
         R = max(R, abs(offsets[j]))
@@ -176,6 +194,7 @@ def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, d
         pd_ = np.empty(24)
         daily = np.empty(24)
         for u in range(bounds[chunk], bounds[chunk + 1]):
+            r = rows[u]
             for s in range(H):
                 prior[s] = prior48[u, (24 if s >= 120 else 0) + s % 24]
             _smooth(O[u], offsets, weights, xp, o)
@@ -183,7 +202,7 @@ def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, d
             for s in range(H):
                 ep[s] = e[s] * prior[s]
             lv = (_sum168(o) + level_strength) / (_sum168(ep) + level_strength)
-            level[u] = lv
+            level[r] = lv
             for s in range(H):
                 scaled[s] = prior[s] * lv
             _days(o, 0, 6, od)
@@ -201,8 +220,7 @@ def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, d
                     ratio = (c[h] / ndays) / max(pd_[h], 1e-9)
                     v = np.float32((a[h] + daytype_strength * (daily[h] * ratio)) / (b[h] + daytype_strength))
                     for d in range(first, last + 1):
-                        lam[u, d * 24 + h] = v
-    return lam, level
+                        lam[r, d * 24 + h] = v
 
 
 def smoothing_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,17 +233,25 @@ def smoothing_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
     return offsets.astype(np.int64), w
 
 
-def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams) -> tuple[np.ndarray, np.ndarray]:
+def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams, rows: np.ndarray | None = None,
+                  out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`features.profiles.user_profiles`, compiled: same (lam, level), bit for bit.
 
     ``prior`` is (n, 48) per-day rates (weekday hours, then weekend hours; the rhythm mixture's
-    form) or (n, 168) with the same weekday and weekend hours on every day of each kind."""
+    form) or (n, 168) with the same weekday and weekend hours on every day of each kind. With
+    ``rows`` and ``out`` (lam, level), user i is written straight into row ``rows[i]``."""
     if prior.shape[1] == 168:
         prior = profiles_to48(prior)
+    n = len(O)
+    if out is None:
+        out = (np.empty((n, H), np.float32), np.empty(n))
+        rows = np.arange(n)
     offsets, weights = smoothing_kernel(p.smooth_hours)
     f = np.ascontiguousarray
-    return _profiles(f(O, np.float64), f(E, np.float64), f(prior, np.float64), offsets, weights,
-                     float(p.level_strength), float(p.shape_strength), float(p.daytype_strength))
+    _profiles(f(O, np.float64), f(E, np.float64), f(prior, np.float64), offsets, weights,
+              float(p.level_strength), float(p.shape_strength), float(p.daytype_strength),
+              np.asarray(rows, np.int64), *out)
+    return out
 
 
 def profiles_to48(x168: np.ndarray) -> np.ndarray:
@@ -233,21 +259,167 @@ def profiles_to48(x168: np.ndarray) -> np.ndarray:
     return np.concatenate([x168[:, :24], x168[:, 120:144]], axis=1)
 
 
+@numba.njit(parallel=True, **_JIT)
+def _row_stats(O, E, rows, O48, E48, e_tot):
+    bounds = _chunks(O.shape[0], 64)
+    for c in numba.prange(64):
+        for u in range(bounds[c], bounds[c + 1]):
+            r = rows[u]
+            _days(O[u], 0, 4, O48[r, :24])
+            _days(O[u], 5, 6, O48[r, 24:])
+            _days(E[u], 0, 4, E48[r, :24])
+            _days(E[u], 5, 6, E48[r, 24:])
+            e_tot[r] = _sum168(E[u])
+
+
+def row_stats(O: np.ndarray, E: np.ndarray, rows: np.ndarray | None = None,
+              out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``to_daytype48(O)``, ``to_daytype48(E)`` and ``E.sum(1)``, bit for bit; with ``rows`` and
+    ``out``, written straight into rows ``rows`` of the arrays in ``out``."""
+    n = len(O)
+    if out is None:
+        out = (np.empty((n, 48)), np.empty((n, 48)), np.empty(n))
+        rows = np.arange(n)
+    _row_stats(np.ascontiguousarray(O), np.ascontiguousarray(E), np.asarray(rows, np.int64), *out)
+    return out
+
+
 @numba.njit(**_JIT)
-def _row_stats(O, E):
-    n = O.shape[0]
-    O48 = np.empty((n, 48))
-    E48 = np.empty((n, 48))
-    e_tot = np.empty(n)
-    for u in range(n):
-        _days(O[u], 0, 4, O48[u, :24])
-        _days(O[u], 5, 6, O48[u, 24:])
-        _days(E[u], 0, 4, E48[u, :24])
-        _days(E[u], 5, 6, E48[u, 24:])
-        e_tot[u] = _sum168(E[u])
-    return O48, E48, e_tot
+def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, n_users, cut, horizon, window, threshold):
+    m = send.size
+    nat = np.iinfo(np.int64).min
+    big = np.iinfo(np.int64).max
+    hour = 3_600_000_000
+    n_settled = np.zeros(n_users, np.int64)
+    n_fast = np.zeros(n_users, np.int64)
+    live = np.empty(m, np.bool_)  # sent and not bounced
+    for i in range(m):
+        s = send[i]
+        sent = s < cut
+        bounced = tbounce[i] != nat and tbounce[i] < cut
+        live[i] = sent and not bounced
+        if live[i] and s < cut - window:
+            n_settled[uidx[i]] += 1
+            machine_flag = tmf[i] != nat and tmf[i] < cut and tmf[i] - s <= window
+            if (tuf[i] != nat and tuf[i] < cut) or machine_flag:
+                n_fast[uidx[i]] += 1
+    fast_share = np.zeros(n_users)
+    is_machine = np.zeros(n_users, np.bool_)
+    for u in range(n_users):
+        if n_settled[u] > 0:
+            fast_share[u] = n_fast[u] / n_settled[u]
+        is_machine[u] = fast_share[u] >= threshold
+    sent_a = np.empty(m, np.bool_)
+    opened = np.zeros(m, np.bool_)
+    k_open = np.full(m, -1, np.int64)
+    at_risk = np.zeros(m, np.int64)
+    clicked = np.zeros(m, np.bool_)
+    for i in range(m):
+        s = send[i]
+        sent_a[i] = s < cut
+        first = big
+        for x in (thf[i], tclick[i], tus[i]):
+            if x != nat and x < first:
+                first = x
+        if not is_machine[uidx[i]] and tuf[i] != nat and tuf[i] < first:
+            first = tuf[i]
+        avail = min(max(np.ceil((cut - s) / hour), 0.0), float(horizon))
+        if live[i]:
+            if first < cut and (first - s) / hour < horizon:
+                opened[i] = True
+                k_open[i] = np.int64(np.floor((first - s) / hour))
+                at_risk[i] = min(k_open[i] + 1, np.int64(avail))
+            else:
+                at_risk[i] = min(horizon, np.int64(avail))
+        c = tclick[i]
+        clicked[i] = sent_a[i] and c != nat and c < cut and (c - s) < horizon * hour
+    return sent_a, opened, k_open, at_risk, clicked, is_machine, fast_share
 
 
-def row_stats(O: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``to_daytype48(O)``, ``to_daytype48(E)`` and ``E.sum(1)``, bit for bit."""
-    return _row_stats(np.ascontiguousarray(O), np.ascontiguousarray(E))
+def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int):
+    """:func:`features.engagement.outcomes_of`, compiled: the same arrays."""
+    from features.engagement import MPP_THRESHOLD, OutcomesAt
+    from features.messages import MACHINE_OPEN_WINDOW
+
+    window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
+    uidx = np.asarray(user_idx, np.int64)
+    sent, opened, k_open, at_risk, clicked, is_machine, fast_share = _outcomes(
+        send, t["t_open_machine_flag"], t["t_open_human_flag"], t["t_open_unk_fast"], t["t_open_unk_slow"],
+        t["t_click"], t["t_bounce"], uidx, int(n_users), int(cut), int(horizon), window, float(MPP_THRESHOLD))
+    return OutcomesAt(sent, uidx, opened, k_open, at_risk, clicked, is_machine, fast_share)
+
+
+@numba.njit(**_JIT)
+def _message_stats(uidx, send, how, opened, k_open, at_risk, clicked, click, n_users, cut, horizon):
+    lo = np.iinfo(np.int64).min
+    hi = np.iinfo(np.int64).max
+    counts = np.zeros((7, n_users), np.int64)  # sends 7/28/90 d, opens 28/90 d, clicks 90 d, all sends
+    last = np.full((3, n_users), lo)  # last send, last open, last click
+    first = np.full(n_users, hi)
+    hist = np.zeros((H, horizon + 1), np.int64)
+    B = np.zeros((H, horizon), np.int64)
+    for i in range(send.size):
+        u = uidx[i]
+        s = send[i]
+        age = (cut - s) / 86_400e6
+        counts[6, u] += 1
+        if age <= 7:
+            counts[0, u] += 1
+        if age <= 28:
+            counts[1, u] += 1
+            if opened[i]:
+                counts[3, u] += 1
+        if age <= 90:
+            counts[2, u] += 1
+            if opened[i]:
+                counts[4, u] += 1
+            if clicked[i]:
+                counts[5, u] += 1
+        if s > last[0, u]:
+            last[0, u] = s
+        if s < first[u]:
+            first[u] = s
+        if opened[i]:
+            t = s + max(k_open[i], 0) * 3_600_000_000
+            if t > last[1, u]:
+                last[1, u] = t
+        if clicked[i] and click[i] > last[2, u]:
+            last[2, u] = click[i]
+        h = np.int64(how[i])
+        hist[h, min(max(np.int64(at_risk[i]), 0), horizon)] += 1
+        d = k_open[i]
+        if d >= 0 and d < horizon:
+            B[h, d] += 1
+    return counts, last, first, hist, B
+
+
+def activity_and_decay(send: np.ndarray, click: np.ndarray, how: np.ndarray, uidx: np.ndarray, n: int, oc, cut: int,
+                       horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """:func:`features.engagement.activity_columns` and :func:`features.profiles.decay_counts`
+    in one compiled pass over the messages: the same columns and counts."""
+    from features.engagement import _days_since
+    from features.engagement import NEVER
+
+    counts, last, first, hist, Bc = _message_stats(
+        np.asarray(uidx, np.int64), send, np.asarray(how), oc.opened, oc.open_delay_hour, oc.at_risk_hours, oc.clicked,
+        click, int(n), int(cut), int(horizon))
+    cols: dict[str, np.ndarray] = {}
+    cols["sends_7d"] = counts[0].astype(np.float32)
+    cols["sends_28d"] = counts[1].astype(np.float32)
+    cols["human_opens_28d"] = counts[3].astype(np.float32)
+    cols["sends_90d"] = counts[2].astype(np.float32)
+    cols["human_opens_90d"] = counts[4].astype(np.float32)
+    clicks = counts[5].astype(np.float32)
+    cols["clicks_90d"] = clicks
+    cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
+    cols["days_since_send"] = _days_since(last[0], cut)
+    cols["days_since_open"] = _days_since(last[1], cut)
+    cols["days_since_click"] = _days_since(last[2], cut)
+    first = np.where(first == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first)
+    tenure = _days_since(first, cut)
+    cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
+    cols["fast_open_share"] = oc.fast_share.astype(np.float32)
+    cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
+    cols["n_sends"] = counts[6]
+    A = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)
+    return cols, A, Bc.astype(np.float64)

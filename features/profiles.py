@@ -267,11 +267,14 @@ class RhythmMixture:
             return (n_open + self.alpha) / (expected + self.alpha)
         return n_open / np.maximum(expected, 1e-12)
 
-    def responsibilities(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    def responsibilities(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray,
+                         coded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Posterior weight of each rhythm per user. ``coded``: the segments already as
+        ``np.unique(segments, return_inverse=True)`` (names, codes), to skip that per call."""
         ll = self.loglik(O48, E48)
-        segs, inv = np.unique(np.asarray(segments, dtype=str), return_inverse=True)
+        segs, inv = coded if coded is not None else np.unique(np.asarray(segments, dtype=str), return_inverse=True)
         table = np.array([np.log(np.maximum(self.weights.get(s, self.weights["*"]), 1e-9)) for s in segs]).reshape(len(segs), -1)
-        z = ll + (table[inv] if len(segments) else 0.0)
+        z = ll + (table[inv] if len(inv) else 0.0)
         z -= z.max(1, keepdims=True)
         r = np.exp(z)
         return r / r.sum(1, keepdims=True)
@@ -280,6 +283,18 @@ class RhythmMixture:
         """(n,168) prior rates: posterior mix of the components."""
         r = self.responsibilities(O48, E48, segments)
         return from_daytype48(r @ self.components)
+
+
+def segment_codes(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(segments, return_inverse=True)`` by hashing (millions of users, a few segments)."""
+    import pandas as pd
+
+    codes, names = pd.factorize(np.asarray(segments, dtype=object))
+    names = np.asarray(names, dtype=str)
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return names[order], rank[codes]
 
 
 def _gamma_marginal(O48: np.ndarray, E48: np.ndarray, r: np.ndarray, comps: np.ndarray, alpha: float) -> float:
@@ -341,8 +356,9 @@ def fit_mixture(
         Of, Ef = Oi, Ei
     mix = RhythmMixture(rates[idx].copy(), {"*": np.full(k, 1.0 / k)}, alpha)
     grid = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0])
+    everyone = (np.array(["*"]), np.zeros(len(Of), dtype=np.int64))  # one segment, "*"
     for it in range(iters):
-        r = mix.responsibilities(Of, Ef, np.full(len(Of), "*"))
+        r = mix.responsibilities(Of, Ef, None, coded=everyone)
         level = mix.level_posterior_mean(Of, Ef)  # (n,K)
         num = r.T @ Of
         den = (r * level).T @ Ef
@@ -350,9 +366,10 @@ def fit_mixture(
         if marginal_level and it % 5 == 4:
             alpha = float(grid[np.argmax([_gamma_marginal(Of, Ef, r, comp, a) for a in grid])])
         mix = RhythmMixture(comp, {"*": r.mean(0)}, alpha)
-    r_all = mix.responsibilities(O_all, E_all, np.full(len(O_all), "*"))
+    r_all = mix.responsibilities(O_all, E_all, None, coded=(np.array(["*"]), np.zeros(len(O_all), dtype=np.int64)))
     weights = {"*": mix.weights["*"]}
-    for s in np.unique(segs):
-        m = segs == s
+    names, codes = segment_codes(segs)
+    for j, s in enumerate(names):
+        m = codes == j
         weights[str(s)] = (r_all[m].sum(0) + 10 * weights["*"]) / (m.sum() + 10)
     return RhythmMixture(mix.components, weights, alpha)

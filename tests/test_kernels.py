@@ -85,3 +85,52 @@ def test_decay_counts_count_every_hour_at_risk():
     A, B = profiles.decay_counts(how, at_risk, delay, 4)
     assert A[0].tolist() == [2, 1, 1, 0] and A[5].sum() == 0 and A[167].tolist() == [1, 1, 0, 0]
     assert B[0, 2] == 1 and B[167, 1] == 1 and B.sum() == 2
+
+
+@pytest.mark.parametrize("days_before", [0, 3, 20])
+def test_compiled_outcomes_equal_the_reference(world_dir, days_before):
+    """Machine openers, human opens, hours at risk and clicks: the same arrays, also at a cutoff
+    inside the history (outcomes after it unseen, sends cut short)."""
+    from features.contract import read_events
+    from features.engagement import outcomes_of
+    from features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
+
+    users = read_users(world_dir / "users.parquet").accepted
+    ev = read_events(world_dir / "events.parquet", now=AS_OF + pd.Timedelta(days=7)).accepted
+    msgs = build_messages(ev.loc[ev["timestamp"] < AS_OF], users)
+    cut = AS_OF - pd.Timedelta(days=days_before, hours=5)
+    index = pd.Index(users["user_id"])
+    uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
+    send = micros(msgs["send_ts"])
+    t = {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}
+    ref = outcomes_of(send, t, uidx, len(index), micros_of(cut), 24)
+    got = kernels.outcomes(send, t, uidx, len(index), micros_of(cut), 24)
+    for name in ("sent", "opened", "open_delay_hour", "at_risk_hours", "clicked", "is_machine_user", "fast_share"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    assert ref.opened.sum() > 50 and ref.is_machine_user.any() and (ref.at_risk_hours < 24).any()
+
+
+def test_compiled_activity_and_decay_counts_equal_the_reference(world_dir):
+    from features.contract import read_events
+    from features.engagement import activity_columns, outcomes_of
+    from features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
+
+    users = read_users(world_dir / "users.parquet").accepted
+    ev = read_events(world_dir / "events.parquet", now=AS_OF + pd.Timedelta(days=7)).accepted
+    msgs = build_messages(ev.loc[ev["timestamp"] < AS_OF], users)
+    index = pd.Index(users["user_id"])
+    uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
+    send, how = micros(msgs["send_ts"]), msgs["send_how"].to_numpy(np.int64)
+    t = {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}
+    cut = micros_of(AS_OF - pd.Timedelta(days=2))
+    oc = outcomes_of(send, t, uidx, len(index), cut, 24)
+    ref = activity_columns(send, t["t_click"], uidx, len(index), oc, cut)
+    cols, A, B = kernels.activity_and_decay(send, t["t_click"], how, uidx, len(index), oc, cut, 24)
+    assert list(cols) == list(ref)
+    for k in ref:
+        np.testing.assert_array_equal(cols[k], ref[k], err_msg=k)
+        assert cols[k].dtype == ref[k].dtype
+    A_ref, B_ref = profiles.decay_counts(how, oc.at_risk_hours, oc.open_delay_hour, 24)
+    np.testing.assert_array_equal(A, A_ref)
+    np.testing.assert_array_equal(B, B_ref)
+    assert ref["clicks_90d"].sum() > 0 and (ref["days_since_open"] < 999).any()
