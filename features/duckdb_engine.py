@@ -260,11 +260,13 @@ def _register_offsets(con, files: list[str]) -> None:
 
 def _register_users(con, users: pd.DataFrame) -> None:
     """The users table with each user's row number (``uidx``): the features' user index."""
+    import pyarrow as pa
+
     n = len(users)
-    u = pd.DataFrame({
-        "user_id": users["user_id"].astype(str).to_numpy(dtype=object) if n else np.array([], dtype=object),
-        "timezone": users["timezone"].astype(object).to_numpy() if n else np.array([], dtype=object),
-        "uidx": np.arange(n, dtype=np.int32),
+    u = pa.table({
+        "user_id": pa.array(users["user_id"].astype(str).to_numpy(dtype=object) if n else [], type=pa.string()),
+        "timezone": pa.array(users["timezone"].astype(object).to_numpy() if n else [], type=pa.string()),
+        "uidx": pa.array(np.arange(n, dtype=np.int32)),
     })
     con.register("_users_df", u)
     con.execute("CREATE OR REPLACE TEMP TABLE _users AS SELECT user_id::VARCHAR AS user_id, timezone::VARCHAR AS timezone, "

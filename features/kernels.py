@@ -284,7 +284,7 @@ def row_stats(O: np.ndarray, E: np.ndarray, rows: np.ndarray | None = None,
     return out
 
 
-@numba.njit(**_JIT)
+@numba.njit(parallel=True, **_JIT)
 def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, n_users, cut, horizon, window, threshold):
     m = send.size
     nat = np.iinfo(np.int64).min
@@ -314,7 +314,7 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, n_users, cut, hor
     k_open = np.full(m, -1, np.int64)
     at_risk = np.zeros(m, np.int64)
     clicked = np.zeros(m, np.bool_)
-    for i in range(m):
+    for i in numba.prange(m):  # each message on its own now that the machine openers are known
         s = send[i]
         sent_a[i] = s < cut
         first = big
