@@ -179,6 +179,7 @@ def build_messages_duckdb(
         _register_users(con, users)
         _register_offsets(con, files)
         con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
+        con.execute(_EV_PLAIN_VIEW[("machine_open" in cols, "propensity" in cols)])
         con.execute(_R1_VIEW)
 
         # 1. event ids seen more than once, and whether any row breaks a row-level rule
@@ -336,6 +337,15 @@ _EV_VIEW = {
     .replace("RAW_ROWS", _RAW_ROWS)
     for has_mo in (True, False) for has_prop in (True, False)
 }
+# the same rows without source row numbers, for the passes that do not need them
+_PLAIN_ROWS = "SELECT * FROM read_parquet(getvariable('files'), union_by_name=true)"
+_EV_PLAIN_VIEW = {k: v.replace("CREATE OR REPLACE TEMP VIEW _ev AS", "CREATE OR REPLACE TEMP VIEW _ev_plain AS")
+                  .replace("SELECT src,", "SELECT").replace(_RAW_ROWS, _PLAIN_ROWS) for k, v in _EV_VIEW.items()}
+# a row breaks a row-level rule (the reasons below, as one condition)
+_BAD = """(event_id IS NULL OR user_id IS NULL OR message_id IS NULL OR event_type IS NULL
+    OR NOT list_contains(getvariable('event_types'), event_type) OR ts IS NULL
+    OR ts < getvariable('earliest')::TIMESTAMPTZ OR ts > getvariable('future')::TIMESTAMPTZ
+    OR (raw_propensity IS NOT NULL AND NOT isnan(raw_propensity) AND (raw_propensity <= 0 OR raw_propensity > 1)))"""
 _R1_VIEW = """
     CREATE OR REPLACE TEMP VIEW _r1 AS
     SELECT *, CASE
@@ -356,9 +366,9 @@ _R1_VIEW = """
 # breaks a row-level rule at all: clean input never pays for the breakdown
 _HASHES = """
     CREATE OR REPLACE TEMP TABLE _h AS
-    SELECT hash(event_id) AS h, count(event_id) AS n_ids, count(reason) AS n_bad
-    FROM _r1 GROUP BY h HAVING count(event_id) > 1 OR count(reason) > 0
-"""
+    SELECT hash(event_id) AS h, count(event_id) AS n_ids, count(*) FILTER (WHERE BAD) AS n_bad
+    FROM _ev_plain GROUP BY h HAVING count(event_id) > 1 OR count(*) FILTER (WHERE BAD) > 0
+""".replace("BAD", _BAD)
 _R1_REASONS = "SELECT reason, count(*) FROM _r1 WHERE reason IS NOT NULL GROUP BY ALL"
 # repeated event ids (a row-level reason wins): the window runs over the candidates only
 _DUP_REJ = """
@@ -421,7 +431,7 @@ _AGG_TEMPLATE = """
 # [False]: buckets (no send event id, only used to order a table in memory); [True]: in memory
 _OK_ROWS = {
     False: "SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL AND PART",
-    True: "SELECT * FROM _ev WHERE PART",  # clean input: every row is accepted
+    True: "SELECT * FROM _ev_plain WHERE PART",  # clean input: every row is accepted
 }
 _PART = "(getvariable('parts') = 1 OR hash(message_id) % getvariable('parts') = getvariable('part'))"
 # keys: (in memory, clean input)
@@ -480,7 +490,7 @@ _FIX_TEMPLATE = """
 """
 _FIX_MESSAGES = {in_memory: _FIX_TEMPLATE.replace("SEND_EVENT", "send_event" if in_memory else "CAST(NULL AS VARCHAR)")
                  .replace("CUT", _CUT) for in_memory in (False, True)}
-_CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev"] + [
+_CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev", "DROP VIEW IF EXISTS _ev_plain"] + [
     f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_bad", "_offsets", "_users")]
 
 
