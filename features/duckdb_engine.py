@@ -341,11 +341,6 @@ _EV_VIEW = {
 _PLAIN_ROWS = "SELECT * FROM read_parquet(getvariable('files'), union_by_name=true)"
 _EV_PLAIN_VIEW = {k: v.replace("CREATE OR REPLACE TEMP VIEW _ev AS", "CREATE OR REPLACE TEMP VIEW _ev_plain AS")
                   .replace("SELECT src,", "SELECT").replace(_RAW_ROWS, _PLAIN_ROWS) for k, v in _EV_VIEW.items()}
-# a row breaks a row-level rule (the reasons below, as one condition)
-_BAD = """(event_id IS NULL OR user_id IS NULL OR message_id IS NULL OR event_type IS NULL
-    OR NOT list_contains(getvariable('event_types'), event_type) OR ts IS NULL
-    OR ts < getvariable('earliest')::TIMESTAMPTZ OR ts > getvariable('future')::TIMESTAMPTZ
-    OR (raw_propensity IS NOT NULL AND NOT isnan(raw_propensity) AND (raw_propensity <= 0 OR raw_propensity > 1)))"""
 _R1_VIEW = """
     CREATE OR REPLACE TEMP VIEW _r1 AS
     SELECT *, CASE
@@ -366,9 +361,18 @@ _R1_VIEW = """
 # breaks a row-level rule at all: clean input never pays for the breakdown
 _HASHES = """
     CREATE OR REPLACE TEMP TABLE _h AS
-    SELECT hash(event_id) AS h, count(event_id) AS n_ids, count(*) FILTER (WHERE BAD) AS n_bad
-    FROM _ev_plain GROUP BY h HAVING count(event_id) > 1 OR count(*) FILTER (WHERE BAD) > 0
-""".replace("BAD", _BAD)
+    WITH rows AS (
+        SELECT hash(event_id) AS h, event_id,
+               -- a row breaks a row-level rule (the reasons of _r1, as one condition)
+               (event_id IS NULL OR user_id IS NULL OR message_id IS NULL OR event_type IS NULL
+                OR NOT list_contains(getvariable('event_types'), event_type) OR ts IS NULL
+                OR ts < getvariable('earliest')::TIMESTAMPTZ OR ts > getvariable('future')::TIMESTAMPTZ
+                OR (raw_propensity IS NOT NULL AND NOT isnan(raw_propensity)
+                    AND (raw_propensity <= 0 OR raw_propensity > 1))) AS bad
+        FROM _ev_plain)
+    SELECT h, count(event_id) AS n_ids, count(*) FILTER (WHERE bad) AS n_bad
+    FROM rows GROUP BY h HAVING count(event_id) > 1 OR count(*) FILTER (WHERE bad) > 0
+"""
 _R1_REASONS = "SELECT reason, count(*) FROM _r1 WHERE reason IS NOT NULL GROUP BY ALL"
 # repeated event ids (a row-level reason wins): the window runs over the candidates only
 _DUP_REJ = """
