@@ -3,7 +3,8 @@
 For each size it generates a simulated history (in user chunks written as a Parquet folder, so
 generating does not hold the whole history in memory either), then runs, each in a fresh
 process so that peak resident memory is the build's own:
-- the DuckDB engine: contract + message table on DuckDB, then the shared user features;
+- the DuckDB engine: contract + message table on DuckDB into user buckets, then the user features
+  bucket by bucket with the compiled kernels (bit-identical to the numpy reference);
 - the pandas reference (``features.contract`` + ``build_messages``, same user features), on the
   sizes it can hold (``--pandas-max``), and checks that both give identical feature tables.
 Figures go to bench/results/scale.{json,md}. Run: `make bench-scale` or

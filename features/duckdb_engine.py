@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
-from features.messages import MACHINE_OPEN_WINDOW
+from features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
 
 _ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT")
 
@@ -177,7 +177,7 @@ def build_messages_duckdb(
               buckets=n_buckets,
               string_buckets=int(n_buckets if string_buckets is None or buckets <= 0 else string_buckets))
         _register_users(con, users)
-        _register_offsets(con, files)
+        n_rows = _register_offsets(con, files)
         con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
         con.execute(_EV_PLAIN_VIEW[("machine_open" in cols, "propensity" in cols)])
         con.execute(_R1_VIEW)
@@ -202,7 +202,7 @@ def build_messages_duckdb(
         # clean input (no row-level reject, no repeated id): the aggregation reads the rows as
         # they are, and never decodes the event ids it does not need
         clean = not n_bad and not con.execute("SELECT count(*) FROM _dup_rej").fetchall()[0][0]
-        parts = max(1, int(np.ceil(count_rows(events_path) / AGG_PART_EVENTS)))
+        parts = max(1, int(np.ceil(n_rows / AGG_PART_EVENTS)))
         for part in range(parts):  # message ids split by hash: each pass's aggregation fits in memory
             _bind(con, parts=parts, part=part)
             con.sql(_AGG[(buckets <= 0, clean)]).write_parquet(str(main / f"p{part}"), partition_by=["bucket"])
@@ -226,7 +226,7 @@ def build_messages_duckdb(
         sq_row = con.execute("SELECT hour(send_ts) AS h FROM read_parquet(getvariable('outputs'), union_by_name=true) "
                              "WHERE keep GROUP BY h ORDER BY count(*) DESC, h LIMIT 1").fetchall()
         sq = int(sq_row[0][0]) if sq_row else None
-        read = count_rows(events_path)
+        read = n_rows
         rejected = int(sum(reasons.values()))
         timings["checked"] = time.perf_counter() - t0
         say(f"contract: read {read:,} = accepted {read - rejected:,} + rejected {rejected:,}")
@@ -249,7 +249,9 @@ def build_messages_duckdb(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _register_offsets(con, files: list[str]) -> None:
+def _register_offsets(con, files: list[str]) -> int:
+    """Rows before each file (from the files' metadata), for global source row numbers; returns
+    the rows of all files."""
     import pyarrow.parquet as pq
 
     rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
@@ -257,6 +259,7 @@ def _register_offsets(con, files: list[str]) -> None:
     con.register("_offsets_df", off)
     con.execute("CREATE OR REPLACE TEMP TABLE _offsets AS SELECT fi, off FROM _offsets_df")
     con.unregister("_offsets_df")
+    return int(sum(rows))
 
 
 def _register_users(con, users: pd.DataFrame) -> None:
@@ -520,7 +523,7 @@ class MessageBucket:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from features.messages import NAT, MessageArrays
+        from features.messages import MessageArrays
 
         cols = ["uidx", "user_id", "send_ts", "send_how", "keep", *OUTCOME_COLUMNS]
         t = pa.concat_tables([pq.read_table(f, columns=cols) for f in self.files], promote_options="default")
@@ -528,8 +531,7 @@ class MessageBucket:
             t = t.filter(pc.field("keep"))
 
         def us(name: str) -> np.ndarray:  # a missing instant comes out as NaT, that is NAT
-            x = t[name].to_numpy()
-            return x.view(np.int64) if x.dtype.kind == "M" else pc.fill_null(t[name].cast(pa.int64()), NAT).to_numpy()
+            return t[name].to_numpy().view(np.int64)
 
         uidx = pc.fill_null(t["uidx"].cast(pa.int64()), -1).to_numpy()
         unknown = uidx < 0
@@ -552,7 +554,6 @@ def _bucket_files(out: Path, bucket: int | None) -> list[str]:
     return [str(f) for sub in ("main/p*", "fix") for d in sorted(out.glob(f"{sub}/{pattern}")) for f in sorted(d.glob("*.parquet"))]
 
 
-OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
 MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
 
 

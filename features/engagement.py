@@ -20,7 +20,6 @@ from features.profiles import (
     segment_codes,
     PopulationPrior,
     ShrinkageParams,
-    decay_counts,
     decayed_sums,
     fit_decay,
     fit_decay_counts,
@@ -166,29 +165,44 @@ def activity_columns(send: np.ndarray, click: np.ndarray, uidx: np.ndarray, n: i
     rate, see :func:`finish_rates`). Per user only, so user buckets can be computed apart.
     ``send``, ``click`` and ``cut`` are int64 microseconds (see :func:`features.messages.micros`)."""
     age_days = (cut - send) / 86_400e6
-    cols: dict[str, np.ndarray] = {}
-    for w in WINDOWS:
-        in_w = age_days <= w
-        cols[f"sends_{w}d"] = np.bincount(uidx[in_w], minlength=n).astype(np.float32)
-        if w in (28, 90):
-            cols[f"human_opens_{w}d"] = np.bincount(uidx[in_w & oc.opened], minlength=n).astype(np.float32)
-        if w == 90:
-            clicks = np.bincount(uidx[in_w & oc.clicked], minlength=n).astype(np.float32)
-            cols["clicks_90d"] = clicks
-            cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
+    counts = np.zeros((7, n), dtype=np.int64)
+    for row, mask in enumerate((age_days <= 7, age_days <= 28, age_days <= 90, (age_days <= 28) & oc.opened,
+                                (age_days <= 90) & oc.opened, (age_days <= 90) & oc.clicked)):
+        counts[row] = np.bincount(uidx[mask], minlength=n)
+    counts[6] = np.bincount(uidx, minlength=n)
     first_send = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     if len(send):
         np.minimum.at(first_send, uidx, send)
-    cols["days_since_send"] = _days_since(_last(uidx, np.ones(len(send), dtype=bool), send, n), cut)
     open_ts = send + np.maximum(oc.open_delay_hour, 0) * 3_600_000_000
-    cols["days_since_open"] = _days_since(_last(uidx, oc.opened, open_ts, n), cut)
-    cols["days_since_click"] = _days_since(_last(uidx, oc.clicked, click, n), cut)
-    first_send = np.where(first_send == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_send)
-    tenure = _days_since(first_send, cut)
+    last = np.stack([_last(uidx, np.ones(len(send), dtype=bool), send, n), _last(uidx, oc.opened, open_ts, n),
+                     _last(uidx, oc.clicked, click, n)])
+    return activity_from_counts(counts, last, first_send, oc, cut)
+
+
+def activity_from_counts(counts: np.ndarray, last: np.ndarray, first_send: np.ndarray, oc: OutcomesAt,
+                         cut: int) -> dict[str, np.ndarray]:
+    """The per-user columns from per-user tallies (also what the compiled pass in
+    :mod:`features.kernels` tallies). ``counts``: sends in 7, 28, 90 days, human opens in 28 and
+    90 days, clicks in 90 days, all sends; ``last``: the last send, human open and click (int64
+    microseconds, int64 min if none); ``first_send``: int64 max if none."""
+    cols: dict[str, np.ndarray] = {}
+    cols["sends_7d"] = counts[0].astype(np.float32)
+    cols["sends_28d"] = counts[1].astype(np.float32)
+    cols["human_opens_28d"] = counts[3].astype(np.float32)
+    cols["sends_90d"] = counts[2].astype(np.float32)
+    cols["human_opens_90d"] = counts[4].astype(np.float32)
+    clicks = counts[5].astype(np.float32)
+    cols["clicks_90d"] = clicks
+    cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
+    cols["days_since_send"] = _days_since(last[0], cut)
+    cols["days_since_open"] = _days_since(last[1], cut)
+    cols["days_since_click"] = _days_since(last[2], cut)
+    first = np.where(first_send == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_send)
+    tenure = _days_since(first, cut)
     cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
     cols["fast_open_share"] = oc.fast_share.astype(np.float32)
     cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
-    cols["n_sends"] = np.bincount(uidx, minlength=n)
+    cols["n_sends"] = counts[6]
     return cols
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from features.profiles import H, ShrinkageParams
+from features.profiles import H, ShrinkageParams, smoothing_weights
 
 _JIT = {"cache": True, "nogil": True}
 
@@ -223,16 +223,6 @@ def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, d
                         lam[r, d * 24 + h] = v
 
 
-def smoothing_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """The offsets and weights :func:`features.profiles.smooth_ring` uses."""
-    if sigma <= 0:
-        return np.zeros(0, np.int64), np.zeros(0)
-    offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
-    w = np.exp(-0.5 * (offsets / sigma) ** 2)
-    w /= w.sum()
-    return offsets.astype(np.int64), w
-
-
 def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams, rows: np.ndarray | None = None,
                   out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`features.profiles.user_profiles`, compiled: same (lam, level), bit for bit.
@@ -246,7 +236,7 @@ def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageP
     if out is None:
         out = (np.empty((n, H), np.float32), np.empty(n))
         rows = np.arange(n)
-    offsets, weights = smoothing_kernel(p.smooth_hours)
+    offsets, weights = smoothing_weights(p.smooth_hours)
     f = np.ascontiguousarray
     _profiles(f(O, np.float64), f(E, np.float64), f(prior, np.float64), offsets, weights,
               float(p.level_strength), float(p.shape_strength), float(p.daytype_strength),
@@ -397,29 +387,12 @@ def activity_and_decay(send: np.ndarray, click: np.ndarray, how: np.ndarray, uid
                        horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """:func:`features.engagement.activity_columns` and :func:`features.profiles.decay_counts`
     in one compiled pass over the messages: the same columns and counts."""
-    from features.engagement import _days_since
-    from features.engagement import NEVER
+    from features.engagement import activity_from_counts
+    from features.profiles import at_risk_beyond
 
     counts, last, first, hist, Bc = _message_stats(
         np.asarray(uidx, np.int64), send, np.asarray(how), oc.opened, oc.open_delay_hour, oc.at_risk_hours, oc.clicked,
         click, int(n), int(cut), int(horizon))
-    cols: dict[str, np.ndarray] = {}
-    cols["sends_7d"] = counts[0].astype(np.float32)
-    cols["sends_28d"] = counts[1].astype(np.float32)
-    cols["human_opens_28d"] = counts[3].astype(np.float32)
-    cols["sends_90d"] = counts[2].astype(np.float32)
-    cols["human_opens_90d"] = counts[4].astype(np.float32)
-    clicks = counts[5].astype(np.float32)
-    cols["clicks_90d"] = clicks
-    cols["click_rate_90d"] = (clicks + 0.2) / (cols["sends_90d"] + 2)
-    cols["days_since_send"] = _days_since(last[0], cut)
-    cols["days_since_open"] = _days_since(last[1], cut)
-    cols["days_since_click"] = _days_since(last[2], cut)
-    first = np.where(first == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first)
-    tenure = _days_since(first, cut)
-    cols["tenure_days"] = np.where(tenure == NEVER, 0.0, tenure).astype(np.float32)
-    cols["fast_open_share"] = oc.fast_share.astype(np.float32)
-    cols["is_machine_opener"] = oc.is_machine_user.astype(np.float32)
-    cols["n_sends"] = counts[6]
-    A = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)
+    cols = activity_from_counts(counts, last, first, oc, cut)
+    A = at_risk_beyond(hist)
     return cols, A, Bc.astype(np.float64)

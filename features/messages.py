@@ -106,9 +106,6 @@ class MessageArrays:
     t_click: np.ndarray
     t_bounce: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.send_us)
-
     @classmethod
     def from_frame(cls, msgs: pd.DataFrame, user_index: pd.Index) -> "MessageArrays":
         uidx = user_index.get_indexer(msgs["user_id"]).astype(np.int64)

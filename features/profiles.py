@@ -83,11 +83,16 @@ def decay_counts(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hou
     how = np.asarray(send_how, dtype=np.int64)
     at_risk = np.clip(np.asarray(at_risk_hours, dtype=np.int64), 0, horizon)
     hist = np.bincount(how * (horizon + 1) + at_risk, minlength=H * (horizon + 1)).reshape(H, horizon + 1)
-    A = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)  # A[h, k]: at risk more than k hours
+    A = at_risk_beyond(hist)
     delay = np.asarray(open_delay_hour, dtype=np.int64)
     opened = (delay >= 0) & (delay < horizon)
     B = np.bincount(how[opened] * horizon + delay[opened], minlength=H * horizon).reshape(H, horizon).astype(np.float64)
     return A, B
+
+
+def at_risk_beyond(hist: np.ndarray) -> np.ndarray:
+    """(168, horizon+1) messages by send hour and hours at risk -> A[h, k]: at risk more than k hours."""
+    return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)
 
 
 def fit_decay(send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray, horizon: int) -> tuple[float, np.ndarray]:
@@ -166,13 +171,21 @@ def _expand(weekday: np.ndarray, weekend: np.ndarray) -> np.ndarray:
     return np.concatenate([np.tile(weekday, (1, 5)), np.tile(weekend, (1, 2))], axis=1)
 
 
+def smoothing_weights(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (hours) and Gaussian weights of :func:`smooth_ring`; none for sigma <= 0."""
+    if sigma <= 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    w /= w.sum()
+    return offsets.astype(np.int64), w
+
+
 def smooth_ring(x: np.ndarray, sigma: float) -> np.ndarray:
     """Circular Gaussian smoothing along the last axis (hours); identity for sigma <= 0."""
     if sigma <= 0:
         return x
-    offsets = np.arange(-int(3 * sigma + 1), int(3 * sigma + 1) + 1)
-    w = np.exp(-0.5 * (offsets / sigma) ** 2)
-    w /= w.sum()
+    offsets, w = smoothing_weights(sigma)
     out = np.zeros_like(x, dtype=np.float64)
     for o, wt in zip(offsets, w):
         out += wt * np.roll(x, o, axis=-1)

@@ -252,15 +252,15 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             shutil.rmtree(bucket_dir, ignore_errors=True)
             n_buckets = int(np.ceil(n_rows / EVENTS_PER_BUCKET))
             say(f"{n_rows:,} events: messages split into {n_buckets} user buckets")
+        with_text = text_buckets(n_buckets, us.n_accepted, settings.max_train_users)
         ev = build_messages_duckdb(events_path, us.accepted, as_of, settings.default_timezone,
                                    rejects_path=pending, progress=say, temp_dir=settings.runs_dir / "duckdb-tmp",
                                    buckets=n_buckets, bucket_dir=bucket_dir,
-                                   string_buckets=text_buckets(n_buckets, us.n_accepted, settings.max_train_users))
+                                   string_buckets=with_text)
         say(ev.summary("events"))
         say(us.summary("users"))
         if bucket_dir is not None:
             buckets = bucket_loaders(bucket_dir)
-            with_text = text_buckets(n_buckets, us.n_accepted, settings.max_train_users)
             msgs = training_messages([b for b in buckets if b.number < with_text], settings.max_train_users, say)
         else:
             msgs = ev.messages
