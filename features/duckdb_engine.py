@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
+from features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
 from features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
 
 _ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT")
@@ -148,6 +149,9 @@ def build_messages_duckdb(
     import tempfile
     import time
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     say = progress or (lambda _msg: None)
     files = _files(Path(events_path))
     own = con is None
@@ -163,6 +167,7 @@ def build_messages_duckdb(
         scratch = Path(tempfile.mkdtemp(prefix="sendtime-msgs-", dir=temp_dir if temp_dir and Path(temp_dir).exists() else None))
         out = scratch
     n_buckets = max(int(buckets), 1)
+    string_buckets = n_buckets if string_buckets is None or buckets <= 0 else int(string_buckets)
     try:
         cols = _check_schema(con, files)
         now = pd.Timestamp.now(tz="UTC") if now is None else now
@@ -175,7 +180,7 @@ def build_messages_duckdb(
               event_types=list(EVENT_TYPES), cut=as_of.isoformat(),
               fast_us=int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000), default_tz=default_tz,
               buckets=n_buckets,
-              string_buckets=int(n_buckets if string_buckets is None or buckets <= 0 else string_buckets))
+              string_buckets=string_buckets)
         _register_users(con, users)
         n_rows = _register_offsets(con, files)
         con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
@@ -193,39 +198,67 @@ def build_messages_duckdb(
             reasons[r] = reasons.get(r, 0) + int(c)
         timings["contract"] = time.perf_counter() - t0
 
-        # 2. one row per message id: regular messages are done here
-        main, fix = out / "main", out / "fix"
+        # 2. one row per message (grouped by a hash of its id): regular messages are done here,
+        # streamed out of DuckDB into the bucket files
         out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(fix, ignore_errors=True)
-        shutil.rmtree(main, ignore_errors=True)
-        main.mkdir()
+        for sub in ("main", "text", "fix"):
+            shutil.rmtree(out / sub, ignore_errors=True)
         # clean input (no row-level reject, no repeated id): the aggregation reads the rows as
         # they are, and never decodes the event ids it does not need
         clean = not n_bad and not con.execute("SELECT count(*) FROM _dup_rej").fetchall()[0][0]
         parts = max(1, int(np.ceil(n_rows / AGG_PART_EVENTS)))
+        zone_of_user = users["timezone"] if len(users) else pd.Series([], dtype=object)
+        writer = BucketWriter(out, zone_of_user, default_tz) if buckets > 0 else None
+        irregular, text_rows = [], []
+        utc_hours = np.zeros(24, dtype=np.int64)
+        before = 0
         for part in range(parts):  # message ids split by hash: each pass's aggregation fits in memory
             _bind(con, parts=parts, part=part)
-            con.sql(_AGG[(buckets <= 0, clean)]).write_parquet(str(main / f"p{part}"), partition_by=["bucket"])
-        _bind(con, outputs=_parquet_files(main))
-        n_irr, before = con.execute("SELECT count(*) FILTER (WHERE NOT regular), coalesce(sum(n_before) FILTER (WHERE regular), 0) "
-                                    "FROM read_parquet(getvariable('outputs'))").fetchall()[0]
+            for batch in con.sql(_AGG[clean]).to_arrow_reader(_BATCH_ROWS):
+                regular = pc.fill_null(batch.column("regular"), False).to_numpy(zero_copy_only=False)
+                irregular.append(batch.column("mh").to_numpy()[~regular])
+                batch = batch.filter(pa.array(regular))
+                before += int(pc.sum(batch.column("n_before")).as_py() or 0)
+                utc_hours += np.bincount(pc.hour(batch.column("send_ts")).to_numpy(zero_copy_only=False).astype(np.int64),
+                                         minlength=24)
+                if writer is not None:
+                    writer.add(batch)
+                text = batch.filter(pc.less(batch.column("bucket"), string_buckets))
+                if text.num_rows:
+                    text_rows.append(text.select(_TEXT_ROW_COLUMNS))
+            say(f"messages: pass {part + 1}/{parts} aggregated in {time.perf_counter() - t0:.1f} s")
+        if writer is not None:
+            writer.close()
+        irr = np.unique(np.concatenate(irregular)) if irregular else np.zeros(0, dtype=np.uint64)
+        n_irr = len(irr)
+        if text_rows:  # the text columns of the buckets that need them: message and send event ids
+            _bind(con, parts=1, part=0)
+            con.register("_text", pa.Table.from_batches(text_rows))
+            try:
+                con.sql(_TEXT_MESSAGES[clean]).write_parquet(str(out / "text"), partition_by=["bucket"], overwrite=True)
+            finally:
+                con.unregister("_text")
         timings["messages"] = time.perf_counter() - t0
         say(f"messages aggregated in {timings['messages']:.1f} s; {n_irr:,} message ids to check row by row")
 
         # 3. irregular messages: the contract's row rules, exactly
+        fix = out / "fix"
         if n_irr:
-            for statement in (_IRREGULAR, _SUB, _SUB_CHECKED):
+            con.register("_irr_df", pa.table({"mh": pa.array(irr, type=pa.uint64())}))
+            con.execute("CREATE OR REPLACE TEMP TABLE _irr AS SELECT mh FROM _irr_df")
+            con.unregister("_irr_df")
+            for statement in (_SUB, _SUB_CHECKED):
                 con.execute(statement)
             for r, c in con.execute("SELECT late_reason, count(*) FROM _checked WHERE late_reason IS NOT NULL GROUP BY ALL").fetchall():
                 reasons[r] = reasons.get(r, 0) + int(c)
             before += con.execute("SELECT count(*) FROM _checked WHERE reason IS NULL AND late_reason IS NULL "
                                   "AND ts < getvariable('cut')::TIMESTAMPTZ").fetchall()[0][0]
-            con.sql(_FIX_MESSAGES[buckets <= 0]).write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
-        outputs = _parquet_files(main) + (_parquet_files(fix) if fix.exists() else [])
-        _bind(con, outputs=outputs)
-        sq_row = con.execute("SELECT hour(send_ts) AS h FROM read_parquet(getvariable('outputs'), union_by_name=true) "
-                             "WHERE keep GROUP BY h ORDER BY count(*) DESC, h LIMIT 1").fetchall()
-        sq = int(sq_row[0][0]) if sq_row else None
+            con.sql(_FIX_MESSAGES).write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
+            _bind(con, outputs=_parquet_files(fix))
+            for h, c in con.execute("SELECT hour(send_ts), count(*) FROM read_parquet(getvariable('outputs')) "
+                                    "WHERE keep GROUP BY ALL").fetchall():
+                utc_hours[int(h)] += int(c)
+        sq = int(np.argmax(utc_hours)) if utc_hours.sum() else None  # the most common hour, the earliest on ties
         read = n_rows
         rejected = int(sum(reasons.values()))
         timings["checked"] = time.perf_counter() - t0
@@ -234,7 +267,8 @@ def build_messages_duckdb(
             _write_rejects(con, cols, rejects_path, n_bad, n_irr)
         msgs = None
         if buckets <= 0:
-            msgs = _load_frame(_bucket_files(out, None)).sort_values(["send_ts", "send_event"], kind="stable")
+            msgs = load_frame(_parquet_files(out / "text") + _parquet_files(out / "fix"))
+            msgs = msgs.sort_values(["send_ts", "send_event"], kind="stable")
             msgs = msgs.drop(columns="send_event").reset_index(drop=True)
         say(f"{before:,} events before the cutoff made into messages in {time.perf_counter() - t0:.1f} s")
         return EngineResult(read=read, n_accepted=read - rejected, n_rejected=rejected, reasons=reasons, messages=msgs,
@@ -395,20 +429,23 @@ _CUT = "getvariable('cut')::TIMESTAMPTZ"
 # local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
 # which began on a Thursday (3 days = 72 hours after a Monday midnight)
 _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
-# one row per message id. ``regular``: one send, no outcome before it, and no unflagged open
-# within minutes of the send followed by another unflagged open (which one is the "slow" open
-# needs the rows). With one send, the send's fields are plain minimums over its one row;
-# irregular messages are rebuilt from their rows below. Text columns only where a full
-# message table will be read (see above).
+# one row per message, grouped by a 64-bit hash of its id (``mh``: far cheaper than grouping
+# by the text). ``regular``: one send, no outcome before it, and no unflagged open within
+# minutes of the send followed by another unflagged open (which one is the "slow" open needs
+# the rows). With one send, the send's fields are plain minimums over its one row. Irregular
+# groups are rebuilt from their rows, by the real message id, below. Two message ids with the
+# same hash are caught when both were sent (two sends: irregular); an outcome whose message id
+# was never sent but hashes like a sent one would join that message: about one chance in
+# 1.8e19 / (unsent ids x ids) per run. Only what the streaming reader needs comes out: the
+# regular messages sent before the cutoff, and the hashes of the irregular ones.
 _AGG_TEMPLATE = """
     WITH ok AS (OK_ROWS),
     agg AS (
-        SELECT message_id,
+        SELECT hash(message_id) AS mh,
             count(*) FILTER (WHERE event_type = 'send') AS n_send,
             min(ts) FILTER (WHERE event_type = 'send') AS send_ts,
             min(user_id) FILTER (WHERE event_type = 'send') AS user_id,
             min(propensity) FILTER (WHERE event_type = 'send') AS propensity,
-            SEND_EVENT AS send_event,
             min(ts) FILTER (WHERE event_type IN ('open', 'click', 'bounce')) AS min_outcome,
             count(*) FILTER (WHERE ts < CUT) AS n_before,
             min(ts) FILTER (WHERE event_type = 'open' AND machine_open AND ts < CUT) AS t_open_machine_flag,
@@ -417,41 +454,54 @@ _AGG_TEMPLATE = """
             count(*) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT) AS n_unk,
             min(ts) FILTER (WHERE event_type = 'click' AND ts < CUT) AS t_click,
             min(ts) FILTER (WHERE event_type = 'bounce' AND ts < CUT) AS t_bounce
-        FROM ok GROUP BY message_id),
+        FROM ok GROUP BY mh),
     flagged AS (
-        SELECT a.*, u.uidx, coalesce(u.timezone, getvariable('default_tz')) AS tz,
+        SELECT a.*, u.uidx, u.timezone,
                a.n_send = 1 AND (a.min_outcome IS NULL OR a.min_outcome >= a.send_ts)
                    AND NOT (a.n_unk > 1 AND FAST) AS regular,
                CAST(hash(a.user_id) % getvariable('buckets') AS INTEGER) AS bucket
         FROM agg a LEFT JOIN _users u ON u.user_id = a.user_id)
-    SELECT CASE WHEN NOT regular OR bucket < getvariable('string_buckets') THEN message_id END AS message_id,
-           CASE WHEN NOT regular OR uidx IS NULL OR bucket < getvariable('string_buckets') THEN user_id END AS user_id,
-           uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
+    SELECT mh, regular, n_before, bucket, uidx,
+           CASE WHEN uidx IS NULL OR bucket < getvariable('string_buckets') THEN user_id END AS user_id,
+           send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            CASE WHEN FAST THEN t_unk END AS t_open_unk_fast,
            CASE WHEN NOT (FAST) THEN t_unk END AS t_open_unk_slow,
            t_click, t_bounce,
-           CASE WHEN NOT regular OR bucket < getvariable('string_buckets') THEN tz END AS timezone,
-           CAST((epoch_us(timezone(tz, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
-           send_event, regular AND send_ts < CUT AS keep, regular, n_before, bucket
+           CASE WHEN bucket < getvariable('string_buckets') THEN coalesce(timezone, getvariable('default_tz')) END AS timezone
     FROM flagged
+    WHERE NOT regular OR send_ts < CUT
 """
-# [False]: buckets (no send event id, only used to order a table in memory); [True]: in memory
 _OK_ROWS = {
     False: "SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL AND PART",
     True: "SELECT * FROM _ev_plain WHERE PART",  # clean input: every row is accepted
 }
 _PART = "(getvariable('parts') = 1 OR hash(message_id) % getvariable('parts') = getvariable('part'))"
-# keys: (in memory, clean input)
-_AGG = {(in_memory, clean): _AGG_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART)
-        .replace("SEND_EVENT", "min(event_id) FILTER (WHERE event_type = 'send')" if in_memory else "CAST(NULL AS VARCHAR)")
-        .replace("CUT", _CUT).replace("FAST", _FAST) for in_memory in (False, True) for clean in (False, True)}
+# key: clean input
+_AGG = {clean: _AGG_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART)
+        .replace("CUT", _CUT).replace("FAST", _FAST) for clean in (False, True)}
 #: events per pass of the message aggregation (more passes re-read the events; fewer spill)
 AGG_PART_EVENTS = 60_000_000
-_IRREGULAR = """
-    CREATE OR REPLACE TEMP TABLE _irr AS
-    SELECT DISTINCT message_id FROM read_parquet(getvariable('outputs')) WHERE NOT regular
+#: rows per Arrow batch streamed out of the aggregation
+_BATCH_ROWS = 1 << 20
+# the columns of the regular messages of the buckets written with text, kept for the join below
+_TEXT_ROW_COLUMNS = ["mh", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "bucket"]
+# their message ids and send event ids, from their send rows (a regular message has one send,
+# the only send row with its hash), and their local hour of the week
+_TEXT_TEMPLATE = """
+    WITH ok AS (OK_ROWS),
+    sends AS (SELECT hash(message_id) AS mh, message_id, event_id AS send_event FROM ok
+              WHERE event_type = 'send' AND CAST(hash(user_id) % getvariable('buckets') AS INTEGER) < getvariable('string_buckets'))
+    SELECT s.message_id, t.user_id, t.send_ts, t.propensity, t.t_open_machine_flag, t.t_open_human_flag,
+           t.t_open_unk_fast, t.t_open_unk_slow, t.t_click, t.t_bounce, t.timezone,
+           CAST((epoch_us(timezone(t.timezone, t.send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
+           s.send_event, TRUE AS keep, t.bucket
+    FROM _text t JOIN sends s USING (mh)
 """
-_SUB = "CREATE OR REPLACE TEMP TABLE _sub AS SELECT r.* FROM _r1 r SEMI JOIN _irr USING (message_id)"
+_TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART) for clean in (False, True)}
+_SUB = """
+    CREATE OR REPLACE TEMP TABLE _sub AS
+    SELECT r.* FROM _r1 r WHERE r.message_id IS NOT NULL AND hash(r.message_id) IN (SELECT mh FROM _irr)
+"""
 # the contract's send rules, row by row, over every row of the irregular messages
 _SUB_CHECKED = """
     CREATE OR REPLACE TEMP TABLE _checked AS
@@ -491,100 +541,10 @@ _FIX_TEMPLATE = """
     SELECT message_id, user_id, uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
            CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
-           SEND_EVENT AS send_event, TRUE AS keep, TRUE AS regular, CAST(0 AS BIGINT) AS n_before,
+           send_event, TRUE AS keep, TRUE AS regular, CAST(0 AS BIGINT) AS n_before,
            CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
     FROM joined
 """
-_FIX_MESSAGES = {in_memory: _FIX_TEMPLATE.replace("SEND_EVENT", "send_event" if in_memory else "CAST(NULL AS VARCHAR)")
-                 .replace("CUT", _CUT) for in_memory in (False, True)}
+_FIX_MESSAGES = _FIX_TEMPLATE.replace("CUT", _CUT)
 _CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev", "DROP VIEW IF EXISTS _ev_plain"] + [
     f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_bad", "_offsets", "_users")]
-
-
-class MessageBucket:
-    """One bucket of messages written by ``build_messages_duckdb(..., buckets=N)``.
-
-    Calling it gives the full message table of the bucket (it must be one of the buckets
-    written with text columns); :meth:`arrays` gives the numbers the features need, from any
-    bucket, without touching the text columns.
-    """
-
-    def __init__(self, files: list[str], number: int = 0):
-        self.files = files
-        self.number = number
-
-    def __call__(self) -> pd.DataFrame:
-        return _load_frame(self.files).drop(columns="send_event")
-
-    def arrays(self, user_index: pd.Index):
-        """:class:`features.messages.MessageArrays` of the bucket; ``user_index`` is the users
-        table's ids in order (the ``uidx`` the engine wrote)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        from features.messages import MessageArrays
-
-        cols = ["uidx", "user_id", "send_ts", "send_how", "keep", *OUTCOME_COLUMNS]
-        t = pa.concat_tables([pq.read_table(f, columns=cols) for f in self.files], promote_options="default")
-        if not pc.all(t["keep"]).as_py():
-            t = t.filter(pc.field("keep"))
-
-        def us(name: str) -> np.ndarray:  # a missing instant comes out as NaT, that is NAT
-            return t[name].to_numpy().view(np.int64)
-
-        uidx = pc.fill_null(t["uidx"].cast(pa.int64()), -1).to_numpy()
-        unknown = uidx < 0
-        extra = np.asarray(t["user_id"].filter(pa.array(unknown)).to_pylist(), dtype=object) if unknown.any() else \
-            np.array([], dtype=object)
-        return MessageArrays(uidx=uidx, unknown_ids=extra, send_us=us("send_ts"),
-                             how=t["send_how"].to_numpy().astype(np.int16),
-                             **{c: us(c) for c in OUTCOME_COLUMNS})
-
-
-def bucket_loaders(bucket_dir: str | Path) -> list[MessageBucket]:
-    """One loader per bucket written by ``build_messages_duckdb(..., buckets=N)``."""
-    names = sorted({p.name for sub in ("main/p*", "fix") for p in Path(bucket_dir).glob(f"{sub}/bucket=*")},
-                   key=lambda n: int(n.split("=")[1]))
-    return [MessageBucket(_bucket_files(Path(bucket_dir), int(n.split("=")[1])), int(n.split("=")[1])) for n in names]
-
-
-def _bucket_files(out: Path, bucket: int | None) -> list[str]:
-    pattern = "bucket=*" if bucket is None else f"bucket={bucket}"
-    return [str(f) for sub in ("main/p*", "fix") for d in sorted(out.glob(f"{sub}/{pattern}")) for f in sorted(d.glob("*.parquet"))]
-
-
-MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
-
-
-def _load_frame(files: list[str]) -> pd.DataFrame:
-    """The kept messages of some output files, with the dtypes :func:`features.messages.build_messages` produces."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    cols = [*MESSAGE_COLUMNS, "send_event", "keep"]
-    tables = [pq.read_table(f, columns=cols) for f in files]
-    if not tables:
-        ts = pa.timestamp("us", tz="UTC")
-        types = {"propensity": pa.float64(), "send_how": pa.int16(), "keep": pa.bool_(), "send_ts": ts,
-                 **{c: ts for c in OUTCOME_COLUMNS}}
-        return _to_pandas(pa.table({c: pa.array([], type=types.get(c, pa.string())) for c in cols}))
-    t = pa.concat_tables(tables, promote_options="default")
-    t = t.filter(pc.field("keep"))
-    if t.num_rows and t["message_id"].null_count:
-        raise ValueError("this message bucket was written without text columns (string_buckets): "
-                         "only its numbers can be read (MessageBucket.arrays)")
-    return _to_pandas(t)
-
-
-def _to_pandas(table) -> pd.DataFrame:
-    """Arrow result -> the dtypes :func:`features.messages.build_messages` produces."""
-    df = table.select([*MESSAGE_COLUMNS, "send_event"]).to_pandas()
-    for c in ("message_id", "user_id", "timezone"):
-        df[c] = df[c].astype(str)
-    for c in ("send_ts", *OUTCOME_COLUMNS):
-        df[c] = df[c].astype("datetime64[us, UTC]")
-    df["propensity"] = df["propensity"].astype("float64")
-    df["send_how"] = df["send_how"].to_numpy(dtype=np.int16)
-    return df

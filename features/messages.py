@@ -22,14 +22,24 @@ HOURS_PER_WEEK = 168
 
 def hour_of_week(ts_utc: pd.Series, tz: pd.Series) -> np.ndarray:
     """Local hour-of-week (Monday 00:00 = 0) of UTC instants, per row time zone, DST-correct."""
-    out = np.zeros(len(ts_utc), dtype=np.int16)
     if len(ts_utc) == 0:
+        return np.zeros(0, dtype=np.int16)
+    codes, zones = pd.factorize(pd.Series(np.asarray(tz, dtype=object)), sort=False)
+    return hour_of_week_us(micros(pd.Series(ts_utc)), codes, np.asarray(zones, dtype=object))
+
+
+def hour_of_week_us(send_us: np.ndarray, zone_code: np.ndarray, zones: np.ndarray) -> np.ndarray:
+    """:func:`hour_of_week` of int64 UTC microseconds, the time zone of each row given as a
+    code into ``zones``: pandas' own conversion, one call per zone."""
+    out = np.zeros(len(send_us), dtype=np.int16)
+    if len(send_us) == 0:
         return out
-    ts_utc = pd.Series(ts_utc.to_numpy(), index=np.arange(len(ts_utc)))
-    tz = pd.Series(np.asarray(tz, dtype=object), index=ts_utc.index)
-    for zone, idx in tz.groupby(tz, sort=False).groups.items():
-        local = ts_utc.loc[idx].dt.tz_convert(zone)
-        out[np.asarray(idx)] = (local.dt.weekday * 24 + local.dt.hour).to_numpy()
+    order = np.argsort(zone_code, kind="stable")
+    ends = np.flatnonzero(np.diff(zone_code[order])) + 1
+    for idx in np.split(order, ends):
+        utc = pd.DatetimeIndex(send_us[idx].view("datetime64[us]"), tz="UTC")
+        local = utc.tz_convert(str(zones[zone_code[idx[0]]])).tz_localize(None).as_unit("us").asi8
+        out[idx] = (local // 3_600_000_000 + 72) % HOURS_PER_WEEK  # the epoch began on a Thursday
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 from features.contract import read_events, read_users
 from features.duckdb_engine import build_messages_duckdb, usable
 from features.engagement import build_user_features
-from features.messages import build_messages
+from features.messages import OUTCOME_COLUMNS, build_messages
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
 NOW = pd.Timestamp("2026-04-20", tz="UTC")
@@ -189,3 +189,41 @@ def test_aggregation_in_several_passes_gives_the_same_messages(world_dir, tmp_pa
     clean = build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW)
     _, clean_ref = _pandas_reference(world_dir / "events.parquet", users)
     pd.testing.assert_frame_equal(clean_ref, clean.messages, check_dtype=False)
+
+
+def test_buckets_hold_the_same_messages_as_the_table_on_dirty_input(world_dir, tmp_path):
+    """Dirty input split into user buckets, two of four written with text: the frames of those
+    two and the integer arrays of all four hold exactly the messages of the in-memory table,
+    the rebuilt (irregular) ones included; the numbers-only buckets refuse to give a frame."""
+    from features.duckdb_engine import bucket_loaders
+    from features.messages import MessageArrays
+
+    path = _dirty(world_dir, tmp_path / "dirty.parquet")
+    users = read_users(world_dir / "users.parquet").accepted.iloc[10:]  # some users only in events
+    in_memory = build_messages_duckdb(path, users, AS_OF, now=NOW)
+    ref = in_memory.messages
+    res = build_messages_duckdb(path, users, AS_OF, now=NOW, buckets=4, bucket_dir=tmp_path / "b", string_buckets=2)
+    assert list((tmp_path / "b" / "fix").glob("bucket=*"))  # some messages were rebuilt row by row
+    loaders = bucket_loaders(tmp_path / "b")
+    assert [b.number for b in loaders] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="without text columns"):
+        loaders[3]()
+    frames = pd.concat([b() for b in loaders[:2]])
+    expected = ref.loc[ref["user_id"].isin(frames["user_id"])]
+    key = ["message_id"]
+    pd.testing.assert_frame_equal(frames.sort_values(key).reset_index(drop=True),
+                                  expected.sort_values(key).reset_index(drop=True), check_dtype=False)
+    index = pd.Index(users["user_id"].astype(str))
+    arrays = [b.arrays(index) for b in loaders]
+    whole = MessageArrays.from_frame(ref, index)
+    assert sum(len(a.send_us) for a in arrays) == len(whole.send_us) == len(ref)
+
+    def rows(a):  # every message as a tuple of its numbers (and its user's id where unknown)
+        ids = np.full(len(a.uidx), None, dtype=object)
+        ids[a.uidx < 0] = a.unknown_ids
+        return sorted(zip(a.uidx.tolist(), ids.tolist(), a.send_us.tolist(), a.how.tolist(),
+                          *[getattr(a, c).tolist() for c in OUTCOME_COLUMNS]))
+
+    assert sorted(r for a in arrays for r in rows(a)) == rows(whole)
+    assert (res.events_before_cutoff, res.status_quo_utc_hour, res.reasons) == \
+        (in_memory.events_before_cutoff, in_memory.status_quo_utc_hour, in_memory.reasons)
