@@ -4,10 +4,10 @@ A bucket holds every message of a random share of users (by a hash of the user i
 per-user features can be built one bucket at a time. On disk, under a bucket directory:
 
 - ``main/b{k}/``: the regular messages of bucket ``k`` as raw little-endian column files
-  (``uidx.i32``, ``send_us.i64``, ``how.i16`` and the six outcome instants ``*.i64``, NaT as
-  :data:`features.messages.NAT`), plus ``unknown_ids.parquet``: the ids of the users missing
-  from the users table, in row order. Appending raw columns costs a fraction of writing Parquet,
-  and reading them back is a copy.
+  (``uidx.i32``, ``send_us.i64``, ``how.i16``); each outcome instant, which most messages lack,
+  as the rows that have it (``{name}.rows.i32``) and its values (``{name}.i64``); plus
+  ``unknown_ids.parquet``: the ids of the users missing from the users table, in row order.
+  Appending raw columns costs a fraction of writing Parquet, and reading them back is a copy.
 - ``text/bucket={k}/``: Parquet with the full message table (text columns included), only for
   the buckets written with text (the training sample reads these).
 - ``fix/bucket={k}/``: Parquet, the rare messages rebuilt row by row by the contract's rules.
@@ -22,8 +22,9 @@ import pandas as pd
 
 from features.messages import NAT, OUTCOME_COLUMNS, MessageArrays, hour_of_week_us
 
-#: the raw column files of a bucket and their types
-RAW_COLUMNS = {"uidx": np.int32, "send_us": np.int64, "how": np.int16, **{c: np.int64 for c in OUTCOME_COLUMNS}}
+#: the raw column files of a bucket and their types (an outcome: the rows that have it, its values)
+DENSE_COLUMNS = {"uidx": np.int32, "send_us": np.int64, "how": np.int16}
+RAW_COLUMNS = {**DENSE_COLUMNS, **{f"{c}.rows": np.int32 for c in OUTCOME_COLUMNS}, **{c: np.int64 for c in OUTCOME_COLUMNS}}
 _SUFFIX = {np.int16: "i16", np.int32: "i32", np.int64: "i64"}
 MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
 
@@ -39,11 +40,12 @@ class BucketWriter:
         self.out = Path(out)
         codes, names = pd.factorize(pd.Series(zone_of_user, dtype=object).fillna(default_tz).astype(str).to_numpy())
         self.zones = np.append(np.asarray(names, dtype=object), default_tz)
-        self.zone_of_user = np.append(codes, len(self.zones) - 1).astype(np.int32)  # index -1: the default
+        self.zone_of_user = np.append(codes, len(self.zones) - 1).astype(np.int16 if len(self.zones) < 2**15 else np.int32)  # [-1]: the default
         self.utc_hours = np.zeros(24, dtype=np.int64)
         self.rows = 0
         self._files: dict[tuple[int, str], object] = {}
         self._unknown: dict[int, list] = {}
+        self._bucket_rows: dict[int, int] = {}
 
     def add(self, batch) -> None:
         n = batch.num_rows
@@ -51,24 +53,33 @@ class BucketWriter:
             return
         import pyarrow.compute as pc
 
-        uidx = pc.fill_null(batch.column("uidx"), -1).to_numpy().astype(np.int32)
-        cols = {"uidx": uidx, "send_us": _micros(batch.column("send_ts"))}
-        cols["how"] = hour_of_week_us(cols["send_us"], self.zone_of_user[uidx], self.zones)
-        for c in OUTCOME_COLUMNS:
-            cols[c] = _micros(batch.column(c))
-        self.utc_hours += np.bincount(cols["send_us"] // 3_600_000_000 % 24, minlength=24)
-        bucket = batch.column("bucket").to_numpy()
+        # rows in bucket order (a stable radix sort of small integers), then every column
+        # gathered once and written a slice per bucket
+        bucket = batch.column("bucket").to_numpy().astype(np.uint16)
         order = np.argsort(bucket, kind="stable")
         counts = np.bincount(bucket)
         ends = np.cumsum(counts)
+        uidx = pc.fill_null(batch.column("uidx"), -1).to_numpy().astype(np.int32)[order]
+        cols = {"uidx": uidx, "send_us": _micros(batch.column("send_ts"))[order]}
+        cols["how"] = hour_of_week_us(cols["send_us"], self.zone_of_user[uidx], self.zones)
+        outcomes = {c: _micros(batch.column(c))[order] for c in OUTCOME_COLUMNS}
+        self.utc_hours += np.bincount(cols["send_us"] // 3_600_000_000 % 24, minlength=24)
         unknown = uidx < 0
-        ids = np.asarray(batch.column("user_id").to_pylist(), dtype=object) if unknown.any() else None
+        ids = np.asarray(batch.column("user_id").to_pylist(), dtype=object)[order] if unknown.any() else None
         for b in np.flatnonzero(counts):
-            rows = order[ends[b] - counts[b]:ends[b]]
+            lo, hi = ends[b] - counts[b], ends[b]
             for c, v in cols.items():
-                v[rows].tofile(self._file(int(b), c))
-            if ids is not None and unknown[rows].any():
-                self._unknown.setdefault(int(b), []).extend(ids[rows[unknown[rows]]].tolist())
+                v[lo:hi].tofile(self._file(int(b), c))
+            first = self._bucket_rows.get(int(b), 0)
+            if first + hi - lo >= 2**31:
+                raise ValueError(f"message bucket {b} outgrew 2**31 rows: use more buckets")
+            for c, v in outcomes.items():
+                have = np.flatnonzero(v[lo:hi] != NAT)
+                (have + first).astype(np.int32).tofile(self._file(int(b), f"{c}.rows"))
+                v[lo:hi][have].tofile(self._file(int(b), c))
+            self._bucket_rows[int(b)] = first + hi - lo
+            if ids is not None and unknown[lo:hi].any():
+                self._unknown.setdefault(int(b), []).extend(ids[lo:hi][unknown[lo:hi]].tolist())
         self.rows += n
 
     def _file(self, bucket: int, column: str):
@@ -129,9 +140,19 @@ class MessageBucket:
         return load_frame(text + self._parquet("fix")).drop(columns="send_event")
 
     def _raw(self) -> dict[str, np.ndarray]:
+        """The raw columns of the bucket, the outcomes made dense again (NAT where missing)."""
         d = self.raw_dir
-        return {c: np.fromfile(d / f"{c}.{_SUFFIX[t]}", dtype=t) if (d / f"{c}.{_SUFFIX[t]}").exists() else np.zeros(0, t)
-                for c, t in RAW_COLUMNS.items()}
+
+        def read(name: str, t) -> np.ndarray:
+            f = d / f"{name}.{_SUFFIX[t]}"
+            return np.fromfile(f, dtype=t) if f.exists() else np.zeros(0, t)
+
+        raw = {c: read(c, t) for c, t in DENSE_COLUMNS.items()}
+        for c in OUTCOME_COLUMNS:
+            v = np.full(len(raw["send_us"]), NAT, dtype=np.int64)
+            v[read(f"{c}.rows", np.int32)] = read(c, np.int64)
+            raw[c] = v
+        return raw
 
     def arrays(self, user_index: pd.Index) -> MessageArrays:
         """:class:`features.messages.MessageArrays` of the bucket; ``user_index`` is the users
@@ -144,7 +165,7 @@ class MessageBucket:
             f = MessageArrays.from_frame(load_frame(fix), user_index)
             fixed = {"uidx": f.uidx.astype(np.int32), "send_us": f.send_us, "how": f.how,
                      **{c: getattr(f, c) for c in OUTCOME_COLUMNS}}
-            raw = {c: np.concatenate([raw[c], fixed[c]]) for c in RAW_COLUMNS}
+            raw = {c: np.concatenate([raw[c], fixed[c]]) for c in fixed}
             unknown.append(f.unknown_ids)
         extra = np.concatenate(unknown) if unknown else np.array([], dtype=object)
         return MessageArrays(uidx=raw["uidx"].astype(np.int64), unknown_ids=extra.astype(object), send_us=raw["send_us"],

@@ -34,7 +34,7 @@ def hour_of_week_us(send_us: np.ndarray, zone_code: np.ndarray, zones: np.ndarra
     out = np.zeros(len(send_us), dtype=np.int16)
     if len(send_us) == 0:
         return out
-    order = np.argsort(zone_code, kind="stable")
+    order = np.argsort(zone_code, kind="stable")  # a radix sort for 8- and 16-bit codes
     ends = np.flatnonzero(np.diff(zone_code[order])) + 1
     for idx in np.split(order, ends):
         utc = pd.DatetimeIndex(send_us[idx].view("datetime64[us]"), tz="UTC")
