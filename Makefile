@@ -46,8 +46,8 @@ bench: setup
 load: setup
 	$(BIN)/python -m bench.load
 
-bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events (add SIZES="1e6 1e7 1e8" for 100M)
-	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),1e6 1e7)
+bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events (SIZES="1e6 1e7 1e8" for 100M, REPEAT=3 for the spread)
+	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),1e6 1e7) --repeat $(or $(REPEAT),1)
 
 bench-nightly: setup  ## the whole nightly run on a generated 50M-event, 1.28M-user history
 	$(BIN)/python -m bench.nightly_scale --events $(or $(EVENTS),5e7)

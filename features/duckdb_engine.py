@@ -203,9 +203,7 @@ def build_messages_duckdb(
         repeated = repeated_values(hashes[:n_ids])
         del hashes
         n_cand = len(repeated)
-        con.register("_h_df", pa.table({"h": pa.array(repeated, type=pa.uint64())}))
-        con.execute("CREATE OR REPLACE TEMP TABLE _h AS SELECT h FROM _h_df")
-        con.unregister("_h_df")
+        _temp_table(con, "_h", pa.table({"h": pa.array(repeated, type=pa.uint64())}))
         reasons: dict[str, int] = {}
         if n_bad:
             reasons.update({r: int(c) for r, c in con.execute(_R1_REASONS).fetchall()})
@@ -263,9 +261,7 @@ def build_messages_duckdb(
         # 3. irregular messages: the contract's row rules, exactly
         fix = out / "fix"
         if n_irr:
-            con.register("_irr_df", pa.table({"mh": pa.array(irr, type=pa.uint64())}))
-            con.execute("CREATE OR REPLACE TEMP TABLE _irr AS SELECT mh FROM _irr_df")
-            con.unregister("_irr_df")
+            _temp_table(con, "_irr", pa.table({"mh": pa.array(irr, type=pa.uint64())}))
             for statement in (_SUB, _SUB_CHECKED):
                 con.execute(statement)
             for r, c in con.execute("SELECT late_reason, count(*) FROM _checked WHERE late_reason IS NOT NULL GROUP BY ALL").fetchall():
@@ -309,9 +305,7 @@ def _register_offsets(con, files: list[str]) -> int:
 
     rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
     off = pd.DataFrame({"fi": np.arange(len(files), dtype=np.int64), "off": np.cumsum([0] + rows[:-1]).astype(np.int64)})
-    con.register("_offsets_df", off)
-    con.execute("CREATE OR REPLACE TEMP TABLE _offsets AS SELECT fi, off FROM _offsets_df")
-    con.unregister("_offsets_df")
+    _temp_table(con, "_offsets", off)
     return int(sum(rows))
 
 
@@ -325,10 +319,25 @@ def _register_users(con, users: pd.DataFrame) -> None:
         "timezone": pa.array(users["timezone"].astype(object).to_numpy() if n else [], type=pa.string()),
         "uidx": pa.array(np.arange(n, dtype=np.int32)),
     })
-    con.register("_users_df", u)
-    con.execute("CREATE OR REPLACE TEMP TABLE _users AS SELECT user_id::VARCHAR AS user_id, timezone::VARCHAR AS timezone, "
-                "uidx FROM _users_df")
-    con.unregister("_users_df")
+    _temp_table(con, "_users", u)
+
+
+# our temporary tables made from Python data (fixed statements: the names are ours)
+_FROM_ARROW = {
+    "_h": "CREATE OR REPLACE TEMP TABLE _h AS SELECT * FROM _arrow_in",
+    "_irr": "CREATE OR REPLACE TEMP TABLE _irr AS SELECT * FROM _arrow_in",
+    "_offsets": "CREATE OR REPLACE TEMP TABLE _offsets AS SELECT * FROM _arrow_in",
+    "_users": "CREATE OR REPLACE TEMP TABLE _users AS SELECT * FROM _arrow_in",
+}
+
+
+def _temp_table(con, name: str, data) -> None:
+    """A DuckDB temporary table holding ``data`` (an Arrow table or a DataFrame)."""
+    con.register("_arrow_in", data)
+    try:
+        con.execute(_FROM_ARROW[name])
+    finally:
+        con.unregister("_arrow_in")
 
 
 def _parquet_files(folder: Path) -> list[str]:
