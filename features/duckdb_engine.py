@@ -138,16 +138,19 @@ def build_messages_duckdb(
     table of the events before ``as_of`` (as :func:`features.messages.build_messages`).
 
     With ``buckets`` > 0 the messages are not returned but written to ``bucket_dir`` as that
-    many Parquet buckets split by a hash of the user id (every user's messages in one bucket),
-    for :func:`features.engagement.build_user_features_bucketed`; see :func:`bucket_loaders`.
-    Only the first ``string_buckets`` buckets (default: all) carry the text columns (message
-    id, user id, time zone) that a full message table needs; the others carry the numbers the
-    features need, plus the user id of users missing from the users table.
+    many user buckets split by a hash of the user id (every user's messages in one bucket), for
+    :func:`features.engagement.build_user_features_bucketed`; see
+    :mod:`features.message_buckets`. Only the first ``string_buckets`` buckets (default: all)
+    also get the text columns (message id, user id, time zone) that a full message table needs;
+    every bucket has the numbers the features need, plus the user id of users missing from the
+    users table.
 
-    How it stays fast and exact: one aggregation per message computes the send, its outcomes
-    and a ``regular`` flag (one send, no outcome before it, no ambiguity between a machine and
-    a later human open). The rare irregular messages are re-checked row by row with the
-    contract's rules, so every reject gets its exact reason.
+    How it stays fast and exact: repeated event ids are found from their 64-bit hashes in
+    numpy and confirmed on the ids; one aggregation per message (grouped by a hash of its id)
+    computes the send, its outcomes and a ``regular`` flag (one send, no outcome before it, no
+    ambiguity between a machine and a later human open), streamed out as Arrow. The rare
+    irregular messages are re-checked row by row, by their real ids, with the contract's rules,
+    so every reject gets its exact reason.
     """
     import shutil
     import tempfile
