@@ -158,6 +158,7 @@ def build_messages_duckdb(
 
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     say = progress or (lambda _msg: None)
     files = _files(Path(events_path))
@@ -226,7 +227,9 @@ def build_messages_duckdb(
         parts = max(1, int(np.ceil(n_rows / AGG_PART_EVENTS)))
         zone_of_user = users["timezone"] if len(users) else pd.Series([], dtype=object)
         writer = BucketWriter(out, zone_of_user, default_tz) if buckets > 0 else None
-        irregular, text_rows = [], []
+        irregular = []
+        # the regular rows of the text buckets, kept on disk (not in memory) for the join below
+        text_path, text_out = out / "text_rows.parquet", None
         utc_hours = np.zeros(24, dtype=np.int64)
         before = 0
         for part in range(parts):  # message ids split by hash: each pass's aggregation fits in memory
@@ -244,20 +247,21 @@ def build_messages_duckdb(
                     utc_hours += np.bincount(sent, minlength=24)
                 text = batch.column("bucket").to_numpy() < string_buckets
                 if text.any():
-                    text_rows.append(batch.filter(pa.array(text)).select(_TEXT_ROW_COLUMNS))
+                    rows = batch.filter(pa.array(text)).select(_TEXT_ROW_COLUMNS)
+                    if text_out is None:
+                        text_out = pq.ParquetWriter(str(text_path), rows.schema)
+                    text_out.write_batch(rows)
             say(f"messages: pass {part + 1}/{parts} aggregated in {time.perf_counter() - t0:.1f} s")
         if writer is not None:
             writer.close()
             utc_hours += writer.utc_hours
         irr = np.unique(np.concatenate(irregular)) if irregular else np.zeros(0, dtype=np.uint64)
         n_irr = len(irr)
-        if text_rows:  # the text columns of the buckets that need them: message and send event ids
-            _bind(con, parts=1, part=0)
-            con.register("_text", pa.Table.from_batches(text_rows))
-            try:
-                con.sql(_TEXT_MESSAGES[clean]).write_parquet(str(out / "text"), partition_by=["bucket"], overwrite=True)
-            finally:
-                con.unregister("_text")
+        if text_out is not None:  # the text columns of the buckets that need them: message and send event ids
+            text_out.close()
+            _bind(con, parts=1, part=0, text_rows=str(text_path))
+            con.sql(_TEXT_MESSAGES[clean]).write_parquet(str(out / "text"), partition_by=["bucket"], overwrite=True)
+            text_path.unlink()
         timings["messages"] = time.perf_counter() - t0
         say(f"messages aggregated in {timings['messages']:.1f} s; {n_irr:,} message ids to check row by row")
 
@@ -510,6 +514,7 @@ AGG_PART_EVENTS = 60_000_000
 #: rows per Arrow batch streamed out of the aggregation
 _BATCH_ROWS = 1 << 20
 # the columns of the regular messages of the buckets written with text, kept for the join below
+# (in a Parquet file: at 50M events they are millions of messages)
 _TEXT_ROW_COLUMNS = ["mh", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "bucket"]
 # their message ids and send event ids, from their send rows (a regular message has one send,
 # the only send row with its hash), and their local hour of the week
@@ -521,7 +526,7 @@ _TEXT_TEMPLATE = """
            t.t_open_unk_fast, t.t_open_unk_slow, t.t_click, t.t_bounce, t.timezone,
            CAST((epoch_us(timezone(t.timezone, t.send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
            s.send_event, TRUE AS keep, t.bucket
-    FROM _text t JOIN sends s USING (mh)
+    FROM read_parquet(getvariable('text_rows')) t JOIN sends s USING (mh)
 """
 _TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART) for clean in (False, True)}
 _SUB = """
