@@ -146,7 +146,9 @@ def training_messages(buckets: list, max_users: int, say: Callable[[str], None])
         if n >= max_users:
             break
     say(f"training messages from {len(parts)} of {len(buckets)} user buckets ({n:,} users)")
-    return pd.concat(parts, ignore_index=True).sort_values("send_ts", kind="stable").reset_index(drop=True)
+    # ordered by send time, then message id (unique): the same sample and the same model for the
+    # same inputs, whatever order the engine's threads wrote the rows in
+    return pd.concat(parts, ignore_index=True).sort_values(["send_ts", "message_id"], kind="stable").reset_index(drop=True)
 
 
 def world_events(events_path: str | Path, n_events: int, say: Callable[[str], None]) -> pd.DataFrame | None:

@@ -227,3 +227,18 @@ def test_buckets_hold_the_same_messages_as_the_table_on_dirty_input(world_dir, t
     assert sorted(r for a in arrays for r in rows(a)) == rows(whole)
     assert (res.events_before_cutoff, res.status_quo_utc_hour, res.reasons) == \
         (in_memory.events_before_cutoff, in_memory.status_quo_utc_hour, in_memory.reasons)
+
+
+def test_training_messages_do_not_depend_on_the_row_order_of_the_buckets(world_dir):
+    """The engine's threads write bucket rows in any order; the training sample (and so the
+    model) must come out the same."""
+    from sendtime.nightly import training_messages
+
+    msgs = build_messages_duckdb(world_dir / "events.parquet", read_users(world_dir / "users.parquet").accepted,
+                                 AS_OF, now=NOW).messages
+    msgs["send_ts"] = msgs["send_ts"].dt.floor("h")  # ties in send time, as campaign sends have
+    halves = [msgs.iloc[::2], msgs.iloc[1::2]]
+    a = training_messages([lambda h=h: h for h in halves], 10**9, lambda _m: None)
+    b = training_messages([lambda h=h: h.sample(frac=1.0, random_state=3) for h in halves], 10**9, lambda _m: None)
+    assert a["send_ts"].duplicated().any()
+    pd.testing.assert_frame_equal(a, b)
