@@ -240,11 +240,10 @@ def build_messages_duckdb(
                     irregular.append(batch.column("mh").to_numpy()[~regular])
                     batch = batch.filter(pa.array(regular))
                 before += int(batch.column("n_before").to_numpy().sum())
+                sent_us = batch.column("send_ts").cast(pa.int64()).to_numpy()  # never null: regular messages
+                utc_hours += np.bincount(sent_us // 3_600_000_000 % 24, minlength=24)
                 if writer is not None:
-                    writer.add(batch)  # it counts the send hours too
-                else:
-                    sent = pc.hour(batch.column("send_ts")).to_numpy(zero_copy_only=False).astype(np.int64)
-                    utc_hours += np.bincount(sent, minlength=24)
+                    writer.add(batch)
                 text = batch.column("bucket").to_numpy() < string_buckets
                 if text.any():
                     rows = batch.filter(pa.array(text)).select(_TEXT_ROW_COLUMNS)
@@ -254,7 +253,6 @@ def build_messages_duckdb(
             say(f"messages: pass {part + 1}/{parts} aggregated in {time.perf_counter() - t0:.1f} s")
         if writer is not None:
             writer.close()
-            utc_hours += writer.utc_hours
         irr = np.unique(np.concatenate(irregular)) if irregular else np.zeros(0, dtype=np.uint64)
         n_irr = len(irr)
         if text_out is not None:  # the text columns of the buckets that need them: message and send event ids
@@ -278,7 +276,7 @@ def build_messages_duckdb(
             con.sql(_FIX_MESSAGES).write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
             _bind(con, outputs=_parquet_files(fix))
             for h, c in con.execute("SELECT hour(send_ts), count(*) FROM read_parquet(getvariable('outputs')) "
-                                    "WHERE keep GROUP BY ALL").fetchall():
+                                    "GROUP BY ALL").fetchall():
                 utc_hours[int(h)] += int(c)
         sq = int(np.argmax(utc_hours)) if utc_hours.sum() else None  # the most common hour, the earliest on ties
         read = n_rows
@@ -456,8 +454,6 @@ _DUP_REJ = """
 """
 _NO_DUP = "CREATE OR REPLACE TEMP TABLE _dup_rej (src BIGINT, reason VARCHAR)"
 _CUT = "getvariable('cut')::TIMESTAMPTZ"
-# local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
-# which began on a Thursday (3 days = 72 hours after a Monday midnight)
 _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
 # one row per message, grouped by a 64-bit hash of its id (``mh``: far cheaper than grouping
 # by the text). ``regular``: one send, no outcome before it, and no unflagged open within
@@ -524,11 +520,15 @@ _TEXT_TEMPLATE = """
               WHERE event_type = 'send' AND CAST(hash(user_id) % getvariable('buckets') AS INTEGER) < getvariable('string_buckets'))
     SELECT s.message_id, t.user_id, t.send_ts, t.propensity, t.t_open_machine_flag, t.t_open_human_flag,
            t.t_open_unk_fast, t.t_open_unk_slow, t.t_click, t.t_bounce, t.timezone,
-           CAST((epoch_us(timezone(t.timezone, t.send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
-           s.send_event, TRUE AS keep, t.bucket
+           HOW AS send_how, s.send_event, t.bucket
     FROM read_parquet(getvariable('text_rows')) t JOIN sends s USING (mh)
 """
-_TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART) for clean in (False, True)}
+# local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
+# which began on a Thursday (3 days = 72 hours after a Monday midnight); as
+# :func:`features.messages.hour_of_week_us` computes it for the bucket files
+_HOW = "CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT)"
+_TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART).replace("HOW", _HOW)
+                  for clean in (False, True)}
 _SUB = """
     CREATE OR REPLACE TEMP TABLE _sub AS
     SELECT r.* FROM _r1 r WHERE r.message_id IS NOT NULL AND hash(r.message_id) IN (SELECT mh FROM _irr)
@@ -569,13 +569,11 @@ _FIX_TEMPLATE = """
                u.uidx, coalesce(u.timezone, getvariable('default_tz')) AS timezone
         FROM sends s LEFT JOIN outcomes USING (message_id) LEFT JOIN _users u ON u.user_id = s.user_id
     )
-    SELECT message_id, user_id, uidx, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
+    SELECT message_id, user_id, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
-           CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT) AS send_how,
-           send_event, TRUE AS keep, TRUE AS regular, CAST(0 AS BIGINT) AS n_before,
-           CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
+           HOW AS send_how, send_event, CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
     FROM joined
 """
-_FIX_MESSAGES = _FIX_TEMPLATE.replace("CUT", _CUT)
+_FIX_MESSAGES = _FIX_TEMPLATE.replace("CUT", _CUT).replace("HOW", _HOW)
 _CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev", "DROP VIEW IF EXISTS _ev_plain"] + [
     f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_bad", "_offsets", "_users")]

@@ -34,22 +34,19 @@ class BucketWriter:
     the user is unknown, ``send_ts``, the outcome instants, ``bucket``) and appends them to the
     raw column files of their buckets. The local hour of the week of each send is computed
     here, from the user's time zone (``zone_of_user``, by users-table row; ``default_tz`` for
-    users missing from it). Also counts the sends per UTC hour (the status-quo send hour)."""
+    users missing from it)."""
 
     def __init__(self, out: Path, zone_of_user: pd.Series, default_tz: str):
         self.out = Path(out)
         codes, names = pd.factorize(pd.Series(zone_of_user, dtype=object).fillna(default_tz).astype(str).to_numpy())
         self.zones = np.append(np.asarray(names, dtype=object), default_tz)
         self.zone_of_user = np.append(codes, len(self.zones) - 1).astype(np.int16 if len(self.zones) < 2**15 else np.int32)  # [-1]: the default
-        self.utc_hours = np.zeros(24, dtype=np.int64)
-        self.rows = 0
         self._files: dict[tuple[int, str], object] = {}
         self._unknown: dict[int, list] = {}
         self._bucket_rows: dict[int, int] = {}
 
     def add(self, batch) -> None:
-        n = batch.num_rows
-        if n == 0:
+        if batch.num_rows == 0:
             return
         import pyarrow.compute as pc
 
@@ -63,7 +60,6 @@ class BucketWriter:
         cols = {"uidx": uidx, "send_us": _micros(batch.column("send_ts"))[order]}
         cols["how"] = hour_of_week_us(cols["send_us"], self.zone_of_user[uidx], self.zones)
         outcomes = {c: _micros(batch.column(c))[order] for c in OUTCOME_COLUMNS}
-        self.utc_hours += np.bincount(cols["send_us"] // 3_600_000_000 % 24, minlength=24)
         unknown = uidx < 0
         ids = np.asarray(batch.column("user_id").to_pylist(), dtype=object)[order] if unknown.any() else None
         for b in np.flatnonzero(counts):
@@ -80,7 +76,6 @@ class BucketWriter:
             self._bucket_rows[int(b)] = first + hi - lo
             if ids is not None and unknown[lo:hi].any():
                 self._unknown.setdefault(int(b), []).extend(ids[lo:hi][unknown[lo:hi]].tolist())
-        self.rows += n
 
     def _file(self, bucket: int, column: str):
         f = self._files.get((bucket, column))
@@ -132,9 +127,9 @@ class MessageBucket:
         return [str(f) for f in sorted((self.root / sub / f"bucket={self.number}").glob("*.parquet"))]
 
     def __call__(self) -> pd.DataFrame:
-        raw = self._raw()
         text = self._parquet("text")
-        if len(raw["send_us"]) and not text:
+        sends = self.raw_dir / f"send_us.{_SUFFIX[np.int64]}"
+        if not text and sends.exists() and sends.stat().st_size:
             raise ValueError("this message bucket was written without text columns (string_buckets): "
                              "only its numbers can be read (MessageBucket.arrays)")
         return load_frame(text + self._parquet("fix")).drop(columns="send_event")
@@ -187,21 +182,19 @@ def bucket_loaders(bucket_dir: str | Path) -> list[MessageBucket]:
 
 
 def load_frame(files: list[str]) -> pd.DataFrame:
-    """The kept messages of some Parquet message files, with the dtypes
+    """The messages of some Parquet message files, with the dtypes
     :func:`features.messages.build_messages` produces (plus ``send_event``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    cols = [*MESSAGE_COLUMNS, "send_event", "keep"]
+    cols = [*MESSAGE_COLUMNS, "send_event"]
     tables = [pq.read_table(f, columns=cols) for f in files]
     if not tables:
         ts = pa.timestamp("us", tz="UTC")
-        types = {"propensity": pa.float64(), "send_how": pa.int16(), "keep": pa.bool_(), "send_ts": ts,
+        types = {"propensity": pa.float64(), "send_how": pa.int16(), "send_ts": ts,
                  **{c: ts for c in OUTCOME_COLUMNS}}
         return _to_pandas(pa.table({c: pa.array([], type=types.get(c, pa.string())) for c in cols}))
-    t = pa.concat_tables(tables, promote_options="default")
-    return _to_pandas(t.filter(pc.field("keep")))
+    return _to_pandas(pa.concat_tables(tables, promote_options="default"))
 
 
 def _to_pandas(table) -> pd.DataFrame:
