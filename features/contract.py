@@ -14,6 +14,8 @@ from zoneinfo import available_timezones
 import numpy as np
 import pandas as pd
 
+from features.inputs import MISSING_TEXT, data_files
+
 EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
 OPTIONAL_EVENT_COLUMNS = ("machine_open", "propensity")
 EVENT_TYPES = ("send", "open", "click", "bounce", "unsubscribe", "complaint")
@@ -61,11 +63,7 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
         raise ContractError(f"{what} file not found: {p}")
     try:
         if p.is_dir():
-            files = sorted(x for x in p.rglob("*") if x.suffix in (".parquet", ".csv", ".gz"))
-            if not files:
-                raise ContractError(f"{what} folder {p} holds no .parquet or .csv files")
-            frames = [_read_table(f, what) for f in files]
-            return pd.concat(frames, ignore_index=True)
+            return _read_folder(p, what)
         if p.stat().st_size == 0:
             raise ContractError(f"{what} file {p} is empty (0 bytes)")
         name = p.name.lower()
@@ -83,6 +81,34 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
     raise ContractError(f"{what} file {p} must be .parquet or .csv")
 
 
+def _read_folder(p: Path, what: str) -> pd.DataFrame:
+    """A folder as pipelines write it (:func:`features.inputs.data_files`): the data files in
+    path order, each with its Hive ``key=value`` folder values as text columns it lacks, and
+    their columns united by name (a column missing from one file is missing on its rows; types
+    that drift between files meet as text and are judged row by row)."""
+    found = data_files(p)
+    if not found.files:
+        why = f" ({found.ignored_summary()})" if found.ignored else ""
+        raise ContractError(f"{what} folder {p} holds no .parquet or .csv files{why}")
+    frames = []
+    for f in found.files:
+        frame = _read_table(f, what)
+        for key, value in found.partitions(f).items():
+            if key not in frame.columns:
+                frame[key] = pd.Series([value] * len(frame), index=frame.index, dtype=object)
+        frames.append(frame)
+    if len(frames) > 1 and len({tuple(str(t) for t in fr.dtypes) + tuple(fr.columns) for fr in frames}) > 1:
+        frames = [_for_union(fr) for fr in frames]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _for_union(frame: pd.DataFrame) -> pd.DataFrame:
+    """A file's columns as plain objects, so that files whose types drift (an id as integer in
+    one, text in another; timestamps as instants in one, text in another) concatenate without
+    pandas coercing values, and each value is judged by the contract as it was written."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
 def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str, path: str | Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -98,19 +124,35 @@ def _text_of(v: object) -> str:
 
 
 def _as_text(s: pd.Series) -> pd.Series:
-    """Strings with surrounding blanks stripped; missing stays missing."""
+    """Strings with surrounding blanks stripped; missing stays missing, and so does text that
+    exports write for missing (:data:`features.inputs.MISSING_TEXT`: "", "nan", "NULL", ...)."""
     if isinstance(s.dtype, pd.StringDtype) and len(s):
-        return _strip_strings(s)
-    out = s.astype("object")
-    mask = out.notna()
-    out = out.where(~mask, out[mask].map(_text_of) if mask.any() else out)
-    return out.where(out.astype(str) != "", None)
+        out = _strip_strings(s)
+    else:
+        out = s.astype("object")
+        mask = out.notna()
+        out = out.where(~mask, out[mask].map(_text_of) if mask.any() else out)
+    return _missing_as_none(out)
+
+
+def _missing_as_none(out: pd.Series) -> pd.Series:
+    """None for the values that mean missing; only short values can, so only those are looked at."""
+    text = out.astype(str)
+    short = (text.str.len() <= _MISSING_LEN).to_numpy()
+    if not short.any():
+        return out
+    missing = np.zeros(len(out), dtype=bool)
+    missing[short] = text[short].str.lower().isin(MISSING_TEXT).to_numpy()
+    return out.where(~missing, None)
+
+
+_MISSING_LEN = max(len(t) for t in MISSING_TEXT)
 
 
 def _strip_strings(s: pd.Series) -> pd.Series:
-    """:func:`_as_text` for a text column, without a Python call per value: only the values
-    that begin or end with a character Python counts as whitespace are stripped (the same
-    ``str.strip``), found from the few distinct first and last characters."""
+    """The text values, stripped as ``str.strip`` does, without a Python call per value: only
+    the values that begin or end with a character Python counts as whitespace are stripped,
+    found from the few distinct first and last characters."""
     first, last = s.str[:1], s.str[-1:]
     ends = set(first.dropna().unique()) | set(last.dropna().unique())
     blank = [c for c in ends if c.isspace()]
@@ -118,7 +160,7 @@ def _strip_strings(s: pd.Series) -> pd.Series:
     if blank:
         pad = (first.isin(blank) | last.isin(blank)).fillna(False).to_numpy(dtype=bool)
         out[pad] = [v.strip() for v in out[pad]]
-    return out.where(out.astype(str) != "", None)
+    return out
 
 
 def parse_utc(values: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
+from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPTIONAL_EVENT_COLUMNS, ContractError
+from features.inputs import MISSING_TEXT, WHITESPACE, data_files
 from features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
 from features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
 from features.repeats import repeated_values
 
-_ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT")
+# "NULL": a column that holds only nulls (written from an all-missing object column)
+_ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT", "NULL")
 
 
 class NotForThisEngine(ValueError):
@@ -56,16 +58,16 @@ def count_rows(events_path: str | Path) -> int:
     """Rows in the Parquet events (from the files' metadata, without reading them)."""
     import pyarrow.parquet as pq
 
-    return int(sum(pq.ParquetFile(f).metadata.num_rows for f in _files(Path(events_path))))
+    return int(sum(pq.ParquetFile(f).metadata.num_rows for f in _files(Path(events_path))[0]))
 
 
 def usable(events_path: str | Path) -> str | None:
     """None when this engine can read ``events_path``, else why not (one line)."""
     try:
-        files = _files(Path(events_path))
+        files, hive = _files(Path(events_path))
         con = connect(threads=1)
         try:
-            _check_schema(con, files)
+            _check_schema(con, files, hive)
         finally:
             con.close()
     except (NotForThisEngine, ContractError) as exc:
@@ -75,13 +77,20 @@ def usable(events_path: str | Path) -> str | None:
     return None
 
 
-def _files(path: Path) -> list[str]:
+def _files(path: Path) -> tuple[list[str], bool]:
+    """The Parquet data files (:func:`features.inputs.data_files`, the pandas reader's list and
+    order) and whether to read their Hive ``key=value`` folders as columns (as pandas does)."""
     if not path.exists():
         raise ContractError(f"events file not found: {path}")
-    files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else [str(path)]
-    if not files or not all(f.lower().endswith((".parquet", ".pq")) for f in files):
+    found = data_files(path)
+    if not found.all_parquet:
         raise NotForThisEngine(f"{path}: the DuckDB engine reads Parquet only")
-    return files
+    keys = {tuple(sorted(found.partitions(f))) for f in found.files}
+    if len(keys) > 1:
+        named = {k for ks in keys for k in ks} & set(EVENT_COLUMNS + OPTIONAL_EVENT_COLUMNS)
+        if named:
+            raise NotForThisEngine(f"{path}: partition folders name {', '.join(sorted(named))} in some files only")
+    return [str(f) for f in found.files], len(keys) == 1 and keys != {()}
 
 
 def connect(threads: int | None = None, memory_limit: str | None = None, temp_dir: str | Path | None = None):
@@ -103,8 +112,9 @@ def connect(threads: int | None = None, memory_limit: str | None = None, temp_di
     return con
 
 
-def _check_schema(con, files: list[str]) -> dict[str, str]:
-    cols = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)", [files]).fetchall()}
+def _check_schema(con, files: list[str], hive: bool) -> dict[str, str]:
+    _bind(con, files=files, hive=hive)
+    cols = {r[0]: r[1].strip('"') for r in con.execute(f"DESCRIBE {_PLAIN_ROWS}").fetchall()}
     missing = [c for c in EVENT_COLUMNS if c not in cols]
     if missing:
         raise ContractError(f"events file lacks required column(s): {', '.join(missing)}")
@@ -113,9 +123,9 @@ def _check_schema(con, files: list[str]) -> dict[str, str]:
     for c in ("event_id", "user_id", "message_id", "event_type"):
         if cols[c] not in _ID_TYPES:
             raise NotForThisEngine(f"{c} column is {cols[c]}")
-    if "machine_open" in cols and cols["machine_open"] != "BOOLEAN":
+    if "machine_open" in cols and cols["machine_open"] not in ("BOOLEAN", "NULL"):
         raise NotForThisEngine(f"machine_open column is {cols['machine_open']}, not BOOLEAN")
-    if "propensity" in cols and cols["propensity"] not in ("DOUBLE", "FLOAT"):
+    if "propensity" in cols and cols["propensity"] not in ("DOUBLE", "FLOAT", "NULL"):
         raise NotForThisEngine(f"propensity column is {cols['propensity']}")
     return cols
 
@@ -161,7 +171,7 @@ def build_messages_duckdb(
     import pyarrow.parquet as pq
 
     say = progress or (lambda _msg: None)
-    files = _files(Path(events_path))
+    files, hive = _files(Path(events_path))
     own = con is None
     con = con or connect(temp_dir=temp_dir)
     t0 = time.perf_counter()
@@ -177,7 +187,7 @@ def build_messages_duckdb(
     n_buckets = max(int(buckets), 1)
     string_buckets = n_buckets if string_buckets is None or buckets <= 0 else int(string_buckets)
     try:
-        cols = _check_schema(con, files)
+        cols = _check_schema(con, files, hive)
         now = pd.Timestamp.now(tz="UTC") if now is None else now
         from features.contract import known_timezone
 
@@ -188,7 +198,7 @@ def build_messages_duckdb(
               event_types=list(EVENT_TYPES), cut=as_of.isoformat(),
               fast_us=int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000), default_tz=default_tz,
               buckets=n_buckets,
-              string_buckets=string_buckets)
+              string_buckets=string_buckets, ws=WHITESPACE, missing=list(MISSING_TEXT))
         _register_users(con, users)
         n_rows = _register_offsets(con, files)
         con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
@@ -273,11 +283,12 @@ def build_messages_duckdb(
                 reasons[r] = reasons.get(r, 0) + int(c)
             before += con.execute("SELECT count(*) FROM _checked WHERE reason IS NULL AND late_reason IS NULL "
                                   "AND ts < getvariable('cut')::TIMESTAMPTZ").fetchall()[0][0]
-            con.sql(_FIX_MESSAGES).write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
-            _bind(con, outputs=_parquet_files(fix))
-            for h, c in con.execute("SELECT hour(send_ts), count(*) FROM read_parquet(getvariable('outputs')) "
-                                    "GROUP BY ALL").fetchall():
+            # the rebuilt messages (none when every irregular message was rejected: orphan opens)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _fix AS {_FIX_MESSAGES}")
+            for h, c in con.execute("SELECT hour(send_ts), count(*) FROM _fix GROUP BY ALL").fetchall():
                 utc_hours[int(h)] += int(c)
+            if con.execute("SELECT count(*) FROM _fix").fetchall()[0][0]:
+                con.sql("SELECT * FROM _fix").write_parquet(str(fix), partition_by=["bucket"], overwrite=True)
         sq = int(np.argmax(utc_hours)) if utc_hours.sum() else None  # the most common hour, the earliest on ties
         read = n_rows
         rejected = int(sum(reasons.values()))
@@ -381,7 +392,8 @@ def duckdb_cast_text(column: str) -> str:
 # rows before each file, from the files' metadata)
 _RAW_ROWS = """
     SELECT coalesce(o.off, 0) + r.file_row_number AS src, r.*
-    FROM read_parquet(getvariable('files'), file_row_number=true, union_by_name=true) r
+    FROM read_parquet(getvariable('files'), file_row_number=true, union_by_name=true,
+                      hive_partitioning=getvariable('hive'), hive_types_autocast=false) r
     LEFT JOIN _offsets o ON o.fi = r.file_index
 """
 _EV_TEMPLATE = """
@@ -390,25 +402,31 @@ _EV_TEMPLATE = """
            TRIMMED(event_id) AS event_id,
            TRIMMED(user_id) AS user_id,
            TRIMMED(message_id) AS message_id,
-           lower(NULLIF(trim(CAST(event_type AS VARCHAR)), '')) AS event_type,
+           lower(TRIMMED(event_type)) AS event_type,
            "timestamp" AS ts, MACHINE_OPEN AS machine_open,
            CASE WHEN isnan(PROPENSITY) THEN NULL ELSE PROPENSITY END AS propensity,
            PROPENSITY AS raw_propensity
     FROM (RAW_ROWS)
 """
-# trim only the ids that hold a space (DuckDB's trim removes spaces): the check is nearly free,
-# trimming every id is not
-_TRIMMED = "NULLIF(CASE WHEN contains(CAST(X AS VARCHAR), ' ') THEN trim(CAST(X AS VARCHAR)) ELSE CAST(X AS VARCHAR) END, '')"
+# ids stripped of what Python's str.strip removes (``ws``: DuckDB's one-argument trim removes
+# spaces only), and null when they are text that means missing (``missing``: "", "nan", "NULL",
+# ...; only values of at most 5 characters can be). Only the ids that begin or end with such a
+# character are trimmed: the check on two characters is nearly free, trimming every id is not.
+_STRIPPED = ("CASE WHEN contains(getvariable('ws'), V[1]) OR contains(getvariable('ws'), V[-1]) "
+             "THEN trim(V, getvariable('ws')) ELSE V END").replace("V", "CAST(X AS VARCHAR)")
+_TRIMMED = (f"CASE WHEN length({_STRIPPED}) <= {max(map(len, MISSING_TEXT))} "
+            f"AND list_contains(getvariable('missing'), lower({_STRIPPED})) THEN NULL ELSE {_STRIPPED} END")
 _EV_TEMPLATE = re.sub(r"TRIMMED\((\w+)\)", lambda m: _TRIMMED.replace("X", m.group(1)), _EV_TEMPLATE)
 # one fixed statement per combination of the two optional columns
 _EV_VIEW = {
-    (has_mo, has_prop): _EV_TEMPLATE.replace("MACHINE_OPEN", "machine_open" if has_mo else "CAST(NULL AS BOOLEAN)")
+    (has_mo, has_prop): _EV_TEMPLATE.replace("MACHINE_OPEN", "CAST(machine_open AS BOOLEAN)" if has_mo else "CAST(NULL AS BOOLEAN)")
     .replace("PROPENSITY", "CAST(propensity AS DOUBLE)" if has_prop else "CAST(NULL AS DOUBLE)")
     .replace("RAW_ROWS", _RAW_ROWS)
     for has_mo in (True, False) for has_prop in (True, False)
 }
 # the same rows without source row numbers, for the passes that do not need them
-_PLAIN_ROWS = "SELECT * FROM read_parquet(getvariable('files'), union_by_name=true)"
+_PLAIN_ROWS = ("SELECT * FROM read_parquet(getvariable('files'), union_by_name=true, "
+               "hive_partitioning=getvariable('hive'), hive_types_autocast=false)")
 _EV_PLAIN_VIEW = {k: v.replace("CREATE OR REPLACE TEMP VIEW _ev AS", "CREATE OR REPLACE TEMP VIEW _ev_plain AS")
                   .replace("SELECT src,", "SELECT").replace(_RAW_ROWS, _PLAIN_ROWS) for k, v in _EV_VIEW.items()}
 _R1_VIEW = """
@@ -576,4 +594,4 @@ _FIX_TEMPLATE = """
 """
 _FIX_MESSAGES = _FIX_TEMPLATE.replace("CUT", _CUT).replace("HOW", _HOW)
 _CLEAN_UP = ["DROP VIEW IF EXISTS _r1", "DROP VIEW IF EXISTS _ev", "DROP VIEW IF EXISTS _ev_plain"] + [
-    f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_bad", "_offsets", "_users")]
+    f"DROP TABLE IF EXISTS {t}" for t in ("_h", "_dup_rej", "_irr", "_sub", "_checked", "_fix", "_bad", "_offsets", "_users")]

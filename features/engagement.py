@@ -356,9 +356,9 @@ def build_user_features_bucketed(
 
     # per-user columns of users with no sends: an empty bucket's values
     empty = _empty_activity(n, as_of)
-    cols = {k: np.zeros(n, dtype=v.dtype) for k, v in parts[0][2].items()} if parts else {}
-    for k in cols:
-        cols[k][:] = empty[k]
+    # (no bucket at all when filtering left no message: every user is such a user)
+    dtypes = {k: v.dtype for k, v in parts[0][2].items()} if parts else {k: np.asarray(v).dtype for k, v in empty.items()}
+    cols = {k: np.full(n, empty[k], dtype=t) for k, t in dtypes.items()}
     rows = []
     buffers = kernels.CountBuffers()
     O48 = np.zeros((n, 48))
