@@ -26,6 +26,11 @@ class TrainResult:
     decision: GateDecision
 
 
+class NothingToLearn(ValueError):
+    """The history cannot train a model (no send was opened, or too little history): nothing
+    is registered or published, and the command exits with 3 (nothing trained)."""
+
+
 def train_and_register(
     ts: TrainingSet,
     forest: ForestParams,
@@ -40,11 +45,13 @@ def train_and_register(
     X_tr, y_tr = ts.X[ts.train_mask], ts.y[ts.train_mask]
     X_va, y_va = ts.X[ts.val_mask], ts.y[ts.val_mask]
     if len(X_tr) == 0 or len(X_va) == 0:
-        raise ValueError(
+        raise NothingToLearn(
             f"time split left {len(X_tr)} training and {len(X_va)} validation rows: need more history than the validation window"
         )
     if y_tr.min() == y_tr.max():
-        raise ValueError("training labels are all the same: no opens (or no misses) in the history")
+        what = "opened or clicked" if y_tr.min() == 0 else "missed"
+        raise NothingToLearn(f"none of the {len(y_tr):,} training sends was {what} within the horizon: "
+                             "a model needs both outcomes (does the history hold the opens and clicks?)")
     mlflow.log_params({**asdict(forest), **(extra_params or {}), "feature_set_version": FEATURE_SET_VERSION,
                        "train_rows": len(X_tr), "validation_rows": len(X_va),
                        "validation_start": ts.validation_start.isoformat()})
