@@ -1,5 +1,6 @@
 """The ``sendtime`` command line. Every command validates its input and, on failure, exits
-non-zero with a one-line reason (no traceback)."""
+non-zero with a one-line reason (no traceback). Anything unforeseen still ends in one line and
+exit code 70, with the traceback kept in a crash file (see ``main``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +30,10 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_READY = 3
 EXIT_UNAVAILABLE = 4
 EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, not bad input; the traceback is in a crash file
+
+DEBUG_ENV = "SENDTIME_DEBUG"  # set (e.g. to 1) to get the raw traceback instead of a crash file
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -40,6 +48,18 @@ def _settings():
 
     try:
         return Settings.from_env().prepare()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _date(text: Optional[str], option: str) -> Optional[pd.Timestamp]:
+    """A date option as 00:00 UTC (None stays None), or a one-line refusal naming the form."""
+    from sendtime.dates import parse_iso_date
+
+    if text is None:
+        return None
+    try:
+        return parse_iso_date(text, option)
     except ValueError as exc:
         fail(str(exc))
 
@@ -76,8 +96,8 @@ def simulate(
     from sendtime.simulate import simulate_world, world_config, write_world
 
     overrides = {"n_users": users, "days": days, "seed": seed}
-    if end:
-        overrides["end"] = end
+    if end is not None:  # WorldConfig reads `end` with pd.Timestamp, which guesses: check it here
+        overrides["end"] = _date(end, "--end").strftime("%Y-%m-%d")
     try:
         cfg = world_config(world, **overrides)
     except ValueError as exc:
@@ -105,10 +125,12 @@ def nightly(
     """Validate, build features, train, gate and promote, and publish tomorrow's predictions."""
     import dataclasses
 
-    from sendtime.nightly import AlreadyDone, parse_as_of, run_nightly
+    from sendtime.nightly import AlreadyDone, run_nightly
     from sendtime.runguard import RunLocked
+    from training.train import NothingToLearn
     from sendtime.settings import ENGINES
 
+    cutoff = _date(as_of, "--as-of")
     settings = _settings()
     if engine is not None:
         if engine.strip().lower() not in ENGINES:
@@ -116,7 +138,6 @@ def nightly(
         settings = dataclasses.replace(settings, engine=engine.strip().lower())
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     try:
-        cutoff = parse_as_of(as_of)
         r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force)
     except AlreadyDone as exc:
         out.print(str(exc))
@@ -125,6 +146,8 @@ def nightly(
         fail(str(exc), EXIT_LOCKED)
     except TrackingUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
+    except NothingToLearn as exc:
+        fail(f"nothing trained: {exc}", EXIT_NOT_READY)
     except (ContractError, ValueError, FileNotFoundError, NotReady) as exc:
         fail(str(exc))
     m = r.metrics
@@ -228,17 +251,16 @@ def predict(
     out_file: Path = typer.Option(..., "--out", help="Parquet file to write."),
     events: Optional[Path] = typer.Option(None, "--events", help="Rebuild features from these events instead of the last nightly run."),
     users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --events)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Feature cutoff (with --events); default: the date."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Feature cutoff YYYY-MM-DD (with --events); default: the date."),
 ) -> None:
     """Score the 24 local hours of a date for every user; write best hour and all scores."""
-    import pandas as pd
-
+    day_start = _date(date, "--date")
+    cutoff = _date(as_of, "--as-of")
+    if cutoff is None:
+        cutoff = day_start
+    day = day_start.date()
     settings = _settings()
     ContractError, NotReady, TrackingUnavailable = _known_errors()
-    try:
-        day = pd.Timestamp(date).date()
-    except (ValueError, TypeError):
-        fail(f"--date must be a date like 2026-03-30, got {date!r}")
     if (events is None) != (users is None):
         fail("--events and --users go together")
     try:
@@ -252,9 +274,7 @@ def predict(
             from features.engagement import build_user_features
             from features.messages import build_messages
             from features.profiles import ShrinkageParams
-            from sendtime.nightly import parse_as_of
 
-            cutoff = parse_as_of(as_of or date)
             ev, us = read_events(events), read_users(users)
             console.print(ev.summary("events"))
             console.print(us.summary("users"))
@@ -280,21 +300,21 @@ def evaluate(
     logged: bool = typer.Option(False, "--logged", help="Off-policy estimate from logged sends with propensities (IPS, SNIPS, lift, bootstrap CIs)."),
     events: Optional[Path] = typer.Option(None, "--events", help="Events with send propensities (with --logged)."),
     users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --logged)."),
-    since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period; the policy uses features as of it (with --logged)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="End of the logged period (with --logged)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period, YYYY-MM-DD; the policy uses features as of it (with --logged)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="End of the logged period, YYYY-MM-DD (with --logged)."),
     status_quo_hour: Optional[int] = typer.Option(None, "--status-quo-hour", min=0, max=23, help="UTC hour of the status quo (default: the most frequent send hour)."),
 ) -> None:
     """Judge recommendations: against a simulated world's truth, or off-policy on logged sends."""
+    since_ts, as_of_ts = _date(since, "--since"), _date(as_of, "--as-of")
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     settings = _settings()
     try:
         if logged:
-            if not (events and users and since and as_of):
+            if not (events and users and since_ts is not None and as_of_ts is not None):
                 fail("--logged needs --events, --users, --since and --as-of")
             from sendtime.offline import evaluate_logged
-            from sendtime.nightly import parse_as_of
 
-            rep = evaluate_logged(settings, events, users, parse_as_of(since), parse_as_of(as_of), status_quo_hour, say=_progress())
+            rep = evaluate_logged(settings, events, users, since_ts, as_of_ts, status_quo_hour, say=_progress())
             for line in rep.lines():
                 out.print(line)
             return
@@ -355,11 +375,194 @@ def serve(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     console.print(f"serving on http://{host}:{port} (docs at /docs)")
-    raise typer.Exit(subprocess.call(cmd, env=env, cwd=str(root)))
+    raise typer.Exit(_hand_over(cmd, env, str(root)))
+
+
+def _hand_over(cmd: list[str], env: dict[str, str], cwd: str) -> int:
+    """Become the server: on POSIX exec it, so the PID a supervisor holds is the server's and
+    SIGTERM reaches it (a child would be left running, holding the port). Without exec, run it
+    as a child and pass SIGTERM/SIGINT on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.chdir(cwd)
+        os.execve(cmd[0], cmd, env)  # does not return
+    return _run_forwarding_signals(cmd, env, cwd)
+
+
+def _run_forwarding_signals(cmd: list[str], env: Optional[dict[str, str]], cwd: str) -> int:
+    """Run ``cmd`` as a child until it ends, forwarding SIGTERM/SIGINT so stopping us stops it;
+    its exit status comes back (killed by signal N: 128 + N, as a shell reports it)."""
+    import signal
+
+    child: list[subprocess.Popen] = []
+    pending: list[int] = []  # signals that came before the child existed
+
+    def forward(signum: int, _frame) -> None:
+        if not child:
+            pending.append(signum)
+        elif child[0].poll() is None:
+            try:
+                child[0].send_signal(signum)
+            except (OSError, ValueError):  # gone already, or a signal this platform cannot send
+                pass
+
+    previous = {}
+    for name in ("SIGTERM", "SIGINT"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        child.append(subprocess.Popen(cmd, env=env, cwd=cwd))
+        for signum in pending:
+            forward(signum, None)
+        rc = child[0].wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rc if rc >= 0 else 128 - rc
+
+
+_SECRET_OPTIONS = ("--salt",)
+
+
+def _command_line(argv: list[str]) -> str:
+    """The command line for a crash file, with secret option values masked."""
+    import shlex
+
+    shown, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            shown.append("***")
+            hide_next = False
+        elif arg in _SECRET_OPTIONS:
+            shown.append(arg)
+            hide_next = True
+        elif arg.split("=", 1)[0] in _SECRET_OPTIONS and "=" in arg:
+            shown.append(arg.split("=", 1)[0] + "=***")
+        else:
+            shown.append(arg)
+    return shlex.join(["sendtime", *shown])
+
+
+def _command_name(argv: list[str]) -> str:
+    """The subcommand being run (the first word that is not an option), safe for a file name."""
+    import re
+
+    name = next((a for a in argv if not a.startswith("-")), "sendtime")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "sendtime"
+
+
+def _crash_dirs() -> list[Path]:
+    """Where crash files may go: the state folder's runs dir, then the system temp dir. Reading
+    the settings may itself be what is broken, so that must not fail here."""
+    import tempfile
+
+    dirs = []
+    try:
+        from sendtime.settings import Settings
+
+        dirs.append(Settings.from_env().runs_dir)
+    except Exception:
+        pass
+    dirs.append(Path(tempfile.gettempdir()))
+    return dirs
+
+
+def _write_crash_file(text: str, command: str, stamp: str) -> Optional[Path]:
+    """Write ``text`` to a new crash file; its path, or None if no folder would take it."""
+    for folder in _crash_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(100):
+                path = folder / f"crash-{stamp}-{command}{f'-{n}' if n else ''}.txt"
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def _report_crash(exc: BaseException) -> int:
+    """Keep the traceback of an unexpected exception in a crash file and say so in one line."""
+    import datetime
+    import traceback
+
+    from rich.markup import escape
+
+    argv = sys.argv[1:]
+    command = _command_name(argv)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "(unknown)"
+    text = (f"sendtime {command}: unexpected {type(exc).__name__}\n"
+            f"command line: {_command_line(argv)}\n"
+            f"working directory: {cwd}\n"
+            f"time (UTC): {now.isoformat(timespec='seconds')}\n"
+            f"python: {sys.version.split()[0]} ({sys.executable})\n\n{trace}")
+    path = _write_crash_file(text, command, stamp)
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(what) > 300:
+        what = what[:297] + "..."
+    if path is None:  # nowhere to keep it: the traceback goes to stderr rather than nowhere
+        sys.stderr.write(trace)
+        where = "no crash file could be written; traceback above"
+    else:
+        where = f"full traceback in {path}"
+    console.print(f"[bold red]error:[/] internal error in 'sendtime {escape(command)}': {escape(what)}; {escape(where)}",
+                  soft_wrap=True)
+    return EXIT_INTERNAL
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether this exit is typer's answer to Ctrl-C (Exit(130) raised from KeyboardInterrupt)."""
+    seen = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+    return False
 
 
 def main() -> None:
-    app()
+    """The console entry point: ``app`` plus a last line of defence. An exception no command
+    turned into a one-line ``fail`` becomes one line and exit code 70, its traceback kept in a
+    crash file. Usage errors, --help and typer.Exit codes are left as they are; Ctrl-C stays
+    exit 130 and says so in one line.
+    With SENDTIME_DEBUG set the exception is raised as is. (Tests invoking ``app`` through
+    CliRunner never come here, so they still see the real exception.)"""
+    if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off"):
+        app()
+        return
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED and _interrupted(exc):
+            console.print("interrupted", soft_wrap=True)
+        raise
+    except KeyboardInterrupt:  # outside a command (typer handles it inside one)
+        console.print("interrupted", soft_wrap=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        try:
+            code = _report_crash(exc)
+        except Exception:  # the reporting itself broke: never hide the original
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+            code = EXIT_INTERNAL
+        sys.exit(code)
 
 
 if __name__ == "__main__":
