@@ -14,7 +14,8 @@ from zoneinfo import available_timezones
 import numpy as np
 import pandas as pd
 
-from features.inputs import MISSING_TEXT, data_files
+from features.csv_reader import concat_records, mark_rejects, read_csv_records
+from features.inputs import MISSING_TEXT, ContractError, data_files
 
 EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
 OPTIONAL_EVENT_COLUMNS = ("machine_open", "propensity")
@@ -26,10 +27,6 @@ EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 _OFFSET_RE = r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
 _TRUE = {"true", "1", "t", "yes", "y"}
 _FALSE = {"false", "0", "f", "no", "n"}
-
-
-class ContractError(ValueError):
-    """The input cannot be used at all (unreadable, or a required column is missing)."""
 
 
 @dataclass
@@ -70,7 +67,9 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
         if name.endswith(".parquet") or name.endswith(".pq"):
             return pd.read_parquet(p)
         if name.endswith(".csv") or name.endswith(".csv.gz"):
-            return pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+            # every record in file order, malformed ones as rows of missing values; their line
+            # numbers and reasons ride along in attrs["csv"] (see features.csv_reader)
+            return read_csv_records(p, what).records()
     except ContractError:
         raise
     except UnicodeDecodeError:
@@ -99,7 +98,7 @@ def _read_folder(p: Path, what: str) -> pd.DataFrame:
         frames.append(frame)
     if len(frames) > 1 and len({tuple(str(t) for t in fr.dtypes) + tuple(fr.columns) for fr in frames}) > 1:
         frames = [_for_union(fr) for fr in frames]
-    return pd.concat(frames, ignore_index=True)
+    return concat_records(frames, found.files)  # pd.concat, keeping each CSV file's lines and malformed records
 
 
 def _for_union(frame: pd.DataFrame) -> pd.DataFrame:
@@ -294,7 +293,8 @@ def read_events(path: str | Path, now: pd.Timestamp | None = None) -> ReadResult
     """Read and validate events from Parquet (file or folder) or CSV."""
     raw = _read_table(path, "events")
     _require(raw, EVENT_COLUMNS, "events", path)
-    return validate_events(raw.reset_index(drop=True), now=now)
+    # CSV: rejects get their line, malformed records their reason (see features.csv_reader)
+    return mark_rejects(validate_events(raw.reset_index(drop=True), now=now), raw)
 
 
 _ZONES: frozenset[str] | None = None
@@ -333,7 +333,7 @@ def read_users(path: str | Path) -> ReadResult:
     """Read and validate the users table: ``user_id``, ``timezone`` (IANA), optional ``segment``."""
     raw = _read_table(path, "users")
     _require(raw, USER_COLUMNS, "users", path)
-    return validate_users(raw.reset_index(drop=True))
+    return mark_rejects(validate_users(raw.reset_index(drop=True)), raw)
 
 
 def write_rejects(result: ReadResult, path: str | Path) -> Path:

@@ -201,19 +201,28 @@ def build_messages_duckdb(
               string_buckets=string_buckets, ws=WHITESPACE, missing=list(MISSING_TEXT))
         _register_users(con, users)
         n_rows = _register_offsets(con, files)
-        con.execute(_EV_VIEW[("machine_open" in cols, "propensity" in cols)])
-        con.execute(_EV_PLAIN_VIEW[("machine_open" in cols, "propensity" in cols)])
+        optional = ("machine_open" in cols, "propensity" in cols)
+        for view in (_EV_VIEW, _EV_PLAIN_VIEW):
+            con.execute(view[(*optional, False)])
         con.execute(_R1_VIEW)
 
         # 1. event ids seen more than once (by a 64-bit hash, confirmed exactly below), and
         # whether any row breaks a row-level rule at all: clean input never pays for the breakdown
         hashes = np.empty(n_rows, dtype=np.uint64)
-        n_ids = n_bad = 0
-        for batch in con.sql(_ID_HASHES).to_arrow_reader(_BATCH_ROWS):
-            h = pc.drop_null(batch.column("h")).to_numpy()
-            hashes[n_ids:n_ids + len(h)] = h
-            n_ids += len(h)
-            n_bad += int(pc.sum(batch.column("bad")).as_py() or 0)
+        for exact in (False, True):
+            n_ids = n_bad = n_padded = 0
+            for batch in con.sql(_ID_HASHES).to_arrow_reader(_BATCH_ROWS):
+                h = pc.drop_null(batch.column("h")).to_numpy()
+                hashes[n_ids:n_ids + len(h)] = h
+                n_ids += len(h)
+                n_bad += int(pc.sum(batch.column("bad")).as_py() or 0)
+                n_padded += int(pc.sum(batch.column("padded")).as_py() or 0)
+            if exact or not n_padded:
+                break
+            say(f"{n_padded:,} rows with padded ids or text that means missing: ids read with the exact rule")
+            for view in (_EV_VIEW, _EV_PLAIN_VIEW):
+                con.execute(view[(*optional, True)])
+            con.execute(_R1_VIEW)
         repeated = repeated_values(hashes[:n_ids])
         del hashes
         n_cand = len(repeated)
@@ -332,7 +341,9 @@ def _register_users(con, users: pd.DataFrame) -> None:
     n = len(users)
     u = pa.table({
         "user_id": pa.array(users["user_id"].astype(str).to_numpy(dtype=object) if n else [], type=pa.string()),
-        "timezone": pa.array(users["timezone"].astype(object).to_numpy() if n else [], type=pa.string()),
+        # a missing zone may come as NaN (pandas 3 reads a null text value so): the default zone
+        "timezone": pa.array(users["timezone"].astype(object).where(users["timezone"].notna(), None).to_numpy()
+                             if n else [], type=pa.string()),
         "uidx": pa.array(np.arange(n, dtype=np.int32)),
     })
     _temp_table(con, "_users", u)
@@ -405,24 +416,36 @@ _EV_TEMPLATE = """
            lower(TRIMMED(event_type)) AS event_type,
            "timestamp" AS ts, MACHINE_OPEN AS machine_open,
            CASE WHEN isnan(PROPENSITY) THEN NULL ELSE PROPENSITY END AS propensity,
-           PROPENSITY AS raw_propensity
+           PROPENSITY AS raw_propensity, PADDED AS padded
     FROM (RAW_ROWS)
 """
 # ids stripped of what Python's str.strip removes (``ws``: DuckDB's one-argument trim removes
 # spaces only), and null when they are text that means missing (``missing``: "", "nan", "NULL",
-# ...; only values of at most 5 characters can be). Only the ids that begin or end with such a
-# character are trimmed: the check on two characters is nearly free, trimming every id is not.
-_STRIPPED = ("CASE WHEN contains(getvariable('ws'), V[1]) OR contains(getvariable('ws'), V[-1]) "
-             "THEN trim(V, getvariable('ws')) ELSE V END").replace("V", "CAST(X AS VARCHAR)")
-_TRIMMED = (f"CASE WHEN length({_STRIPPED}) <= {max(map(len, MISSING_TEXT))} "
-            f"AND list_contains(getvariable('missing'), lower({_STRIPPED})) THEN NULL ELSE {_STRIPPED} END")
-_EV_TEMPLATE = re.sub(r"TRIMMED\((\w+)\)", lambda m: _TRIMMED.replace("X", m.group(1)), _EV_TEMPLATE)
-# one fixed statement per combination of the two optional columns
+# ...). Only ids of at most 5 bytes (the longest such text), or that begin or end with a
+# character that may be blank (code point <= 32 or >= 133: every whitespace character is), take
+# the slow path; the check on a length and two code points is nearly free, trimming every id is not.
+_SLOW = ("strlen(V) <= LEN OR ord(V) <= 32 OR ord(V) >= 133 OR ord(V[-1]) <= 32 OR ord(V[-1]) >= 133")
+_TRIMMED = ("CASE WHEN SLOW THEN (CASE WHEN list_contains(getvariable('missing'), lower(trim(V, getvariable('ws')))) "
+            "THEN NULL ELSE trim(V, getvariable('ws')) END) ELSE V END").replace("SLOW", _SLOW) \
+    .replace("LEN", str(max(map(len, MISSING_TEXT)))).replace("V", "CAST(X AS VARCHAR)")
+# whether the exact rule may change an id of the row (it begins or ends with a character that
+# may be blank, or is short text that means missing): the first pass reads the ids as they are
+# and counts these rows; only when there are some (dirty input) is every pass run again with
+# the exact rule, so clean input never pays for trimming
+_MAY_CHANGE = " OR ".join(_SLOW.replace("strlen(V) <= LEN", "(strlen(V) <= LEN AND list_contains(getvariable('missing'), lower(V)))")
+                          .replace("LEN", str(max(map(len, MISSING_TEXT)))).replace("V", f"CAST({c} AS VARCHAR)")
+                          for c in ("event_id", "user_id", "message_id", "event_type"))
+_EV_EXACT = re.sub(r"TRIMMED\((\w+)\)", lambda m: _TRIMMED.replace("X", m.group(1)),
+                   _EV_TEMPLATE.replace("PADDED", "false"))
+_EV_AS_IS = re.sub(r"TRIMMED\((\w+)\)", lambda m: f"CAST({m.group(1)} AS VARCHAR)",
+                   _EV_TEMPLATE.replace("PADDED", f"({_MAY_CHANGE})"))
+# one fixed statement per combination of the two optional columns, and of exact or as-is ids
 _EV_VIEW = {
-    (has_mo, has_prop): _EV_TEMPLATE.replace("MACHINE_OPEN", "CAST(machine_open AS BOOLEAN)" if has_mo else "CAST(NULL AS BOOLEAN)")
+    (has_mo, has_prop, exact): (_EV_EXACT if exact else _EV_AS_IS)
+    .replace("MACHINE_OPEN", "CAST(machine_open AS BOOLEAN)" if has_mo else "CAST(NULL AS BOOLEAN)")
     .replace("PROPENSITY", "CAST(propensity AS DOUBLE)" if has_prop else "CAST(NULL AS DOUBLE)")
     .replace("RAW_ROWS", _RAW_ROWS)
-    for has_mo in (True, False) for has_prop in (True, False)
+    for has_mo in (True, False) for has_prop in (True, False) for exact in (True, False)
 }
 # the same rows without source row numbers, for the passes that do not need them
 _PLAIN_ROWS = ("SELECT * FROM read_parquet(getvariable('files'), union_by_name=true, "
@@ -453,7 +476,8 @@ _ID_HASHES = """
             OR NOT list_contains(getvariable('event_types'), event_type) OR ts IS NULL
             OR ts < getvariable('earliest')::TIMESTAMPTZ OR ts > getvariable('future')::TIMESTAMPTZ
             OR (raw_propensity IS NOT NULL AND NOT isnan(raw_propensity)
-                AND (raw_propensity <= 0 OR raw_propensity > 1))) AS bad
+                AND (raw_propensity <= 0 OR raw_propensity > 1))) AS bad,
+           padded
     FROM _ev_plain
 """
 _R1_REASONS = "SELECT reason, count(*) FROM _r1 WHERE reason IS NOT NULL GROUP BY ALL"

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from features.csv_reader import csv_source
 from features.contract import (
     _OFFSET_RE,
     EVENT_COLUMNS,
@@ -508,6 +509,10 @@ def import_csv(source: str | Path, *, columns: Mapping[str, str] | None = None,
     low = kind.map(lambda v: None if v is None or pd.isna(v) else str(v).strip().lower())
     frame["event_type"] = low.map(lambda v: None if v is None else types.get(v, v))
     reason = pd.Series([None] * len(raw), index=raw.index, dtype="object")
+    malformed = csv_source(raw).malformed if csv_source(raw) is not None else None
+    if malformed is not None and len(malformed):  # lines the CSV reader could not parse, with their line number
+        rows = malformed["row"].to_numpy(dtype=np.int64)
+        reason.iloc[rows] = [f"{r} (line {n})" for r, n in zip(malformed["reason"], csv_source(raw).lines[rows])]
     unused = low.isin([k for k, v in types.items() if v is None])
     reason[unused] = "not used: event type " + kind[unused].astype(str).map(repr)
     stamps = frame["timestamp"]

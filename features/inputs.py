@@ -40,6 +40,10 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 _PARTITION = re.compile(r"^([^=/]+)=(.*)$")
 
 
+class ContractError(ValueError):
+    """The input cannot be used at all (unreadable, or a required column is missing)."""
+
+
 @dataclass
 class DataFiles:
     """The data files under a path, in the order every engine reads them, and what was skipped."""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
 from features.engagement import build_user_features, build_user_features_bucketed
+from features.inputs import data_files
 from features.messages import build_messages
 from features.profiles import ShrinkageParams
 from features.store import save_features
@@ -53,11 +54,10 @@ class NightlyResult:
 
 
 def parse_as_of(text: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise ValueError(f"--as-of must be a date like 2026-03-30, got {text!r}") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    """The --as-of cutoff: a strict ISO 8601 date at 00:00 UTC (see sendtime.dates)."""
+    from sendtime.dates import parse_iso_date
+
+    return parse_iso_date(text, "--as-of")
 
 
 def validation_off_policy(msgs, users, validation_start, as_of, settings: Settings, params, status_quo_hour: int,
@@ -224,15 +224,20 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         )
 
     engine = choose_engine(settings.engine, events_path)
+    skipped = data_files(events_path).ignored_summary()
+    if skipped:
+        say(skipped)
     us = read_users(users_path)
     bucket_dir, n_buckets, buckets = None, 0, None
     if engine == "spark":
         from features.spark_engine import messages_spark, spark_session, stop_spark
 
         say(f"reading events from {events_path} (Spark engine, master {settings.spark_master})")
+        pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
         spark = spark_session(master=settings.spark_master)
         try:
-            ev = messages_spark(spark, events_path, us.accepted, as_of, settings.default_timezone)
+            ev = messages_spark(spark, events_path, us.accepted, as_of, settings.default_timezone,
+                                rejects_path=pending)
         finally:
             stop_spark(spark)
         say(ev.summary("events"))
@@ -284,7 +289,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
     with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
         run_dir = settings.runs_dir / run.info.run_id
         rejects = {}
-        if ev.n_rejected and engine == "duckdb":
+        if ev.n_rejected and engine in ("duckdb", "spark"):
             run_dir.mkdir(parents=True, exist_ok=True)
             rejects["events"] = Path(shutil.move(str(ev.rejects_path), run_dir / "rejects_events.csv"))
         elif ev.n_rejected and engine == "pandas":

@@ -13,10 +13,15 @@ Decisions documented here:
 * A header-only CSV (or a 0-row Parquet file) is a valid, empty table: ``read == 0`` and an empty
   accepted frame with the usual columns and dtypes. ``sendtime nightly`` then stops with exit 2
   and "no sends before the as-of date".
-* A CSV line with MORE fields than the header (a stray delimiter) is a ContractError naming the
-  line: the columns of that line can no longer be trusted, and guessing which field is extra
-  would silently corrupt data. A line with FEWER fields is padded with blanks by the reader, so
-  it is rejected row by row ("missing event_type" ...).
+* A CSV line with MORE fields than the header (a stray delimiter) is rejected on its own,
+  "malformed line: expected 5 fields, saw 6", with its ``line`` number and its columns empty:
+  the columns of that line can no longer be trusted, and guessing which field is extra would
+  silently corrupt data. The rest of the file is used. A line with FEWER fields is padded with
+  blanks by the reader, so it is rejected row by row ("missing event_type" ...).
+* Bytes that are not UTF-8 make their line a reject ("malformed line: not valid UTF-8"); a file
+  where MOST records are malformed (not UTF-8, or the wrong field count: the wrong file,
+  delimiter or encoding) is a ContractError naming the first bad line. The CSV rules are in
+  ``features/csv_reader.py`` and ``tests/test_csv_reader.py``.
 * Extra columns are ignored (the corpus files carry an ``expect`` column and one more).
 * Numbers as ids are fine and read as text; an integer id column with a null in it (which pandas
   turns into float64) still gives "42", not "42.0".
@@ -267,8 +272,16 @@ def test_missing_required_columns_name_the_column():
     contract_error(lambda: read_events(BAD / "users_corpus.csv"), "event_id", "message_id")
 
 
-def test_stray_delimiter_is_a_contract_error_naming_the_line():
-    contract_error(lambda: read_events(BAD / "events_stray_delimiter.csv"), "events_stray_delimiter.csv", "line 3")
+def test_stray_delimiter_rejects_that_line_with_its_number_and_keeps_the_rest():
+    res = accounted(read_events(BAD / "events_stray_delimiter.csv", now=NOW))
+    assert (res.read, res.n_accepted, res.n_rejected) == (3, 2, 1)
+    assert sorted(res.accepted["event_id"]) == ["e1", "e3"]
+    assert res.rejects[["source_row", "line", "reason"]].values.tolist() == [
+        [1, 3, "malformed line: expected 5 fields, saw 6"]]
+    assert res.rejects.loc[0, "event_id"] == "" and res.rejects.loc[0, "timestamp"] == ""
+    # every line wrong (unquoted "Mar 1, 2026" dates): the file is refused, naming the first line
+    contract_error(lambda: read_events(BAD / "events_unquoted_commas.csv"), "events_unquoted_commas.csv",
+                   "3 of 3", "line 2", "expected 5 fields, saw 6")
 
 
 def test_short_line_is_padded_and_rejected_row_by_row():
@@ -276,9 +289,14 @@ def test_short_line_is_padded_and_rejected_row_by_row():
     assert res.read == 2 and res.reasons() == {"missing event_type": 1}
 
 
-def test_non_utf8_bytes_are_a_contract_error():
-    contract_error(lambda: read_events(BAD / "events_latin1.csv"), "not valid UTF-8")
-    contract_error(lambda: read_users(BAD / "users_latin1.csv"), "users file", "not valid UTF-8")
+def test_non_utf8_lines_are_rejected_and_a_mostly_non_utf8_file_is_refused():
+    # the one data line is Latin-1: the whole file is not UTF-8
+    contract_error(lambda: read_events(BAD / "events_latin1.csv"), "events file", "not valid UTF-8", "1 of 1", "line 2")
+    # one line of two: that line is rejected, the other used
+    us = accounted(read_users(BAD / "users_latin1.csv"))
+    assert (us.read, us.n_accepted) == (2, 1) and us.accepted["user_id"].tolist() == ["1001"]
+    assert us.rejects[["source_row", "line", "reason"]].values.tolist() == [[1, 3, "malformed line: not valid UTF-8"]]
+    contract_error(lambda: read_users(BAD / "users_latin1_mostly.csv"), "users file", "not valid UTF-8", "2 of 3", "line 2")
 
 
 def test_utf8_bom_and_crlf_are_fine():
@@ -371,7 +389,7 @@ def _truncated(tmp: Path) -> Path:
     [
         ("truncated_parquet_events", ["cannot read events file", "half.parquet"]),
         ("empty_events", ["events_empty.csv", "empty"]),
-        ("stray_delimiter_events", ["events_stray_delimiter.csv", "line 3"]),
+        ("mostly_malformed_events", ["events_unquoted_commas.csv", "line 2"]),
         ("latin1_users", ["users file", "UTF-8"]),
     ],
 )
@@ -379,8 +397,8 @@ def test_cli_stops_with_exit_2_and_one_error_line(case, words, cli_home, good_us
     events, users = {
         "truncated_parquet_events": (_truncated(tmp_path), good_users),
         "empty_events": (BAD / "events_empty.csv", good_users),
-        "stray_delimiter_events": (BAD / "events_stray_delimiter.csv", good_users),
-        "latin1_users": (BAD / "events_header_only.csv", BAD / "users_latin1.csv"),
+        "mostly_malformed_events": (BAD / "events_unquoted_commas.csv", good_users),
+        "latin1_users": (BAD / "events_header_only.csv", BAD / "users_latin1_mostly.csv"),
     }[case]
     if case == "latin1_users":  # events must be fine so that the users file is reached
         _good_events(2).to_csv(tmp_path / "ev.csv", index=False)

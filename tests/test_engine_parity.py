@@ -227,3 +227,17 @@ def _apply(kind: str, r: dict, rnd) -> list[dict]:
         return next(choices, None) or rnd.choice(list(strategy.elements))
 
     return _dirty(draw, r, [])
+
+
+def test_users_with_a_missing_time_zone_get_the_default_in_every_engine(tmp_path):
+    """A null zone in a Parquet users table reads as NaN (pandas 3): the default zone, not a crash."""
+    from features.contract import read_users
+
+    rows = [dict(event_id="s0", user_id="u0", message_id="m0", event_type="send", timestamp=T0,
+                 machine_open=None, propensity=np.nan)]
+    path = _write(rows, tmp_path / "events.parquet")
+    pd.DataFrame({"user_id": ["u0"], "timezone": pd.array([None], dtype="str")}).to_parquet(tmp_path / "u.parquet")
+    users = read_users(tmp_path / "u.parquet").accepted
+    got = build_messages_duckdb(path, users, AS_OF, now=NOW, default_tz="Asia/Tokyo")
+    want = build_messages(read_events(path, now=NOW).accepted, users, default_tz="Asia/Tokyo")
+    assert got.messages["timezone"].tolist() == want["timezone"].tolist() == ["Asia/Tokyo"]

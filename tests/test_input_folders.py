@@ -137,3 +137,20 @@ def test_folder_with_nothing_but_bookkeeping_is_a_one_line_error(tmp_path):
     (tmp_path / "empty" / "_SUCCESS").write_bytes(b"")
     with pytest.raises(ContractError, match=r"holds no \.parquet or \.csv files \(ignored 1 file"):
         read_events(tmp_path / "empty")
+
+
+def test_folder_of_csv_exports_keeps_each_files_malformed_lines(tmp_path):
+    root = tmp_path / "csv"
+    root.mkdir()
+    head = "event_id,user_id,message_id,event_type,timestamp\n"
+    (root / "part-0.csv").write_text(head + "s1,u1,m1,send,2026-04-01T08:00:00Z\n"
+                                     "o1,u1,m1,open,2026-04-01T09:00:00Z,extra\n")
+    (root / "part-1.csv").write_bytes((head + "s2,u2,m2,send,2026-04-01T08:00:00Z\n").encode()
+                                      + b"o2,u\xff2,m2,open,2026-04-01T09:00:00Z\n")
+    (root / "_SUCCESS").write_bytes(b"")
+    res = read_events(root, now=NOW)
+    assert (res.read, res.n_accepted, res.n_rejected) == (4, 2, 2)
+    bad = res.rejects.sort_values("source_row")
+    assert bad["source_row"].tolist() == [1, 3] and bad["line"].tolist() == [3, 3]
+    assert bad["reason"].tolist() == ["malformed line: expected 5 fields, saw 6", "malformed line: not valid UTF-8"]
+    assert [Path(f).name for f in bad["file"]] == ["part-0.csv", "part-1.csv"]

@@ -17,9 +17,29 @@ def _published(home):
     return folder, json.loads((folder / "manifest.json").read_text())
 
 
+def _dirty_events(world_dir, out):
+    """The tiny world's events with a few rows the contract rejects, spread about."""
+    ev = pd.read_parquet(world_dir / "events.parquet")
+    send = ev.loc[ev["event_type"] == "send"].iloc[7]
+    bad = pd.DataFrame([
+        {**send.to_dict(), "event_id": "NULL"},  # missing event id
+        {**send.to_dict(), "event_id": "x-open", "event_type": "open", "message_id": "no-such-message"},
+        {**send.to_dict(), "event_id": "x-early", "event_type": "click",
+         "timestamp": send["timestamp"] - pd.Timedelta(hours=1)},  # before its send
+        {**send.to_dict(), "event_id": "x-again", "timestamp": send["timestamp"] + pd.Timedelta(hours=1)},  # second send
+        {**send.to_dict(), "event_id": " \t x-pad\xa0", "event_type": " OPEN ",
+         "timestamp": send["timestamp"] + pd.Timedelta(hours=2)},  # accepted: padded
+    ])
+    mixed = pd.concat([ev.iloc[:1000], bad, ev.iloc[1000:], ev.iloc[[20]]], ignore_index=True)  # and a duplicate
+    mixed["timestamp"] = pd.to_datetime(mixed["timestamp"], utc=True).astype("datetime64[us, UTC]")
+    mixed.to_parquet(out, index=False)
+    return out
+
+
 def test_nightly_on_spark_publishes_the_same_features_as_duckdb(world_dir, tmp_path):
-    args = ["nightly", "--events", str(world_dir / "events.parquet"), "--users", str(world_dir / "users.parquet"),
-            "--as-of", AS_OF]
+    """On dirty events: the same features, and the same rejects file in the run's folder."""
+    events = _dirty_events(world_dir, tmp_path / "events.parquet")
+    args = ["nightly", "--events", str(events), "--users", str(world_dir / "users.parquet"), "--as-of", AS_OF]
     homes = {}
     for engine in ("spark", "duckdb"):
         homes[engine] = tmp_path / engine
@@ -33,6 +53,11 @@ def test_nightly_on_spark_publishes_the_same_features_as_duckdb(world_dir, tmp_p
     pd.testing.assert_frame_equal(a, b)
     np.testing.assert_array_equal(np.load(spark_dir / "features" / "profiles.npy"), np.load(duck_dir / "features" / "profiles.npy"))
     assert spark_manifest["users"] == duck_manifest["users"] > 300
+    rejects = {engine: list(home.glob("runs/*/rejects_events.csv")) for engine, home in homes.items()}
+    assert len(rejects["spark"]) == len(rejects["duckdb"]) == 1, rejects
+    ours, theirs = rejects["spark"][0].read_text(), rejects["duckdb"][0].read_text()
+    assert ours == theirs and len(ours.splitlines()) == 1 + 5  # the header and five rejected rows
+    assert not list((homes["spark"] / "runs").glob("rejects_events_*.csv"))  # moved into the run's folder
 
 
 def test_unknown_engine_is_a_one_line_error(tmp_path):
