@@ -195,6 +195,12 @@ def _parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("boolean"), reason
     out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    if pd.api.types.is_numeric_dtype(values.dtype):  # 0/1 flags (an integer column with nulls reads as 1.0)
+        num = pd.to_numeric(values, errors="coerce")
+        out[num == 1] = True
+        out[num == 0] = False
+        reason[num.notna() & ~num.isin([0, 1])] = "machine_open is not a boolean"
+        return out, reason
     text = values.astype("object").map(lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
     out[text.isin(_TRUE)] = True
     out[text.isin(_FALSE)] = False

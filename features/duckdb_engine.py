@@ -118,7 +118,7 @@ def _check_schema(con, files: list[str], hive: bool) -> dict[str, str]:
     missing = [c for c in EVENT_COLUMNS if c not in cols]
     if missing:
         raise ContractError(f"events file lacks required column(s): {', '.join(missing)}")
-    if cols["timestamp"] != "TIMESTAMP WITH TIME ZONE":
+    if cols["timestamp"] not in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ_NS"):  # nanoseconds: floored to microseconds, as pandas
         raise NotForThisEngine(f"timestamp column is {cols['timestamp']}, not a time-zone-aware timestamp")
     for c in ("event_id", "user_id", "message_id", "event_type"):
         if cols[c] not in _ID_TYPES:
@@ -201,7 +201,7 @@ def build_messages_duckdb(
               string_buckets=string_buckets, ws=WHITESPACE, missing=list(MISSING_TEXT))
         _register_users(con, users)
         n_rows = _register_offsets(con, files)
-        optional = ("machine_open" in cols, "propensity" in cols)
+        optional = ("machine_open" in cols, "propensity" in cols, cols["timestamp"] == "TIMESTAMPTZ_NS")
         for view in (_EV_VIEW, _EV_PLAIN_VIEW):
             con.execute(view[(*optional, False)])
         con.execute(_R1_VIEW)
@@ -414,7 +414,7 @@ _EV_TEMPLATE = """
            TRIMMED(user_id) AS user_id,
            TRIMMED(message_id) AS message_id,
            lower(TRIMMED(event_type)) AS event_type,
-           "timestamp" AS ts, MACHINE_OPEN AS machine_open,
+           TS AS ts, MACHINE_OPEN AS machine_open,
            CASE WHEN isnan(PROPENSITY) THEN NULL ELSE PROPENSITY END AS propensity,
            PROPENSITY AS raw_propensity, PADDED AS padded
     FROM (RAW_ROWS)
@@ -439,13 +439,17 @@ _EV_EXACT = re.sub(r"TRIMMED\((\w+)\)", lambda m: _TRIMMED.replace("X", m.group(
                    _EV_TEMPLATE.replace("PADDED", "false"))
 _EV_AS_IS = re.sub(r"TRIMMED\((\w+)\)", lambda m: f"CAST({m.group(1)} AS VARCHAR)",
                    _EV_TEMPLATE.replace("PADDED", f"({_MAY_CHANGE})"))
-# one fixed statement per combination of the two optional columns, and of exact or as-is ids
+# nanosecond instants floored to microseconds, as pandas does (DuckDB's cast rounds)
+_TS_NS = 'CAST(make_timestamp(epoch_ns("timestamp") // 1000) AS TIMESTAMPTZ)'
+# one fixed statement per combination of the two optional columns, nanosecond timestamps, and
+# exact or as-is ids
 _EV_VIEW = {
-    (has_mo, has_prop, exact): (_EV_EXACT if exact else _EV_AS_IS)
+    (has_mo, has_prop, ns, exact): (_EV_EXACT if exact else _EV_AS_IS)
     .replace("MACHINE_OPEN", "CAST(machine_open AS BOOLEAN)" if has_mo else "CAST(NULL AS BOOLEAN)")
     .replace("PROPENSITY", "CAST(propensity AS DOUBLE)" if has_prop else "CAST(NULL AS DOUBLE)")
+    .replace("TS AS ts", (_TS_NS if ns else '"timestamp"') + " AS ts")
     .replace("RAW_ROWS", _RAW_ROWS)
-    for has_mo in (True, False) for has_prop in (True, False) for exact in (True, False)
+    for has_mo in (True, False) for has_prop in (True, False) for ns in (True, False) for exact in (True, False)
 }
 # the same rows without source row numbers, for the passes that do not need them
 _PLAIN_ROWS = ("SELECT * FROM read_parquet(getvariable('files'), union_by_name=true, "

@@ -7,7 +7,6 @@ takes up several lines, and so does a malformed record."""
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +72,7 @@ def test_200k_lines_with_50_malformed_reject_those_50_and_use_the_rest(tmp_path)
             expected[pos + 1] = NOT_UTF8
     path = write(tmp_path / "events.csv", lines)
 
-    t0 = time.perf_counter()
     table = read_csv_records(path, "events")
-    seconds = time.perf_counter() - t0
-    assert seconds < 5, seconds  # ~0.2 s on a quiet machine
     assert len(table.frame) == n - 50 and len(table.bad) == 50
     assert dict(zip(table.bad["line"], table.bad["reason"])) == expected
     assert table.bad["text"].str.len().max() <= 203
@@ -99,19 +95,6 @@ def test_200k_lines_with_50_malformed_reject_those_50_and_use_the_rest(tmp_path)
     back = pd.read_csv(out, dtype={"line": "int64"}, keep_default_na=False)
     assert list(back.columns[:2]) == ["source_row", "line"]
     assert dict(zip(back["line"], back["reason"])) == expected
-
-
-def test_reading_a_clean_file_is_not_slower_than_pandas(tmp_path):
-    path = write(tmp_path / "events.csv", [HEADER] + [send(i) for i in range(200_000)])
-    best_new = best_old = 1e9
-    for _ in range(3):
-        t0 = time.perf_counter()
-        read_csv_records(path, "events").records()
-        best_new = min(best_new, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-        best_old = min(best_old, time.perf_counter() - t0)
-    assert best_new < max(1.5 * best_old, 0.5), (best_new, best_old)  # measured: ~0.06-0.1 s vs ~0.2-0.3 s
 
 
 # --------------------------------------------------------------------------- what is read as data
@@ -303,9 +286,7 @@ def test_hundreds_of_unclosed_quotes_cost_little_and_lose_nothing(tmp_path):
         lines[pos] = lines[pos].replace(",u", ',"u', 1)
         if k % 2:
             lines[pos + 3] = lines[pos + 3].replace(",m", ',"m', 1).replace(",send", '",send', 1)
-    t0 = time.perf_counter()
     t = read_csv_records(write(tmp_path / "ev.csv", lines), "events")
-    assert time.perf_counter() - t0 < 10  # ~0.3 s; re-parsing the rest after each quote took minutes
     assert t.bad["line"].tolist() == (stray + 1).tolist() and set(t.bad["reason"]) == {UNCLOSED_QUOTE}
     assert len(t.frame) == n - len(stray)
     assert (t.lines == t.frame["event_id"].str[1:].astype(np.int64).to_numpy() + 2).all()

@@ -241,3 +241,40 @@ def test_users_with_a_missing_time_zone_get_the_default_in_every_engine(tmp_path
     got = build_messages_duckdb(path, users, AS_OF, now=NOW, default_tz="Asia/Tokyo")
     want = build_messages(read_events(path, now=NOW).accepted, users, default_tz="Asia/Tokyo")
     assert got.messages["timezone"].tolist() == want["timezone"].tolist() == ["Asia/Tokyo"]
+
+
+def test_typed_parquet_variants_read_the_same_in_both_engines(tmp_path):
+    """What other writers produce: dictionary-encoded text, unsigned and 32-bit integer ids,
+    nanosecond instants in a local zone (floored to microseconds, as pandas), large strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ts = pd.to_datetime(["2026-04-01 08:00:00.0000009", "2026-04-01 09:00", "2026-04-02 08:00", "2026-04-02 10:00"], format="ISO8601",
+                        utc=True).astype("datetime64[ns, UTC]")
+    table = pa.table({
+        "event_id": pa.array([1, 2, 3, 4], pa.int32()),
+        "user_id": pa.array(["u0", "u0", "u2", "u2"]).dictionary_encode(),
+        "message_id": pa.array([10, 10, 20, 20], pa.uint64()),
+        "event_type": pa.array(["send", "open", "send", "click"], pa.large_string()).dictionary_encode(),
+        "timestamp": pa.array(ts).cast(pa.timestamp("ns", tz="Europe/Berlin")),
+    })
+    pq.write_table(table, tmp_path / "e.parquet")
+    users = _users(3)
+    ref = read_events(tmp_path / "e.parquet", now=NOW)
+    assert ref.n_accepted == 4 and ref.accepted["timestamp"].iloc[0] == pd.Timestamp("2026-04-01 08:00", tz="UTC")
+    got = build_messages_duckdb(tmp_path / "e.parquet", users, AS_OF, now=NOW)
+    pd.testing.assert_frame_equal(_by_id(got.messages), _by_id(build_messages(ref.accepted, users)), check_dtype=False)
+
+
+def test_machine_open_as_0_1_integers_is_a_flag(tmp_path):
+    """An integer 0/1 flag column with nulls (read back as 1.0 / 0.0 / NaN) means what it says;
+    any other number is not a boolean."""
+    df = pd.DataFrame({"event_id": ["s", "a", "b", "c"], "user_id": "u0", "message_id": "m0",
+                       "event_type": ["send", "open", "open", "open"],
+                       "timestamp": pd.to_datetime(["2026-04-01 08:00", "2026-04-01 08:01", "2026-04-01 09:00",
+                                                    "2026-04-01 10:00"], utc=True).astype("datetime64[us, UTC]"),
+                       "machine_open": pd.array([None, 1, 0, 2], dtype="Int8")})
+    df.to_parquet(tmp_path / "e.parquet", index=False)
+    res = read_events(tmp_path / "e.parquet", now=NOW)
+    assert res.reasons() == {"machine_open is not a boolean": 1}
+    assert res.accepted.set_index("event_id").loc[["a", "b"], "machine_open"].tolist() == [True, False]

@@ -100,6 +100,7 @@ def test_ctrl_c_is_exit_130_in_one_line(tmp_path):
     assert crash_files(home / "runs") == []
 
 
+@pytest.mark.slow  # each a fresh interpreter; the same exits are covered in-process by test_cli*.py
 @pytest.mark.parametrize("args, code, fragment", [
     (["--help"], 0, "Usage"),
     (["nightly", "--help"], 0, "Usage"),
