@@ -24,6 +24,8 @@ class TrainingSet:
     y: np.ndarray
     meta: pd.DataFrame  # message_id, user_id, send_ts, propensity, send_how, snapshot, validation
     validation_start: pd.Timestamp
+    validation_window: pd.Timedelta = pd.Timedelta(days=14)  # as used (shrunk on short histories)
+    snapshot_every: pd.Timedelta = pd.Timedelta(days=7)
 
     @property
     def train_mask(self) -> np.ndarray:
@@ -49,15 +51,37 @@ def sample_users(msgs: pd.DataFrame, users: pd.DataFrame, max_users: int | None,
     return msgs.loc[msgs["user_id"].isin(keep)], users.loc[users["user_id"].isin(keep)]
 
 
-def snapshot_cutoffs(first: pd.Timestamp, last: pd.Timestamp, every_days: int) -> list[pd.Timestamp]:
-    """Cutoffs at midnight UTC every ``every_days`` from ``first`` up to ``last`` (inclusive)."""
-    start = first.floor("D")
+class NothingToLearn(ValueError):
+    """The history cannot train a model (no send was opened, or too little history): nothing
+    is registered or published, and the command exits with 3 (nothing trained)."""
+
+
+def snapshot_cutoffs(first: pd.Timestamp, last: pd.Timestamp, every: int | pd.Timedelta) -> list[pd.Timestamp]:
+    """Cutoffs every ``every`` (days, or a Timedelta) from midnight UTC of ``first`` up to ``last``
+    (inclusive)."""
+    step = every if isinstance(every, pd.Timedelta) else pd.Timedelta(days=every)
+    c = first.floor("D")
     out = []
-    c = start
     while c <= last:
         out.append(c)
-        c = c + pd.Timedelta(days=every_days)
+        c = c + step
     return out
+
+
+def fit_windows(first_send: pd.Timestamp, last_send: pd.Timestamp, validation_days: int,
+                snapshot_days: int) -> tuple[pd.Timedelta, pd.Timedelta]:
+    """The validation window and snapshot step for this history: as configured when the labelled
+    history spans at least three validation windows, else shrunk to what it allows (a third of
+    it for validation, a sixth per snapshot, whole hours, at least one), so a week of history
+    trains as well as a year does."""
+    span = last_send - first_send.floor("D")
+    validation = pd.Timedelta(days=validation_days)
+    snapshot = pd.Timedelta(days=snapshot_days)
+    if span >= 3 * validation:
+        return validation, snapshot
+    hour = pd.Timedelta(hours=1)
+    validation = max((span / 3).floor("h"), hour)
+    return validation, min(snapshot, max((span / 6).floor("h"), hour))
 
 
 def build_training_set(
@@ -89,8 +113,16 @@ def build_training_set(
     last_send = as_of - horizon
     labelled = msgs.loc[msgs["send_ts"] < last_send].reset_index(drop=True)
     if labelled.empty:
-        raise ValueError("no sends with a fully observed horizon before the as-of date: nothing to train on")
-    validation_start = last_send - pd.Timedelta(days=validation_days)
+        first = msgs["send_ts"].min() if len(msgs) else None
+        span = f"{(as_of - first) / pd.Timedelta(hours=1):.0f} h of sends" if first is not None else "no sends"
+        raise NothingToLearn(f"the history holds {span} before the as-of date; a send is labelled only once its "
+                             f"{horizon_hours} h horizon is complete, so no send is labelled yet")
+    validation, snapshot = fit_windows(labelled["send_ts"].min(), last_send, validation_days, snapshot_days)
+    if validation < pd.Timedelta(days=validation_days) and progress:
+        progress(f"history of {(last_send - labelled['send_ts'].min()) / pd.Timedelta(days=1):.1f} labelled days: "
+                 f"validation window {validation}, snapshots every {snapshot} "
+                 f"(SENDTIME_VALIDATION_DAYS={validation_days} needs {3 * validation_days} days)")
+    validation_start = last_send - validation
     missing = pd.Index(msgs["user_id"].unique()).difference(pd.Index(users["user_id"]))
     if len(missing):  # users with sends but no users-table row: default zone, unknown segment
         users = pd.concat([users, pd.DataFrame({"user_id": missing, "timezone": None, "segment": "unknown"})], ignore_index=True)
@@ -110,7 +142,7 @@ def build_training_set(
             idx = rng.choice(idx, size=budget, replace=False)
         keep[idx] = True
 
-    cutoffs = snapshot_cutoffs(labelled["send_ts"].min(), last_send, snapshot_days)
+    cutoffs = snapshot_cutoffs(labelled["send_ts"].min(), last_send, snapshot)
     frames, metas, ys = [], [], []
     send_ts = labelled["send_ts"]
     for j, c in enumerate(cutoffs):
@@ -130,4 +162,5 @@ def build_training_set(
     X = pd.concat(frames, ignore_index=True)
     meta = pd.concat(metas, ignore_index=True)
     meta["validation"] = (meta["send_ts"] >= validation_start).to_numpy()
-    return TrainingSet(X=X, y=np.concatenate(ys), meta=meta, validation_start=validation_start)
+    return TrainingSet(X=X, y=np.concatenate(ys), meta=meta, validation_start=validation_start,
+                       validation_window=validation, snapshot_every=snapshot)

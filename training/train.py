@@ -8,10 +8,11 @@ from typing import Callable
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 
 from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES
-from training.dataset import TrainingSet
+from training.dataset import NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
 from training.model import ForestParams, classification_metrics, make_pipeline
 from training.offpolicy import OffPolicyReport
 from training.plots import hour_profile_figure, importance_figure, reliability_figure
@@ -24,11 +25,6 @@ class TrainResult:
     model_version: str
     metrics: dict[str, float]
     decision: GateDecision
-
-
-class NothingToLearn(ValueError):
-    """The history cannot train a model (no send was opened, or too little history): nothing
-    is registered or published, and the command exits with 3 (nothing trained)."""
 
 
 def train_and_register(
@@ -54,7 +50,9 @@ def train_and_register(
                              "a model needs both outcomes (does the history hold the opens and clicks?)")
     mlflow.log_params({**asdict(forest), **(extra_params or {}), "feature_set_version": FEATURE_SET_VERSION,
                        "train_rows": len(X_tr), "validation_rows": len(X_va),
-                       "validation_start": ts.validation_start.isoformat()})
+                       "validation_start": ts.validation_start.isoformat(),
+                       "validation_hours_used": ts.validation_window / pd.Timedelta(hours=1),
+                       "snapshot_hours_used": ts.snapshot_every / pd.Timedelta(hours=1)})
     say(f"fitting RandomForest on {len(X_tr):,} rows x {X_tr.shape[1]} features")
     model = make_pipeline(forest, list(MODEL_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
     p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]

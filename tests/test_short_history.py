@@ -1,0 +1,59 @@
+"""Any history length: the validation window and the snapshot step shrink to what a short
+history allows, so a week of history trains; a history with no labelled send yet says so."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import AS_OF, make_env
+from training.dataset import NothingToLearn, fit_windows
+
+DAY = pd.Timedelta(days=1)
+
+
+@pytest.mark.parametrize("days, validation, snapshot", [
+    (365, 14 * DAY, 7 * DAY),  # long enough: as configured
+    (42, 14 * DAY, 7 * DAY),
+    (30, 10 * DAY, 5 * DAY),
+    (6, 2 * DAY, DAY),
+    (0.5, pd.Timedelta(hours=4), pd.Timedelta(hours=2)),
+])
+def test_windows_fit_the_history(days, validation, snapshot):
+    first = pd.Timestamp("2026-01-01", tz="UTC")
+    assert fit_windows(first, first + pd.Timedelta(days=days), 14, 7) == (validation, snapshot)
+
+
+def _settings(tmp_path):
+    from sendtime.settings import Settings
+
+    return Settings.from_env(make_env(tmp_path / "home"))
+
+
+def test_a_week_of_history_trains_and_logs_the_windows_it_used(tmp_path):
+    import mlflow
+
+    from sendtime.nightly import run_nightly
+    from sendtime.simulate import simulate_world, world_config, write_world
+
+    write_world(simulate_world(world_config("default", n_users=600, days=7, seed=4, end=AS_OF)), tmp_path / "w")
+    said = []
+    settings = _settings(tmp_path)
+    r = run_nightly(settings, tmp_path / "w" / "events.parquet", tmp_path / "w" / "users.parquet",
+                    pd.Timestamp(AS_OF, tz="UTC"), say=said.append)
+    assert r.model_version == "1" and r.promoted
+    assert any("validation window" in m for m in said)
+    params = mlflow.MlflowClient(settings.tracking_uri).get_run(r.run_id).data.params
+    assert float(params["validation_hours_used"]) < 14 * 24 and float(params["snapshot_hours_used"]) < 7 * 24
+    assert 0.5 < r.metrics["roc_auc"] <= 1.0
+
+
+def test_one_day_of_history_says_no_send_is_labelled_yet(world_dir, tmp_path):
+    from sendtime.nightly import run_nightly
+
+    ev = pd.read_parquet(world_dir / "events.parquet")
+    last = ev.loc[ev["event_type"] == "send", "timestamp"].max()  # one campaign day, run the night after
+    cut = last.floor("D") + DAY
+    ev.loc[(ev["timestamp"] >= last.floor("D")) & (ev["timestamp"] < cut)].to_parquet(tmp_path / "day.parquet", index=False)
+    with pytest.raises(NothingToLearn, match="no send is labelled yet"):
+        run_nightly(_settings(tmp_path), tmp_path / "day.parquet", world_dir / "users.parquet", cut, say=lambda m: None)
