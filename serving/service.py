@@ -101,6 +101,9 @@ def _host() -> str:
 ops = FastAPI(title="sendtime operations")
 
 
+_FIRST_YEAR, _LAST_YEAR = 1970, 2200  # the windows a request may ask about
+
+
 @bentoml.service(name="sendtime", workers=_workers(), traffic={"timeout": 60}, http={"host": _host()})
 @bentoml.asgi_app(ops, path="/ops")
 class SendTime:
@@ -171,6 +174,11 @@ class SendTime:
 
     # -- shared request handling -------------------------------------------------------------
     def _rules(self, window_start, window_end, quiet_hours, min_lead_minutes) -> WindowRules:
+        # a date near year 1 or 9999 with an offset leaves the range of instants the scoring
+        # converts through: refuse it here, with the field named
+        for name, value in (("window_start", window_start), ("window_end", window_end)):
+            if not _FIRST_YEAR <= value.year < _LAST_YEAR:
+                raise InvalidArgument(f"{name} must lie between the years {_FIRST_YEAR} and {_LAST_YEAR}")
         start, end = pd.Timestamp(window_start), pd.Timestamp(window_end)
         if end <= start:
             raise InvalidArgument("window_end must be after window_start")

@@ -142,6 +142,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(proc, base: str, log: Path, timeout: float = 120) -> None:
+    """Wait until the server at ``base`` answers /readyz, failing the test (with the end of its
+    log) when it exits first or is not ready in ``timeout`` seconds."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            pytest.fail(f"server not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @contextmanager
 def real_server(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None, timeout: float = 120):
     """A real server process on 127.0.0.1 (``cmd`` gets ``--port``); yields (base URL, process)
@@ -158,18 +179,7 @@ def real_server(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None
                                 start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, base, log, timeout)
         yield base, proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -50,7 +50,7 @@ def state(trained, tmp_path_factory):
 
 @pytest.mark.parametrize("marker", [
     "building messages and training rows",  # during feature build
-    "fitting RandomForest",  # during training
+    pytest.param("fitting RandomForest", marks=pytest.mark.slow),  # during training (the same guard)
     "scoring all 168 weekly slots",  # during publish (after the gate)
 ])
 def test_killed_run_leaves_the_served_pair_intact(state, world_dir, marker):

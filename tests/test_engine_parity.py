@@ -183,7 +183,7 @@ FUTURE_SEND = ([dict(event_id="e0", user_id="u0", message_id="m0", event_type="s
                      timestamp=pd.Timestamp("2031-01-01 01:00", tz="UTC"), machine_open=None, propensity=np.nan)], 1)
 
 
-@settings(max_examples=40, **S)
+@settings(max_examples=25, **S)
 @given(log=event_logs())
 @example(log=ORPHANS_ONLY)
 @example(log=NULL_USER_SEND)

@@ -56,6 +56,7 @@ def test_unexpected_exception_is_one_line_exit_70_and_a_crash_file(tmp_path):
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
+@pytest.mark.slow  # a fresh interpreter each; the main path is tested above
 def test_crash_file_falls_back_to_temp_when_settings_cannot_be_read(tmp_path):
     """If reading the settings is what breaks, the crash file still gets written (temp dir)."""
     home, tmp = tmp_path / "home", tmp_path / "tmp"
@@ -71,6 +72,7 @@ def test_crash_file_falls_back_to_temp_when_settings_cannot_be_read(tmp_path):
     assert not (home / "runs").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter each; the main path is tested above
 def test_secret_option_values_stay_out_of_the_crash_file(tmp_path):
     home = tmp_path / "home"
     code = BROKEN.format(patch="import features.importers as i; i.import_events = lambda *a, **k: 1/0")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_env
+from tests.conftest import free_port, make_env, wait_ready
 
 pytestmark = pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="needs POSIX exec and /proc")
 
@@ -72,18 +72,7 @@ def started_server(trained, private_home, tmp_path):
     base = f"http://127.0.0.1:{port}"
     workers: set[int] = set()
     try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, base, log)
         workers |= _descendants(proc.pid)
         yield proc, port, base, log, workers
     finally:

@@ -175,3 +175,11 @@ def test_version_endpoint_for_deployment_pipelines(client, trained):
     assert v["model_version"] == result.champion_version and v["snapshot"] == result.published.name
     assert v["score_table"] is True and v["sendtime"] != "unknown"
     assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
+
+
+def test_window_near_year_one_is_a_4xx_naming_the_field(client):
+    """Found by schemathesis: year 1 with a +21:00 offset is no instant the scoring can convert."""
+    r = client.post("/best_send_time", json={"users": [{"user_id": "x", "timezone": None}],
+                                             "window_start": "0001-01-01T01:00:01+21:00",
+                                             "window_end": "0001-01-01T11:00:00+21:00"})
+    assert 400 <= r.status_code < 500 and "window_start" in r.text, r.text

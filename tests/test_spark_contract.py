@@ -458,7 +458,7 @@ def _spark_agrees(spark, rows, n_users, tmp) -> None:
     pd.testing.assert_frame_equal(_by_id(got.messages), _by_id(ref_msgs), check_dtype=False)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(log=event_logs())
 @example(log=ORPHANS_ONLY)
 @example(log=NULL_USER_SEND)
