@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.csv_reader import concat_records, mark_rejects, read_csv_records
+from features import inputs as R  # the reject reasons, one definition for every engine
 from features.inputs import MISSING_TEXT, ContractError, data_files
 
 EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
@@ -167,25 +168,25 @@ def parse_utc(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     reason = pd.Series([None] * len(values), index=values.index, dtype="object")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         ts = values.dt.tz_convert("UTC")
-        reason[ts.isna()] = "missing timestamp"
+        reason[ts.isna()] = R.MISSING_TIMESTAMP
     elif pd.api.types.is_datetime64_any_dtype(values.dtype):
         ts = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
-        reason[:] = "timestamp has no UTC offset (naive)"
+        reason[:] = R.NAIVE_TIMESTAMP
         return ts, reason
     else:
         text = values.astype("object").map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
         has_offset = text.fillna("").str.contains(_OFFSET_RE, regex=True)
         ts = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
-        reason[text.isna()] = "missing timestamp"
+        reason[text.isna()] = R.MISSING_TIMESTAMP
         no_offset = text.notna() & ~has_offset
         if no_offset.any():
             # Only text that is a date-time at all is "naive"; "hello" or an epoch number is not.
             numeric = pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)
             as_naive = pd.to_datetime(text.where(no_offset), utc=True, errors="coerce", format="ISO8601")
             is_date = as_naive.notna() & ~numeric
-            reason[no_offset & is_date] = "timestamp has no UTC offset (naive)"
-            reason[no_offset & ~is_date] = "unparseable timestamp"
-        reason[text.notna() & has_offset & ts.isna()] = "unparseable timestamp"
+            reason[no_offset & is_date] = R.NAIVE_TIMESTAMP
+            reason[no_offset & ~is_date] = R.UNPARSEABLE_TIMESTAMP
+        reason[text.notna() & has_offset & ts.isna()] = R.UNPARSEABLE_TIMESTAMP
     ts = ts.astype("datetime64[us, UTC]")
     return ts, reason
 
@@ -199,13 +200,13 @@ def _parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         num = pd.to_numeric(values, errors="coerce")
         out[num == 1] = True
         out[num == 0] = False
-        reason[num.notna() & ~num.isin([0, 1])] = "machine_open is not a boolean"
+        reason[num.notna() & ~num.isin([0, 1])] = R.BAD_MACHINE_OPEN
         return out, reason
     text = values.astype("object").map(lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
     out[text.isin(_TRUE)] = True
     out[text.isin(_FALSE)] = False
     bad = text.notna() & ~text.isin(_TRUE | _FALSE | {"", "none", "null", "nan"})
-    reason[bad] = "machine_open is not a boolean"
+    reason[bad] = R.BAD_MACHINE_OPEN
     return out, reason
 
 
@@ -243,14 +244,14 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
         reason[m] = text
 
     for c in ("event_id", "user_id", "message_id", "event_type"):
-        flag(df[c].isna(), f"missing {c}")
-    flag(~df["event_type"].isin(EVENT_TYPES) & df["event_type"].notna(), "unknown event_type")
+        flag(df[c].isna(), R.MISSING.format(c))
+    flag(~df["event_type"].isin(EVENT_TYPES) & df["event_type"].notna(), R.UNKNOWN_EVENT_TYPE)
     ts_bad = ts_reason.notna() & reason.isna()
     reason[ts_bad] = ts_reason[ts_bad]
-    flag(df["timestamp"] < EARLIEST, "timestamp before 1990")
-    flag(df["timestamp"] > now + pd.Timedelta(days=1), "timestamp in the future")
-    flag(mo_reason.notna(), "machine_open is not a boolean")
-    flag(bad_prop, "propensity is not a probability in (0, 1]")
+    flag(df["timestamp"] < EARLIEST, R.BEFORE_1990)
+    flag(df["timestamp"] > now + pd.Timedelta(days=1), R.IN_THE_FUTURE)
+    flag(mo_reason.notna(), R.BAD_MACHINE_OPEN)
+    flag(bad_prop, R.BAD_PROPENSITY)
 
     # Repeated event ids: identical rows are the same event (kept once); differing contents are
     # a conflict, and only the first occurrence is kept.
@@ -259,8 +260,8 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
     dup_any = ok & df["event_id"].duplicated(keep="first") & df["event_id"].notna()
     if dup_any.any():
         same = ok & df.duplicated(subset=key_cols, keep="first")
-        flag(dup_any & same, "duplicate event (kept once)")
-        flag(dup_any & ~same, "duplicate event_id with different contents")
+        flag(dup_any & same, R.DUPLICATE_EVENT)
+        flag(dup_any & ~same, R.CONFLICTING_EVENT_ID)
 
     # Opens and clicks must follow a send of the same message.
     ok = reason.isna()
@@ -274,14 +275,14 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
     no_send = pd.Series(False, index=df.index)
     no_send[follow] = matched.isna().to_numpy()
     if require_sends:
-        flag(no_send, "no send for message_id")
+        flag(no_send, R.NO_SEND)
     before = pd.Series(False, index=df.index)
     before[follow] = (df.loc[follow, "timestamp"] < matched).fillna(False).astype(bool).to_numpy()
-    flag(before, "before its send")
+    flag(before, R.BEFORE_SEND)
     # a repeated send among the sends only: an open listed above its send is no earlier send
     is_send = ok & (df["event_type"] == "send")
     dup_send = is_send & df["message_id"].where(is_send).duplicated(keep="first")
-    flag(dup_send & reason.isna(), "second send for message_id")
+    flag(dup_send & reason.isna(), R.SECOND_SEND)
 
     bad = reason.notna()
     rejects = raw.loc[bad].astype("object").astype(str).copy()
