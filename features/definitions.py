@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FEATURE_SET_VERSION = "v1"
+FEATURE_SET_VERSION = "v2"  # v2: p_struct_week
 
 
 @dataclass(frozen=True)
@@ -53,5 +53,12 @@ REQUEST_FEATURES: tuple[Feature, ...] = (
     Feature("act_rel_day", "float32", "act_24 relative to the user's best slot of the same local day"),
 )
 
-MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in USER_FEATURES + REQUEST_FEATURES)
+#: per user, derived from the profile when rows are built; the same at every candidate hour
+PROFILE_SUMMARY_FEATURES: tuple[Feature, ...] = (
+    Feature("p_struct_week", "float32", "p_struct averaged over the 168 hours of the week: the profile's level"),
+)
+
+MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in USER_FEATURES + REQUEST_FEATURES + PROFILE_SUMMARY_FEATURES)
+#: the hour-blind model's inputs: everything that does not depend on the candidate hour
+HOUR_BLIND_FEATURES: tuple[str, ...] = tuple(f.name for f in USER_FEATURES + PROFILE_SUMMARY_FEATURES)
 USER_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in USER_FEATURES)

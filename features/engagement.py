@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import MODEL_FEATURES, USER_FEATURE_NAMES
+from features.machine_opens import MachineOpenModel, classify, machine_stats
 from features.messages import MACHINE_OPEN_WINDOW, NAT, OUTCOME_COLUMNS, MessageArrays, micros, micros_of
 from features.profiles import (
     segment_codes,
@@ -30,7 +31,6 @@ from features.profiles import (
     user_profiles,
 )
 
-MPP_THRESHOLD = 0.6
 NEVER = 999.0
 WINDOWS = (7, 28, 90)
 HOUR = pd.Timedelta(hours=1)
@@ -48,6 +48,8 @@ class OutcomesAt:
     clicked: np.ndarray
     is_machine_user: np.ndarray  # per user
     fast_share: np.ndarray  # per user
+    machine_prob: np.ndarray | None = None  # per user: the mixture's posterior
+    machine_model: MachineOpenModel | None = None
 
 
 def outcomes_at(msgs: pd.DataFrame, user_idx: np.ndarray, n_users: int, cutoff: pd.Timestamp, horizon: int) -> OutcomesAt:
@@ -57,36 +59,36 @@ def outcomes_at(msgs: pd.DataFrame, user_idx: np.ndarray, n_users: int, cutoff: 
 
 
 def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray, n_users: int, cut: int,
-                horizon: int) -> OutcomesAt:
+                horizon: int, machine: MachineOpenModel | None = None, settle_us: int | None = None) -> OutcomesAt:
     """:func:`outcomes_at` on integer microseconds (``t``: the outcome columns, NaT as NAT).
 
-    A user whose settled sends were mostly opened within minutes of delivery is a machine
-    opener; their unflagged fast opens are not human evidence. Flagged human opens, clicks and
-    slow opens always are."""
+    Machine openers are the users the :class:`features.machine_opens.MachineOpenModel` mixture
+    puts there (``machine``: a fitted one, e.g. pooled over every bucket; else it is fitted on
+    these messages). For them the first unflagged open of a message is the proxy's fetch, so
+    it is not human evidence; a later open is, and so are flagged human opens and clicks. For
+    everyone else every open counts."""
     hour = 3_600_000_000
     window = int(MACHINE_OPEN_WINDOW / pd.Timedelta(microseconds=1))
 
     def seen(x: np.ndarray) -> np.ndarray:  # an outcome that happened before the cutoff
         return (x != NAT) & (x < cut)
 
+    stats = machine_stats(send, t, user_idx, n_users, cut, horizon, window, settle_us)
+    is_machine, machine_prob, model = classify(stats, machine)
+    fast_share = np.where(stats[:, 0] > 0, stats[:, 2] / np.maximum(stats[:, 0], 1), 0.0)
+
     sent = send < cut
     bounced = seen(t["t_bounce"])
-    settled = sent & ~bounced & (send < cut - window)
-    tmf = t["t_open_machine_flag"]
-    machine_flag = seen(tmf) & (tmf - send <= window)
-    fast = seen(t["t_open_unk_fast"]) | machine_flag
-    n_settled = np.bincount(user_idx[settled], minlength=n_users)
-    n_fast = np.bincount(user_idx[settled & fast], minlength=n_users)
-    fast_share = np.where(n_settled > 0, n_fast / np.maximum(n_settled, 1), 0.0)
-    is_machine = fast_share >= MPP_THRESHOLD
-
     big = np.iinfo(np.int64).max
     first = np.full(len(send), big, dtype=np.int64)
-    for name in ("t_open_human_flag", "t_click", "t_open_unk_slow"):
+    for name in ("t_open_human_flag", "t_click"):
         x = t[name]
         np.minimum(first, np.where(x == NAT, big, x), out=first)
-    unk_fast = np.where(is_machine[user_idx] | (t["t_open_unk_fast"] == NAT), big, t["t_open_unk_fast"])
-    np.minimum(first, unk_fast, out=first)
+    tuf, tus, tmf = t["t_open_unk_fast"], t["t_open_unk_slow"], t["t_open_machine_flag"]
+    mach = is_machine[user_idx]
+    fetched = (tmf != NAT) | (tuf != NAT)  # the proxy's fetch is already accounted for before a slow open
+    np.minimum(first, np.where((tuf == NAT) | (mach & (tmf == NAT)), big, tuf), out=first)
+    np.minimum(first, np.where((tus == NAT) | (mach & ~fetched), big, tus), out=first)
     has = first < cut
     delay = np.full(len(send), np.nan)
     delay[has] = (first[has] - send[has]) / hour
@@ -97,7 +99,7 @@ def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray
     at_risk = np.where(sent & ~bounced, at_risk, 0)
     ct = t["t_click"]
     clicked = sent & seen(ct) & ((ct - send) < horizon * hour)
-    return OutcomesAt(sent, user_idx, opened, k_open, at_risk, clicked, is_machine, fast_share)
+    return OutcomesAt(sent, user_idx, opened, k_open, at_risk, clicked, is_machine, fast_share, machine_prob, model)
 
 
 @dataclass
@@ -128,6 +130,9 @@ class UserFeatures:
         out["cand_weekend"] = (how // 24 >= 5).astype(np.float32)
         for name, arr in slots.items():
             out[name] = arr[inv, how]
+        # the profile's week in one number: the user's level as the profile sees it, the same
+        # at every hour (what the hour-blind model learns from)
+        out["p_struct_week"] = slots["p_struct"].mean(axis=1)[inv].astype(np.float32)
         return pd.DataFrame(out, columns=list(MODEL_FEATURES))
 
 
@@ -235,7 +240,8 @@ def build_user_features(
     n = len(index)
     uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
 
-    oc = outcomes_at(msgs, uidx, n, as_of, H)
+    oc = outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}, uidx, n,
+                     micros_of(as_of), H, machine=prior.machine if prior is not None else None)
     send_how = msgs["send_how"].to_numpy(dtype=np.int64)
     if prior is None:
         decay, lam_pop = fit_decay(send_how, oc.at_risk_hours, oc.open_delay_hour, H)
@@ -255,6 +261,7 @@ def build_user_features(
             mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours,
                                 max_users=params.mixture_fit_users)
             if params.mixture_k > 0 else None,
+            machine=oc.machine_model,
         )
     if prior.mixture is not None:
         group_prior = prior.mixture.prior(O48, E48, segments)
@@ -319,25 +326,34 @@ def build_user_features_bucketed(
     A = np.zeros((168, H))
     B = np.zeros((168, H))
     opened_total = sent_total = 0
-    parts = []  # per bucket: users (table rows, unknown ids), per-user columns, compact per-message arrays
-    for b, bucket in enumerate(buckets):
+    def load(bucket):
         arr = bucket.arrays(table_ids) if hasattr(bucket, "arrays") else MessageArrays.from_frame(bucket(), table_ids)
         keep = arr.send_us < cut
-        known_rows = arr.uidx[keep]
-        unknown = known_rows < 0
-        # local user numbers: users of the users table in table order, then unknown ids sorted
-        present = np.bincount(known_rows[~unknown], minlength=len(table_ids)) > 0
-        known = np.flatnonzero(present)
-        local_of = np.cumsum(present) - 1
-        extra, extra_inv = np.unique(arr.unknown_ids[keep[arr.uidx < 0]].astype(str), return_inverse=True)
-        local = np.empty(len(known_rows), dtype=np.int64)
-        local[~unknown] = local_of[known_rows[~unknown]]
-        local[unknown] = len(known) + extra_inv
+        known, extra, local = _local_users(arr, keep, len(table_ids))
+        return arr, keep, known, extra, local, {c: getattr(arr, c)[keep] for c in OUTCOME_COLUMNS}
+
+    # the machine-open mixture is fitted on every user's counts first: a pass over the buckets
+    # that keeps six counts per user, so each bucket's machine openers are the pooled model's
+    window = int(MACHINE_OPEN_WINDOW / pd.Timedelta(microseconds=1))
+    stats: dict[int, list] = {H * 3_600_000_000: [], window: []}  # both settle times; one is kept
+    for bucket in buckets:
+        arr, keep, known, extra, local, t = load(bucket)
+        for settle, out in stats.items():
+            out.append(machine_stats(arr.send_us[keep], t, local, len(known) + len(extra), cut, H, window, settle))
+        del arr, t
+    settle_us = H * 3_600_000_000
+    if not any(int(x[:, 0].sum()) for x in stats[settle_us]):
+        settle_us = window
+    machine = MachineOpenModel().fit(np.concatenate(stats[settle_us]) if buckets else np.zeros((0, 6), np.int64))
+    del stats
+    say("machine openers classified")
+    parts = []  # per bucket: users (table rows, unknown ids), per-user columns, compact per-message arrays
+    for b, bucket in enumerate(buckets):
+        arr, keep, known, extra, local, t = load(bucket)
         n_local = len(known) + len(extra)
         send = arr.send_us[keep]
-        t = {c: getattr(arr, c)[keep] for c in OUTCOME_COLUMNS}
         how = arr.how[keep].astype(np.int64)
-        oc = kernels.outcomes(send, t, local, n_local, cut, H)
+        oc = kernels.outcomes(send, t, local, n_local, cut, H, machine=machine, settle_us=settle_us)
         activity, a, bb = kernels.activity_and_decay(send, t["t_click"], how, local, n_local, oc, cut, H)
         A += a
         B += bb
@@ -374,7 +390,7 @@ def build_user_features_bucketed(
     say("exposure counted")
     lam_pop48 = to_daytype48(lam_pop[None, :])[0] / np.array([5.0] * 24 + [2.0] * 24)
     prior = PopulationPrior(
-        decay=decay, lam_pop=lam_pop, lam_group={}, open_rate=pop_rate,
+        decay=decay, lam_pop=lam_pop, lam_group={}, open_rate=pop_rate, machine=machine,
         mixture=fit_mixture(O48, E48, segments, lam_pop48, k=params.mixture_k, smooth_hours=params.smooth_hours,
                             max_users=params.mixture_fit_users),
     )
@@ -396,6 +412,21 @@ def build_user_features_bucketed(
     cols["level_ratio"] = level.astype(np.float32)
     cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
+
+
+def _local_users(arr: MessageArrays, keep: np.ndarray, n_table: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bucket's local user numbers: users of the users table in table order, then unknown
+    ids sorted. Returns (table rows, unknown ids, local number of each kept message)."""
+    known_rows = arr.uidx[keep]
+    unknown = known_rows < 0
+    present = np.bincount(known_rows[~unknown], minlength=n_table) > 0
+    known = np.flatnonzero(present)
+    local_of = np.cumsum(present) - 1
+    extra, extra_inv = np.unique(arr.unknown_ids[keep[arr.uidx < 0]].astype(str), return_inverse=True)
+    local = np.empty(len(known_rows), dtype=np.int64)
+    local[~unknown] = local_of[known_rows[~unknown]]
+    local[unknown] = len(known) + extra_inv
+    return known, extra, local
 
 
 def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -275,46 +275,32 @@ def row_stats(O: np.ndarray, E: np.ndarray, rows: np.ndarray | None = None,
 
 
 @numba.njit(parallel=True, **_JIT)
-def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, n_users, cut, horizon, window, threshold):
+def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_machine):
     m = send.size
     nat = np.iinfo(np.int64).min
     big = np.iinfo(np.int64).max
     hour = 3_600_000_000
-    n_settled = np.zeros(n_users, np.int64)
-    n_fast = np.zeros(n_users, np.int64)
-    live = np.empty(m, np.bool_)  # sent and not bounced
-    for i in range(m):
-        s = send[i]
-        sent = s < cut
-        bounced = tbounce[i] != nat and tbounce[i] < cut
-        live[i] = sent and not bounced
-        if live[i] and s < cut - window:
-            n_settled[uidx[i]] += 1
-            machine_flag = tmf[i] != nat and tmf[i] < cut and tmf[i] - s <= window
-            if (tuf[i] != nat and tuf[i] < cut) or machine_flag:
-                n_fast[uidx[i]] += 1
-    fast_share = np.zeros(n_users)
-    is_machine = np.zeros(n_users, np.bool_)
-    for u in range(n_users):
-        if n_settled[u] > 0:
-            fast_share[u] = n_fast[u] / n_settled[u]
-        is_machine[u] = fast_share[u] >= threshold
     sent_a = np.empty(m, np.bool_)
     opened = np.zeros(m, np.bool_)
     k_open = np.full(m, -1, np.int64)
     at_risk = np.zeros(m, np.int64)
     clicked = np.zeros(m, np.bool_)
-    for i in numba.prange(m):  # each message on its own now that the machine openers are known
+    for i in numba.prange(m):  # each message on its own: the machine openers are known
         s = send[i]
         sent_a[i] = s < cut
+        live = sent_a[i] and not (tbounce[i] != nat and tbounce[i] < cut)
         first = big
-        for x in (thf[i], tclick[i], tus[i]):
+        for x in (thf[i], tclick[i]):
             if x != nat and x < first:
                 first = x
-        if not is_machine[uidx[i]] and tuf[i] != nat and tuf[i] < first:
+        mach = is_machine[uidx[i]]
+        if tuf[i] != nat and tuf[i] < first and not (mach and tmf[i] == nat):
             first = tuf[i]
+        fetched = tmf[i] != nat or tuf[i] != nat
+        if tus[i] != nat and tus[i] < first and not (mach and not fetched):
+            first = tus[i]
         avail = min(max(np.ceil((cut - s) / hour), 0.0), float(horizon))
-        if live[i]:
+        if live:
             if first < cut and (first - s) / hour < horizon:
                 opened[i] = True
                 k_open[i] = np.int64(np.floor((first - s) / hour))
@@ -323,20 +309,25 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, n_users, cut, hor
                 at_risk[i] = min(horizon, np.int64(avail))
         c = tclick[i]
         clicked[i] = sent_a[i] and c != nat and c < cut and (c - s) < horizon * hour
-    return sent_a, opened, k_open, at_risk, clicked, is_machine, fast_share
+    return sent_a, opened, k_open, at_risk, clicked
 
 
-def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int):
+def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int,
+             machine=None, settle_us: int | None = None):
     """:func:`features.engagement.outcomes_of`, compiled: the same arrays."""
-    from features.engagement import MPP_THRESHOLD, OutcomesAt
+    from features.engagement import OutcomesAt
+    from features.machine_opens import classify, machine_stats
     from features.messages import MACHINE_OPEN_WINDOW
 
     window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
     uidx = np.asarray(user_idx, np.int64)
-    sent, opened, k_open, at_risk, clicked, is_machine, fast_share = _outcomes(
+    stats = machine_stats(send, t, uidx, int(n_users), int(cut), int(horizon), window, settle_us)
+    is_machine, prob, model = classify(stats, machine)
+    fast_share = np.where(stats[:, 0] > 0, stats[:, 2] / np.maximum(stats[:, 0], 1), 0.0)
+    sent, opened, k_open, at_risk, clicked = _outcomes(
         send, t["t_open_machine_flag"], t["t_open_human_flag"], t["t_open_unk_fast"], t["t_open_unk_slow"],
-        t["t_click"], t["t_bounce"], uidx, int(n_users), int(cut), int(horizon), window, float(MPP_THRESHOLD))
-    return OutcomesAt(sent, uidx, opened, k_open, at_risk, clicked, is_machine, fast_share)
+        t["t_click"], t["t_bounce"], uidx, int(cut), int(horizon), is_machine)
+    return OutcomesAt(sent, uidx, opened, k_open, at_risk, clicked, is_machine, fast_share, prob, model)
 
 
 @numba.njit(**_JIT)

@@ -125,13 +125,18 @@ class MessageArrays:
 
 
 def human_open_time(msgs: pd.DataFrame, is_mpp: np.ndarray, cutoff: pd.Timestamp) -> pd.Series:
-    """First evidence of a human open, as seen before ``cutoff``.
+    """First evidence of a human open, as seen before ``cutoff``: the rule of
+    :func:`features.engagement.outcomes_of`.
 
-    Flagged human opens and clicks always count; unflagged opens count unless they came within
-    minutes of delivery to a user detected as a machine opener (``is_mpp`` per message row).
+    Flagged human opens and clicks always count. For a machine opener (``is_mpp`` per message
+    row) the first unflagged open is the proxy's fetch unless a flagged machine open already
+    is; an unflagged open after the fetch counts.
     """
-    cols = [msgs["t_open_human_flag"], msgs["t_click"], msgs["t_open_unk_slow"]]
-    unk_fast = msgs["t_open_unk_fast"].where(~np.asarray(is_mpp, dtype=bool))
-    cols.append(unk_fast)
+    mpp = pd.Series(np.asarray(is_mpp, dtype=bool), index=msgs.index)
+    flagged_fetch = msgs["t_open_machine_flag"].notna()
+    fetched = flagged_fetch | msgs["t_open_unk_fast"].notna()
+    cols = [msgs["t_open_human_flag"], msgs["t_click"],
+            msgs["t_open_unk_fast"].where(~mpp | flagged_fetch),
+            msgs["t_open_unk_slow"].where(~mpp | fetched)]
     t = pd.concat(cols, axis=1).min(axis=1)
     return t.where(t < cutoff)

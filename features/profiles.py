@@ -14,8 +14,12 @@ prior and a user with long history gets their own rhythm.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from features.machine_opens import MachineOpenModel
 
 H = 168
 
@@ -41,6 +45,7 @@ class PopulationPrior:
     lam_group: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (168,)
     open_rate: float = 0.0
     mixture: "RhythmMixture | None" = None
+    machine: "MachineOpenModel | None" = None  # who the machine openers were (features.machine_opens)
 
     def group_profile(self, segment: str, timezone: str) -> np.ndarray:
         key = f"{segment}|{timezone}"

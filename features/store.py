@@ -14,6 +14,7 @@ import pandas as pd
 
 from features.definitions import FEATURE_SET_VERSION
 from features.engagement import UserFeatures
+from features.machine_opens import MachineOpenModel
 from features.profiles import PopulationPrior, RhythmMixture
 
 TABLE = "user_features.parquet"
@@ -32,6 +33,7 @@ def prior_to_dict(prior: PopulationPrior) -> dict:
             "weights": {k: v.tolist() for k, v in prior.mixture.weights.items()},
             "alpha": float(prior.mixture.alpha),
         },
+        "machine": None if prior.machine is None else prior.machine.to_dict(),
     }
 
 
@@ -46,6 +48,7 @@ def prior_from_dict(d: dict) -> PopulationPrior:
             weights={k: np.asarray(v, dtype=np.float64) for k, v in d["mixture"]["weights"].items()},
             alpha=float(d["mixture"].get("alpha", 0.0)),
         ),
+        machine=None if d.get("machine") is None else MachineOpenModel.from_dict(d["machine"]),
     )
 
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.engagement import MPP_THRESHOLD, outcomes_at  # noqa: E402
+from features.engagement import outcomes_at  # noqa: E402
 from features.messages import human_open_time, hour_of_week  # noqa: E402
 from training.plots import importance_figure, reliability_figure  # noqa: E402,F401  (re-exported)
 
@@ -131,23 +131,28 @@ def profile_heatmap(lam: np.ndarray) -> Figure:
 
 
 def machine_open_share(msgs: pd.DataFrame) -> Figure:
-    """Users by share of their sends opened within minutes of delivery (Apple MPP and the like).
+    """Users by share of their sends opened within minutes of delivery, split by what the
+    machine-open mixture (:mod:`features.machine_opens`) made of them.
 
-    Takes the message table or a published feature table (``fast_open_share`` per user).
-    Users at or above the threshold are treated as machine openers.
+    Takes the message table or a published feature table (``fast_open_share`` and
+    ``is_machine_opener`` per user). A proxy that waits hours opens late and still lands on
+    the machine side: the split is the mixture's, not a cut on this axis.
     """
     if "fast_open_share" in msgs.columns:
         share = msgs["fast_open_share"].to_numpy(dtype=float)
+        machine_user = msgs["is_machine_opener"].to_numpy(dtype=float) > 0.5 if "is_machine_opener" in msgs.columns \
+            else np.zeros(len(share), dtype=bool)
         n_sends = msgs["n_sends"].to_numpy() if "n_sends" in msgs.columns else np.ones(len(share))
-        share = share[n_sends > 0]
+        share, machine_user = share[n_sends > 0], machine_user[n_sends > 0]
     else:
-        m = _outcomes(msgs)
-        share = m.groupby("user_id")["fast_share"].first().to_numpy(dtype=float)
-    machine = float((share >= MPP_THRESHOLD).mean()) if len(share) else float("nan")
+        m = _outcomes(msgs).groupby("user_id")[["fast_share", "machine_user"]].first()
+        share, machine_user = m["fast_share"].to_numpy(dtype=float), m["machine_user"].to_numpy(dtype=bool)
+    machine = float(machine_user.mean()) if len(share) else float("nan")
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    ax.hist(share, bins=np.linspace(0, 1, 21), color=BLUE)
-    ax.axvline(MPP_THRESHOLD, color=ORANGE, ls="--", label=f"machine-opener threshold ({MPP_THRESHOLD:.0%})")
+    bins = np.linspace(0, 1, 21)
+    ax.hist([share[~machine_user], share[machine_user]], bins=bins, stacked=True, color=[BLUE, ORANGE],
+            label=["human openers", "machine openers (mixture posterior >= 0.5)"])
     ax.set_xlabel("share of a user's sends opened within minutes of delivery")
     ax.set_ylabel("users")
     ax.set_title(f"Machine opens: {machine:.1%} of {len(share):,} users with sends are machine openers")

@@ -273,13 +273,13 @@ def predict(
             from features.contract import read_events, read_users
             from features.engagement import build_user_features
             from features.messages import build_messages
-            from features.profiles import ShrinkageParams
+            from serving.model_store import champion_profile_params
 
             ev, us = read_events(events), read_users(users)
             console.print(ev.summary("events"))
             console.print(us.summary("users"))
             msgs = build_messages(ev.accepted.loc[ev.accepted["timestamp"] < cutoff], us.accepted, settings.default_timezone)
-            uf = build_user_features(msgs, us.accepted, cutoff, ShrinkageParams(horizon_hours=settings.horizon_hours), settings.default_timezone)
+            uf = build_user_features(msgs, us.accepted, cutoff, champion_profile_params(settings), settings.default_timezone)
             model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
             scorer = Scorer(model=model, model_version=version, input_columns=columns, features=uf)
         preds = scorer.predict_day(day)
@@ -338,10 +338,14 @@ def suite(
     users: int = typer.Option(20_000, "--users", min=100, max=5_000_000, help="Users per world."),
     days: int = typer.Option(180, "--days", min=21, max=3650, help="Days of history per world."),
     seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated seeds."),
-    worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds", help="Comma-separated world presets."),
+    worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds",
+                               help="Comma-separated world presets ('' for none)."),
+    family: int = typer.Option(0, "--family", min=0, max=1000, help="Family members to add, seeds 0..N-1 (tuned on)."),
+    held_out: int = typer.Option(0, "--held-out", min=0, max=1000,
+                                 help="Held-out family members to add, seeds 1000..1000+N-1 (never used for tuning)."),
 ) -> None:
     """Proof of lift: simulate each world, run the nightly job, judge against the truth and a reference policy."""
-    from sendtime.simulate import PRESETS
+    from sendtime.simulate import HELD_OUT_SEED_FROM, PRESETS
     from sendtime.suite import run_suite
 
     try:
@@ -350,9 +354,10 @@ def suite(
         fail(f"--seeds must be comma-separated integers, got {seeds!r}")
     world_list = [w.strip() for w in worlds.split(",") if w.strip()]
     unknown = [w for w in world_list if w not in PRESETS]
-    if unknown or not world_list or not seed_list:
-        fail(f"unknown or empty --worlds {unknown or worlds!r}; choose from {', '.join(PRESETS)}")
-    summary = run_suite(world_list, seed_list, users, days, out_dir, say=_progress())
+    family_seeds = list(range(family)) + list(range(HELD_OUT_SEED_FROM, HELD_OUT_SEED_FROM + held_out))
+    if unknown or (world_list and not seed_list) or not (world_list or family_seeds):
+        fail(f"unknown or empty --worlds {unknown or worlds!r} (and no --family/--held-out); choose from {', '.join(PRESETS)}")
+    summary = run_suite(world_list, seed_list, users, days, out_dir, say=_progress(), family_seeds=family_seeds)
     out.print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     out.print(f"table: {out_dir / 'capture.md'}  plot: {out_dir / 'capture.png'}")
 

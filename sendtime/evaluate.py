@@ -122,31 +122,50 @@ def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path) ->
 
 
 def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: pd.DataFrame, as_of: pd.Timestamp,
-                        default_tz: str = "UTC") -> dict[str, float]:
-    """Precision and recall of the machine-open classification against the simulator's truth.
+                        default_tz: str = "UTC", user_truth: pd.DataFrame | None = None) -> dict[str, float]:
+    """Precision and recall of the machine-open classification against the simulator's truth:
+    of individual opens, and (with ``user_truth``) of machine-open users with a settled send.
 
-    An open is classified as a machine open when flagged so, or, unflagged, when it came within
-    minutes of delivery to a user detected as a machine opener.
+    An open is a machine open when flagged so, or, unflagged, when it is the first unflagged
+    open of a message to a user the mixture calls a machine opener and no flagged machine open
+    came before it (the rule of :func:`features.engagement.outcomes_of`).
     """
     from features.engagement import outcomes_at
-    from features.messages import MACHINE_OPEN_WINDOW, build_messages
+    from features.messages import build_messages
 
     msgs = build_messages(events, users, default_tz)
     index = pd.Index(pd.concat([users["user_id"], msgs["user_id"]]).unique())
     oc = outcomes_at(msgs, index.get_indexer(msgs["user_id"]), len(index), as_of, 24)
     machine_user = pd.Series(oc.is_machine_user, index=index)
     opens = events.loc[(events["event_type"] == "open") & (events["timestamp"] < as_of)]
-    send_ts = msgs.set_index("message_id")["send_ts"]
-    fast = (opens["timestamp"] - opens["message_id"].map(send_ts)) <= MACHINE_OPEN_WINDOW
+    opens = opens.loc[opens["message_id"].isin(msgs["message_id"])]
     flag = opens["machine_open"]
-    predicted = (flag == True).fillna(False) | (flag.isna() & fast & opens["user_id"].map(machine_user).fillna(False))  # noqa: E712
+    unflagged = flag.isna()
+    rank = opens["timestamp"].where(unflagged).groupby(opens["message_id"]).rank(method="first")
+    flagged_machine = opens["message_id"].isin(opens.loc[(flag == True).fillna(False), "message_id"])  # noqa: E712
+    by_machine_user = opens["user_id"].map(machine_user).fillna(False).astype(bool)
+    predicted = (flag == True).fillna(False) | (unflagged & by_machine_user & (rank == 1) & ~flagged_machine)  # noqa: E712
     truth = opens["event_id"].map(open_truth.set_index("event_id")["is_machine"]).fillna(False).astype(bool)
     tp = int((predicted & truth).sum())
-    return {
+    out = {
         "machine_open_precision": tp / max(int(predicted.sum()), 1),
         "machine_open_recall": tp / max(int(truth.sum()), 1),
         "opens": float(len(opens)),
     }
+    if user_truth is not None:
+        settled = (msgs["send_ts"] < as_of - pd.Timedelta(hours=24)).groupby(msgs["user_id"]).any()
+        ids = settled.index[settled.to_numpy()]
+        is_mpp = user_truth.set_index("user_id")["is_mpp"].reindex(ids).fillna(False).astype(bool).to_numpy()
+        called = machine_user.reindex(ids).fillna(False).astype(bool).to_numpy()
+        tpu = int((called & is_mpp).sum())
+        out["machine_user_precision"] = tpu / max(int(called.sum()), 1) if called.any() or is_mpp.any() else 1.0
+        out["machine_user_recall"] = tpu / max(int(is_mpp.sum()), 1) if is_mpp.any() else 1.0
+        if not called.any() and not is_mpp.any():
+            out["machine_open_precision"] = out["machine_open_precision"] if predicted.any() else 1.0
+        out["machine_users"] = float(is_mpp.sum())
+    if not truth.any() and not predicted.any():  # nothing to find and nothing found: perfect
+        out["machine_open_precision"] = out["machine_open_recall"] = 1.0
+    return out
 
 
 def reference_policy(events: pd.DataFrame, users: pd.DataFrame, as_of: pd.Timestamp, day: str,

@@ -26,10 +26,10 @@ from features.profiles import ShrinkageParams
 from features.store import save_features
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
-from serving.model_store import load_champion, publish_pointer
-from serving.scoring import Scorer
+from serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
+from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from features.engagement import outcomes_at
-from training.dataset import build_training_set
+from training.dataset import HistoryTooShort, build_training_set
 from training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from training.model import ForestParams
 from training.registry import configure
@@ -89,6 +89,27 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
         return evaluate_policy(logs, chosen, status_quo_hour, n_boot=200, seed=settings.random_state)
 
     return estimate
+
+
+def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParams, say) -> ShrinkageParams:
+    """The profile hyperparameters this history supports best (training.shrinkage_search), on
+    a sample of ``settings.tune_profile_users`` users, logged to the active MLflow run."""
+    from training.dataset import fit_windows
+    from training.shrinkage_search import choose_shrinkage
+
+    if settings.tune_profile_users <= 0 or msgs.empty:
+        return params
+    last = as_of - pd.Timedelta(hours=settings.horizon_hours)
+    labelled = msgs["send_ts"] < last
+    if not labelled.any():
+        return params
+    validation, _ = fit_windows(msgs.loc[labelled, "send_ts"].min(), last, settings.validation_days, settings.snapshot_days)
+    choice = choose_shrinkage(msgs, users, last - validation, as_of, params, settings.default_timezone,
+                              max_users=settings.tune_profile_users, seed=settings.random_state, progress=say)
+    mlflow.log_params(choice.as_params())
+    if len(choice.scores):
+        mlflow.log_table(choice.scores, "tuning/profile_hyperparameters.json")
+    return choice.params
 
 
 def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame,
@@ -313,34 +334,58 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         params = ShrinkageParams(horizon_hours=settings.horizon_hours)
         # with user buckets, training sees the sampled buckets' users only
         train_users = us.accepted if buckets is None else us.accepted.loc[us.accepted["user_id"].isin(msgs["user_id"].unique())]
-        ts = build_training_set(
-            msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
-            settings.snapshot_days, settings.max_train_rows, settings.random_state,
-            settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
-        )
-        forest = ForestParams(
-            n_estimators=settings.n_estimators, max_depth=settings.max_depth,
-            min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
-            n_jobs=settings.n_jobs,
-        )
-        sq_engine = getattr(ev, "status_quo_utc_hour", None)
-        status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
-        off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
-        result = train_and_register(
-            ts, forest, settings.model_name, settings.gate_tolerance,
-            extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
-            progress=say, off_policy=off_policy,
-        )
-        say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
+        params = tune_profiles(msgs, train_users, as_of, settings, params, say)
+        not_trained = None
+        try:
+            ts = build_training_set(
+                msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
+                settings.snapshot_days, settings.max_train_rows, settings.random_state,
+                settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
+            )
+            forest = ForestParams(
+                n_estimators=settings.n_estimators, max_depth=settings.max_depth,
+                min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
+                n_jobs=settings.n_jobs,
+            )
+            sq_engine = getattr(ev, "status_quo_utc_hour", None)
+            status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
+            off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
+            result = train_and_register(
+                ts, forest, settings.model_name, settings.gate_tolerance,
+                extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
+                progress=say, off_policy=off_policy,
+            )
+            say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
+        except HistoryTooShort as exc:  # a history of hours: no labelled send yet
+            not_trained, result = str(exc), None
+            sq_engine = getattr(ev, "status_quo_utc_hour", None)
+            status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
+            mlflow.set_tags({"trained": "false", "not_trained_reason": not_trained})
+            say(f"no model trained: {not_trained}")
 
         say("building serving features as of the cutoff and publishing")
+        serve_params = champion_profile_params(settings)  # the features the champion was trained on
         if buckets is not None:
-            uf = build_user_features_bucketed(buckets, us.accepted, as_of, params=params,
+            uf = build_user_features_bucketed(buckets, us.accepted, as_of, params=serve_params,
                                               default_tz=settings.default_timezone, progress=say)
             shutil.rmtree(bucket_dir, ignore_errors=True)
         else:
-            uf = build_user_features(msgs, us.accepted, as_of, params=params, default_tz=settings.default_timezone)
-        model, champ_version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+            uf = build_user_features(msgs, us.accepted, as_of, params=serve_params, default_tz=settings.default_timezone)
+        if uf.prior.machine is not None:
+            mo = uf.prior.machine.summary()
+            mlflow.log_metrics({f"machine_open_{k}": v for k, v in mo.items()})
+            say(f"machine openers: {mo['machine_share']:.1%} of users with settled sends by the open-delay mixture "
+                f"({int(mo['labelled_users']):,} users labelled by flags)")
+        policy = "model"
+        try:
+            model, champ_version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+        except NotReady:
+            if result is not None:
+                raise
+            # nothing registered and nothing trainable: the profiles' own probabilities, said so
+            model, champ_version, columns, policy = ProfilePolicy(), PROFILE_POLICY, ["p_struct"], PROFILE_POLICY
+            say("publishing the prior-only policy: each user's profile (shrunk to the population's rhythms) "
+                "scores the hours until a model can be trained")
         scorer = Scorer(model=model, model_version=champ_version, input_columns=columns, features=uf)
         folder_name = f"{as_of.date().isoformat()}_{run.info.run_id[:12]}"
         staging = settings.published_dir / f".staging_{folder_name}"
@@ -357,8 +402,10 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             "run_id": run.info.run_id,
             "model_name": settings.model_name,
             "model_version": champ_version,
-            "trained_version": result.model_version,
-            "promoted": result.decision.promoted,
+            "trained_version": result.model_version if result is not None else None,
+            "promoted": bool(result is not None and result.decision.promoted),
+            "policy": policy,
+            "not_trained": not_trained,
             "prediction_date": as_of.date().isoformat(),
             "users": int(len(uf.table)),
             "status_quo_utc_hour": status_quo_hour,
@@ -385,8 +432,9 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
 
     return NightlyResult(
         as_of=as_of, events=ev, users=us, run_id=run.info.run_id,
-        model_version=result.model_version, champion_version=champ_version,
-        promoted=result.decision.promoted, reason=result.decision.reason,
-        metrics=result.metrics, published=final, predictions=final / "predictions.parquet",
+        model_version=result.model_version if result is not None else "", champion_version=champ_version,
+        promoted=bool(result is not None and result.decision.promoted),
+        reason=result.decision.reason if result is not None else f"not trained: {not_trained}",
+        metrics=result.metrics if result is not None else {}, published=final, predictions=final / "predictions.parquet",
         rejects=rejects, seconds=time.time() - t0,
     )

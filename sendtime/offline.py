@@ -10,9 +10,8 @@ import pandas as pd
 from features.contract import read_events, read_users
 from features.engagement import build_user_features, outcomes_at
 from features.messages import build_messages
-from features.profiles import ShrinkageParams
 from sendtime.settings import Settings
-from serving.model_store import load_champion
+from serving.model_store import champion_profile_params, load_champion
 from training.offpolicy import OffPolicyReport, evaluate_policy, logged_sends, policy_hours
 
 
@@ -35,7 +34,7 @@ def evaluate_logged(
         raise ValueError("no send carries a propensity: log the propensity of each send to use --logged")
     model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
     say(f"policy: champion v{version}, features as of {since.date()}")
-    uf = build_user_features(msgs, us.accepted, since, ShrinkageParams(horizon_hours=settings.horizon_hours), settings.default_timezone)
+    uf = build_user_features(msgs, us.accepted, since, champion_profile_params(settings), settings.default_timezone)
     reward = outcomes_at(msgs, uf.rows_of(msgs["user_id"]), len(uf.table), until, settings.horizon_hours).opened
     horizon = pd.Timedelta(hours=settings.horizon_hours)
     logs = logged_sends(msgs, reward, since, until - horizon)

@@ -60,6 +60,7 @@ class Settings:
     snapshot_days: int = 7
     max_train_rows: int = 400_000
     max_train_users: int = 200_000
+    tune_profile_users: int = 5_000  # users the nightly's profile-hyperparameter search runs on (0: off)
     n_estimators: int = 120
     max_depth: int = 14
     min_samples_leaf: int = 100
@@ -112,6 +113,7 @@ class Settings:
             snapshot_days=_int(env, "SENDTIME_SNAPSHOT_DAYS", 7),
             max_train_rows=_int(env, "SENDTIME_MAX_TRAIN_ROWS", 400_000),
             max_train_users=_int(env, "SENDTIME_MAX_TRAIN_USERS", 200_000),
+            tune_profile_users=_int(env, "SENDTIME_TUNE_PROFILE_USERS", 5_000),
             n_estimators=_int(env, "SENDTIME_N_ESTIMATORS", 120),
             max_depth=_int(env, "SENDTIME_MAX_DEPTH", 14),
             min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 100),

@@ -19,8 +19,9 @@ Model
 * Sends happen at whole UTC hours (plus < 20 s of jitter).  All time zones used have
   whole-hour UTC offsets (no India/Nepal/Adelaide/...), so a whole UTC hour is always a
   whole local hour and the delivery how is unambiguous.
-* Apple MPP users: every delivered message gets a machine open 2 s..10 min after delivery;
-  their human opens are observed only with probability 0.15 (pixel cached), their clicks
+* Apple MPP users: every delivered message gets a machine open ``machine_delay_s`` after
+  delivery (2 s..10 min by default), or, for a ``late_fetch_share`` of messages, at the
+  device's next night on the charger; their human opens are observed only with probability 0.15 (pixel cached), their clicks
   always.  Non-MPP users: every human open is an open event.
 * Events are right-censored at ``end``: opens/clicks of late sends that would fall on or
   after ``end`` are not in the log (``message_truth`` still has them).
@@ -45,6 +46,7 @@ __all__ = [
     "TIMEZONES",
     "EVENT_COLUMNS",
     "world_config",
+    "family_config",
     "simulate_world",
     "write_world",
     "load_truth",
@@ -124,6 +126,7 @@ PRESETS: dict[str, dict] = {
     "no-flags": {"machine_flags": False},
     "one-hour": {"campaign_hours": ((14, 1.0),), "explore_rate": 0.05},
     "random-rhythms": {"rhythm": "random"},
+    "flat": {"rhythm": "flat"},  # no hour effect: recommendations should not pretend one
 }
 
 # Fixed behavioural constants.
@@ -158,6 +161,20 @@ class WorldConfig:
     campaigns_per_week: float = 3.0
     decay: float = 0.75
     horizon_hours: int = 24
+    # machine opens: the immediate fetch lands log-uniformly in machine_delay_s (seconds); a
+    # share late_fetch_share waits instead for the device's next night on the charger (local
+    # 00:00-06:00), up to a day later
+    machine_delay_s: tuple[float, float] = (2.0, 600.0)
+    late_fetch_share: float = 0.0
+    # flags: with machine_flags, only opens in the last flag_share of the history carry one
+    flag_share: float = 1.0
+    # eager checkers: humans whose phone notifies them; an open in the first hour comes within
+    # a minute, and that first hour's attention is eager_boost times higher
+    eager_share: float = 0.0
+    eager_boost: float = 3.0
+    engagement_median: float = 0.33
+    # rhythm "real:git,studentlife": each user's shape is one real person's (sendtime.real_rhythms)
+    realdata_dir: str = ""
 
     def __post_init__(self) -> None:
         ch = tuple((int(h), float(w)) for h, w in self.campaign_hours)
@@ -171,11 +188,18 @@ class WorldConfig:
                 raise ValueError(f"campaign hour weight {w} is negative")
         if sum(w for _, w in ch) <= 0:
             raise ValueError("campaign_hours weights must sum to > 0")
-        if self.rhythm not in ("personas", "random"):
-            raise ValueError(f"rhythm must be 'personas' or 'random', got {self.rhythm!r}")
+        object.__setattr__(self, "machine_delay_s", tuple(float(x) for x in self.machine_delay_s))
+        if self.rhythm not in ("personas", "random", "flat") and not self.rhythm.startswith("real:"):
+            raise ValueError(f"rhythm must be 'personas', 'random', 'flat' or 'real:<source>[,<source>]', got {self.rhythm!r}")
+        lo, hi = self.machine_delay_s
+        if not 0 < lo <= hi <= 86_400:
+            raise ValueError(f"machine_delay_s must be 0 < low <= high <= 86400 seconds, got {self.machine_delay_s}")
+        if self.engagement_median <= 0 or self.eager_boost < 1:
+            raise ValueError("engagement_median must be > 0 and eager_boost >= 1")
         if self.n_users < 0 or self.days < 1 or self.horizon_hours < 1:
             raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
-        for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share"):
+        for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share", "late_fetch_share",
+                     "flag_share", "eager_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -218,6 +242,7 @@ class WorldConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["campaign_hours"] = [list(x) for x in self.campaign_hours]
+        d["machine_delay_s"] = list(self.machine_delay_s)
         return d
 
 
@@ -229,6 +254,57 @@ def world_config(preset: str = "default", **overrides) -> WorldConfig:
     if bad:
         raise ValueError(f"unknown WorldConfig field(s) {bad}; valid: {sorted(known)}")
     return WorldConfig(**{**PRESETS[preset], **overrides})
+
+
+#: real rhythm sources the family may use while tuning, and the ones kept out of all tuning
+TUNING_SOURCES = ("git", "studentlife")
+HELD_OUT_SOURCES = ("enron", "radoslaw")
+#: family seeds from here on are held out: never looked at while choosing a method or a default
+HELD_OUT_SEED_FROM = 1000
+
+
+def family_config(seed: int, n_users: int = 2000, days: int | None = None, realdata_dir: str = "") -> WorldConfig:
+    """One member of the world family: every assumption drawn from a wide range by ``seed``.
+
+    Machine-open delays from seconds to the next night, 0-70% machine openers, flags present,
+    absent or on part of the history, eager checkers, burial, check intensity, weekday and
+    weekend shapes (bumps, random or real people's), 14 to 365 days of history, one to three
+    campaign hours. Seeds >= HELD_OUT_SEED_FROM draw real rhythms only from HELD_OUT_SOURCES.
+    """
+    from sendtime.real_rhythms import default_realdata_dir
+
+    r = np.random.default_rng([int(seed), 2026])
+    root = Path(realdata_dir) if realdata_dir else default_realdata_dir()
+    kinds = ["personas", "random"] + (["real"] if root.is_dir() else [])
+    rhythm = kinds[int(r.integers(len(kinds)))]
+    if rhythm == "real":
+        pool = HELD_OUT_SOURCES if seed >= HELD_OUT_SEED_FROM else TUNING_SOURCES
+        rhythm = "real:" + ",".join(pool)
+    n_hours = int(r.integers(1, 4))
+    hours = r.choice(24, n_hours, replace=False)
+    weights = r.dirichlet(np.ones(n_hours) * 2)
+    flags = r.choice(["present", "absent", "partial"])
+    lo = float(np.exp(r.uniform(np.log(1.0), np.log(30.0))))
+    hi = float(np.exp(r.uniform(np.log(60.0), np.log(6 * 3600.0))))
+    return WorldConfig(
+        n_users=n_users,
+        days=int(days if days is not None else round(np.exp(r.uniform(np.log(14), np.log(365))))),
+        seed=int(seed),
+        rhythm=rhythm,
+        campaign_hours=tuple((int(h), float(w)) for h, w in zip(hours, weights)),
+        explore_rate=float(r.uniform(0.02, 0.15)),
+        mpp_share=float(r.uniform(0.0, 0.7)),
+        machine_flags=flags != "absent",
+        flag_share=float(r.uniform(0.2, 0.8)) if flags == "partial" else 1.0,
+        machine_delay_s=(lo, hi),
+        late_fetch_share=float(r.uniform(0.0, 0.7)),
+        eager_share=float(r.uniform(0.0, 0.3)),
+        eager_boost=float(r.uniform(1.5, 4.0)),
+        engagement_median=float(np.exp(r.uniform(np.log(0.1), np.log(0.6)))),
+        decay=float(r.uniform(0.5, 0.9)),
+        campaigns_per_week=float(r.uniform(1.0, 7.0)),
+        realdata_dir=str(root) if rhythm.startswith("real:") else "",
+    )
 
 
 @dataclass
@@ -331,8 +407,17 @@ def _persona_table(kind: str, nb: int):
     return c, s, h
 
 
-def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.ndarray) -> np.ndarray:
+def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.ndarray,
+                   realdata_dir: str = "") -> np.ndarray:
     """(n, 168) daily-rhythm shape, peak-normalised to 1, plus a small baseline."""
+    if rhythm == "flat":  # the send hour does not matter: every hour is alike
+        return np.ones((n, 168))
+    if rhythm.startswith("real:"):
+        from sendtime.real_rhythms import default_realdata_dir, real_shapes
+
+        shapes, _ = real_shapes(tuple(rhythm[5:].split(",")), realdata_dir or default_realdata_dir())
+        own = np.random.default_rng([int(rng.integers(2**31)), 7])
+        return shapes[own.integers(0, len(shapes), n)] + BASELINE
     if rhythm == "personas":
         shift = rng.uniform(-1.5, 1.5, n)[:, None]          # per-user peak jitter (h)
         wmult = rng.lognormal(0.0, 0.2, n)[:, None]          # per-user width jitter
@@ -403,10 +488,12 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     signup_us = np.where(no_history, end_us, np.where(is_new, new_signup, old_signup)).astype(np.int64)
 
     is_mpp = rng.random(n) < cfg.mpp_share
-    engagement = ENGAGEMENT_MEDIAN * rng.lognormal(0.0, ENGAGEMENT_SIGMA, n)
+    engagement = cfg.engagement_median * rng.lognormal(0.0, ENGAGEMENT_SIGMA, n)
     click_prob = rng.uniform(0.08, 0.30, n)
 
-    shape = _rhythm_shapes(rng, n, cfg.rhythm, persona)
+    shape = _rhythm_shapes(rng, n, cfg.rhythm, persona, cfg.realdata_dir)
+    extra = np.random.default_rng([cfg.seed, 1])  # draws of the family's knobs; the base worlds stay as they were
+    is_eager = (~is_mpp) & (extra.random(n) < cfg.eager_share) if cfg.eager_share > 0 else np.zeros(n, dtype=bool)
     lam = engagement[:, None] * shape                               # (n, 168)
     S = _integrated(lam, cfg.decay, H)
     p_open = 1.0 - np.exp(-S)
@@ -465,8 +552,9 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     row = u_idx.astype(np.int64) * 168
     C = np.zeros(m)
     k_open = np.full(m, -1, dtype=np.int64)
+    boost = np.where(is_eager[u_idx], cfg.eager_boost, 1.0)
     for k in range(H):
-        C += lam_flat[row + (how + k) % 168] * (cfg.decay**k)
+        C += lam_flat[row + (how + k) % 168] * (cfg.decay**k) * (boost if k == 0 else 1.0)
         hit = (k_open < 0) & (C > E)
         k_open[hit] = k
     human_open = (k_open >= 0) & ~bounced
@@ -474,11 +562,20 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     lo = np.where(k_open == 0, jitter + US_SEC, 0)
     off = lo + (u_off * (US_HOUR - lo)).astype(np.int64)
     human_open_us = hour_start + np.maximum(k_open, 0) * US_HOUR + off
+    eager_now = is_eager[u_idx] & (k_open == 0)
+    if eager_now.any():  # the notification: open within a minute of delivery
+        human_open_us = np.where(eager_now, send_us + extra.integers(3 * US_SEC, 60 * US_SEC, m), human_open_us)
     clicked = human_open & (rng.random(m) < click_prob[u_idx])
     click_us = human_open_us + rng.integers(US_SEC, 600 * US_SEC, m)
     mpp_s = is_mpp[u_idx]
     machine = mpp_s & ~bounced
-    machine_us = send_us + rng.integers(2 * US_SEC, 600 * US_SEC + 1, m)
+    lo_s, hi_s = cfg.machine_delay_s
+    machine_us = send_us + rng.integers(int(lo_s * US_SEC), int(hi_s * US_SEC) + 1, m)
+    if cfg.late_fetch_share > 0:  # wait for the next night on the charger (now, if it is night)
+        late = extra.random(m) < cfg.late_fetch_share
+        local_h = how % 24
+        wait = np.where(local_h < 6, 0, (24 - local_h) * US_HOUR) + extra.integers(0, 6 * US_HOUR, m)
+        machine_us = np.where(late, np.maximum(hour_start + wait, send_us + US_SEC), machine_us)
     observed = human_open & (~mpp_s | (rng.random(m) < MPP_HUMAN_OBSERVED))
     bounce_us = send_us + rng.integers(US_SEC, 60 * US_SEC + 1, m)
     unsub_flag = human_open & (rng.random(m) < UNSUB_PROB)
@@ -541,7 +638,8 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     is_open = e_type == 2
     if cfg.machine_flags:
         mo_vals = e_mach == 1
-        mo_mask = ~is_open
+        flagged_from = end_us - int(cfg.flag_share * cfg.days * US_DAY)
+        mo_mask = ~is_open | (e_ts < flagged_from)
     else:
         mo_vals = np.zeros(ne, dtype=bool)
         mo_mask = np.ones(ne, dtype=bool)
@@ -585,8 +683,9 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         {
             "user_id": user_ids,
             "persona": (np.array(PERSONA_NAMES, dtype=object)[persona] if cfg.rhythm == "personas"
-                        else np.full(n, "random", dtype=object)),
+                        else np.full(n, cfg.rhythm, dtype=object)),
             "is_mpp": is_mpp,
+            "is_eager": is_eager,
             "engagement": engagement,
             "click_prob": click_prob,
             "is_new": is_new,

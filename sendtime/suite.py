@@ -1,8 +1,11 @@
 """Proof of lift on simulated worlds with known truth: the table in the README.
 
-For each world preset and seed: simulate, run the real nightly job (MLflow, registry, publish)
-into a private state folder, then judge the published predictions against the ground truth,
-next to a reference policy (the straightforward RandomForest on open-hour histograms).
+For each world (a preset and seed, or a member of the world family drawn by
+:func:`sendtime.simulate.family_config`): simulate, run the real nightly job (MLflow, registry,
+publish) into a private state folder, then judge the published predictions against the ground
+truth, next to a reference policy (the straightforward RandomForest on open-hour histograms).
+Family members with seeds from ``HELD_OUT_SEED_FROM`` on are held out of all tuning and are
+reported apart from the members the methods were developed on.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ TARGETS = {"default": 0.75, "no-flags": 0.70, "one-hour": 0.60, "random-rhythms"
 class WorldResult:
     world: str
     seed: int
+    group: str  # "preset", "family: tuned on" or "family: held out"
+    config: dict
     users: int
     capture: float
     reference_capture: float
@@ -40,8 +45,12 @@ class WorldResult:
     seconds: float
 
     def row(self) -> dict:
+        c = self.config
         return {
-            "world": self.world, "seed": self.seed, "users": self.users,
+            "world": self.world, "seed": self.seed, "group": self.group, "users": self.users,
+            "days": c["days"], "rhythm": c["rhythm"].split(":")[0] + (":" + c["rhythm"].split(":")[1] if ":" in c["rhythm"] else ""),
+            "mpp_share": c["mpp_share"], "flags": "absent" if not c["machine_flags"] else ("partial" if c["flag_share"] < 1 else "present"),
+            "late_fetch_share": c["late_fetch_share"], "eager_share": c["eager_share"],
             "capture": self.capture, "reference_capture": self.reference_capture,
             "status_quo": self.rates["status_quo"], "sendtime": self.rates["sendtime"],
             "reference": self.rates["reference_rf_histogram"], "oracle": self.rates["oracle"],
@@ -49,19 +58,34 @@ class WorldResult:
             "cold_users": self.cold.get("users", 0), "cold_sendtime": self.cold.get("sendtime", np.nan),
             "cold_best_utc": self.cold.get("best_single_utc_hour", np.nan),
             "mpp_precision": self.machine["machine_open_precision"], "mpp_recall": self.machine["machine_open_recall"],
+            "mpp_user_precision": self.machine.get("machine_user_precision", np.nan),
+            "mpp_user_recall": self.machine.get("machine_user_recall", np.nan),
+            "hour_weight": self.metrics.get("hour_weight", np.nan),
             "val_ece": self.metrics.get("ece", np.nan), "val_auc": self.metrics.get("roc_auc", np.nan),
             "seconds": self.seconds,
         }
 
 
+def world_of(name: str, seed: int, n_users: int, days: int):
+    """(config, group) of a preset name, or of ``family`` (the seed picks the member; its
+    history length is drawn too)."""
+    from sendtime.simulate import HELD_OUT_SEED_FROM, family_config, world_config
+
+    if name == "family":
+        group = "family: held out" if seed >= HELD_OUT_SEED_FROM else "family: tuned on"
+        return family_config(seed, n_users=n_users), group
+    return world_config(name, n_users=n_users, days=days, seed=seed), "preset"
+
+
 def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
               say: Callable[[str], None] = print) -> WorldResult:
     from sendtime.nightly import run_nightly
-    from sendtime.simulate import simulate_world, world_config, write_world
+    from sendtime.simulate import simulate_world, write_world
 
     t0 = time.time()
     wdir = workdir / f"{preset}-s{seed}"
-    world = simulate_world(world_config(preset, n_users=n_users, days=days, seed=seed))
+    config, group = world_of(preset, seed, n_users, days)
+    world = simulate_world(config)
     write_world(world, wdir / "world")
     env = {**os.environ, "SENDTIME_HOME": str(wdir / "home")}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -81,9 +105,9 @@ def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
     sq, orc = rep.rates["status_quo"], rep.rates["oracle"]
     n_sends = ev.loc[ev["event_type"] == "send"].groupby("user_id").size().reindex(us["user_id"]).fillna(0)
     cold = group_rates(world.truth, us, rec, day, n_sends <= 3)
-    machine = machine_open_report(ev, us, world.open_truth, as_of)
+    machine = machine_open_report(ev, us, world.open_truth, as_of, user_truth=world.user_truth)
     return WorldResult(
-        world=preset, seed=seed, users=n_users, capture=rep.capture,
+        world=preset, seed=seed, group=group, config=config.to_dict(), users=n_users, capture=rep.capture,
         reference_capture=(rep.rates["reference_rf_histogram"] - sq) / (orc - sq),
         rates=rep.rates, cold=cold, machine=machine, metrics=res.metrics, seconds=time.time() - t0,
     )
@@ -102,6 +126,37 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     out["target"] = [TARGETS.get(w, np.nan) for w in out.index]
     out["meets_target"] = out["capture_min"] >= out["target"]
     return out.reset_index()
+
+
+def family_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per group of worlds (presets, family tuned on, family held out): median and worst case."""
+    out = []
+    for group, g in rows.groupby("group", sort=False):
+        out.append({
+            "group": group, "worlds": len(g),
+            "capture_median": g["capture"].median(), "capture_worst": g["capture"].min(),
+            "reference_median": g["reference_capture"].median(),
+            "mpp_open_precision_worst": g["mpp_precision"].min(), "mpp_open_recall_worst": g["mpp_recall"].min(),
+            "mpp_user_precision_worst": g["mpp_user_precision"].min(), "mpp_user_recall_worst": g["mpp_user_recall"].min(),
+            "hour_weight_median": g["hour_weight"].median(),
+        })
+    return pd.DataFrame(out)
+
+
+def family_markdown(fam: pd.DataFrame, rows: pd.DataFrame) -> str:
+    lines = ["| worlds | n | capture: median (worst) | reference RF: median | machine opens P / R (worst) | machine-open users P / R (worst) | hour weight (median) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in fam.itertuples():
+        lines.append(f"| {r.group} | {r.worlds} | {r.capture_median:.3f} ({r.capture_worst:.3f}) | {r.reference_median:.3f} | "
+                     f"{r.mpp_open_precision_worst:.3f} / {r.mpp_open_recall_worst:.3f} | "
+                     f"{r.mpp_user_precision_worst:.3f} / {r.mpp_user_recall_worst:.3f} | {r.hour_weight_median:.1f} |")
+    lines += ["", "| world | seed | group | days | rhythm | MPP share | flags | late fetch | eager | capture | reference | machine opens P / R | hour weight |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        lines.append(f"| {r.world} | {r.seed} | {r.group} | {r.days} | {r.rhythm} | {r.mpp_share:.2f} | {r.flags} | "
+                     f"{r.late_fetch_share:.2f} | {r.eager_share:.2f} | {r.capture:.3f} | {r.reference_capture:.3f} | "
+                     f"{r.mpp_precision:.3f} / {r.mpp_recall:.3f} | {r.hour_weight:.1f} |")
+    return "\n".join(lines)
 
 
 def markdown(summary: pd.DataFrame, rows: pd.DataFrame) -> str:
@@ -128,6 +183,7 @@ def capture_figure(rows: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = rows.assign(world=np.where(rows["world"] == "family", rows["group"].str.replace("family: ", "family\n"), rows["world"]))
     worlds = list(dict.fromkeys(rows["world"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(worlds))
@@ -148,21 +204,53 @@ def capture_figure(rows: pd.DataFrame):
 
 
 def run_suite(worlds: list[str], seeds: list[int], n_users: int, days: int, out_dir: Path,
-              say: Callable[[str], None] = print) -> pd.DataFrame:
+              say: Callable[[str], None] = print, family_seeds: list[int] | None = None) -> pd.DataFrame:
+    """Every preset x seed, then every family member in ``family_seeds``; returns the preset
+    summary (the family's is in ``family_summary.csv`` and ``capture.md``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "worlds"
     results = []
-    for preset in worlds:
-        for seed in seeds:
-            r = run_world(preset, seed, n_users, days, work, say)
-            say(f"[{preset} s{seed}] capture {r.capture:.3f} (reference {r.reference_capture:.3f}) in {r.seconds:.0f}s")
-            results.append(r.row())
-            pd.DataFrame(results).to_csv(out_dir / "capture_runs.csv", index=False)
+    plan = [(p, s) for p in worlds for s in seeds] + [("family", s) for s in (family_seeds or [])]
+    for preset, seed in plan:
+        r = run_world(preset, seed, n_users, days, work, say)
+        say(f"[{preset} s{seed}] capture {r.capture:.3f} (reference {r.reference_capture:.3f}) in {r.seconds:.0f}s")
+        results.append(r.row())
+        pd.DataFrame(results).to_csv(out_dir / "capture_runs.csv", index=False)
     rows = pd.DataFrame(results)
-    summary = summarize(rows)
+    summary = summarize(rows.loc[rows["group"] == "preset"]) if (rows["group"] == "preset").any() else pd.DataFrame()
+    fam = family_summary(rows)
     summary.to_csv(out_dir / "capture_summary.csv", index=False)
-    (out_dir / "capture.md").write_text(markdown(summary, rows) + "\n")
+    fam.to_csv(out_dir / "family_summary.csv", index=False)
+    text = markdown(summary, rows.loc[rows["group"] == "preset"]) + "\n\n" if len(summary) else ""
+    (out_dir / "capture.md").write_text(text + family_markdown(fam, rows) + "\n")
     fig = capture_figure(rows)
     fig.savefig(out_dir / "capture.png", dpi=110)
-    (out_dir / "capture.json").write_text(json.dumps({"users": n_users, "days": days, "seeds": seeds, "worlds": worlds}))
+    (out_dir / "capture.json").write_text(json.dumps({"users": n_users, "days": days, "seeds": seeds, "worlds": worlds,
+                                                      "family_seeds": family_seeds or []}))
+    log_suite(rows, fam, out_dir, say)
     return summary
+
+
+def log_suite(rows: pd.DataFrame, fam: pd.DataFrame, out_dir: Path, say: Callable[[str], None] = print) -> None:
+    """The suite's tables and figure as one run of the ``sendtime-suite`` experiment, in the
+    MLflow store of the environment's settings (SENDTIME_HOME's SQLite store by default)."""
+    import mlflow
+
+    from training.registry import TrackingUnavailable, configure
+
+    settings = Settings.from_env()
+    try:
+        configure(settings.tracking_uri, settings.registry_uri, "sendtime-suite", settings.artifact_root)
+    except TrackingUnavailable as exc:
+        say(f"suite not logged to MLflow: {exc}")
+        return
+    with mlflow.start_run(run_name=f"suite: {len(rows)} worlds"):
+        for r in fam.itertuples():
+            slug = r.group.replace("family: ", "family_").replace(" ", "_")
+            mlflow.log_metrics({f"{slug}_capture_median": r.capture_median, f"{slug}_capture_worst": r.capture_worst,
+                                f"{slug}_mpp_open_precision_worst": r.mpp_open_precision_worst,
+                                f"{slug}_mpp_open_recall_worst": r.mpp_open_recall_worst})
+        mlflow.log_table(rows, "suite/capture_runs.json")
+        for name in ("capture.md", "capture.png", "family_summary.csv"):
+            if (out_dir / name).exists():
+                mlflow.log_artifact(str(out_dir / name), artifact_path="suite")

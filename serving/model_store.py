@@ -16,7 +16,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from features.store import load_features
-from serving.scoring import Scorer
+from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 
 CURRENT = "CURRENT"
 
@@ -69,6 +69,27 @@ def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: 
     return model, str(mv.version), columns
 
 
+def champion_profile_params(settings, alias: str = "champion"):
+    """The profile hyperparameters the aliased model was trained with (its run's
+    ``chosen_*`` params, see training.shrinkage_search): serving features must be built the
+    way the model's training rows were. Defaults when the run chose none (or no model yet)."""
+    from dataclasses import replace
+
+    from features.profiles import ShrinkageParams
+
+    base = ShrinkageParams(horizon_hours=settings.horizon_hours)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    try:
+        mv = client.get_model_version_by_alias(settings.model_name, alias)
+        params = client.get_run(mv.run_id).data.params if mv.run_id else {}
+    except Exception:
+        return base
+    return replace(base,
+                   shape_strength=float(params.get("chosen_shape_strength", base.shape_strength)),
+                   smooth_hours=float(params.get("chosen_smooth_hours", base.smooth_hours)),
+                   mixture_k=int(float(params.get("chosen_mixture_k", base.mixture_k))))
+
+
 SCORES = "scores.npy"
 
 
@@ -88,7 +109,13 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
         features = load_features(folder / "features")
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
-    model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+    try:
+        model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
+    except NotReady:
+        if manifest.get("policy") != PROFILE_POLICY:
+            raise
+        # the nightly could not train yet and said so: the profiles' own probabilities
+        model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
     table = load_table(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
     return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table), manifest

@@ -56,6 +56,23 @@ class Grid:
     allowed: np.ndarray  # (n, m)
 
 
+
+PROFILE_POLICY = "profiles"
+
+
+class ProfilePolicy:
+    """The policy when no model could be trained yet (a history of a day, no labelled send):
+    P(open) is the profiles' own structural probability, ``p_struct`` = 1 - exp(-expected
+    activity over the horizon), from each user's exposure-corrected profile shrunk to the
+    population's rhythms. Stated as ``model_version`` "profiles" in every answer."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = np.clip(np.asarray(X["p_struct"], dtype=np.float64), 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+
+
 @dataclass
 class Scorer:
     model: object

@@ -192,15 +192,15 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
     import json
     from pathlib import Path
 
-    from features.profiles import ShrinkageParams
     from features.spark_engine import build_user_features_spark
+    from serving.model_store import champion_profile_params
     from features.store import save_features
 
     out = Path(out_dir)
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     uf = build_user_features_spark(spark, events_path, users_path, as_of,
-                                   params=ShrinkageParams(horizon_hours=settings.horizon_hours),
+                                   params=champion_profile_params(settings),
                                    default_tz=settings.default_timezone)
     table, version = score_champion_table(spark, settings, uf)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,13 @@ def test_machine_opens_do_not_count_as_reading():
 
     rows = []
     start = pd.Timestamp("2026-01-05T08:00:00Z")
+    rng = np.random.default_rng(3)
+    for u in range(30):  # the mixture learns from a population: ordinary readers beside the proxy
+        for d in range(40):
+            send = start + pd.Timedelta(days=d)
+            rows.append((f"s{u}-{d}", f"h{u}", f"m{u}-{d}", "send", send))
+            if rng.random() < 0.3:
+                rows.append((f"o{u}-{d}", f"h{u}", f"m{u}-{d}", "open", send + pd.Timedelta(minutes=int(rng.integers(1, 600)))))
     for d in range(40):
         send = start + pd.Timedelta(days=d)
         rows.append((f"s{d}", "mpp", f"m{d}", "send", send))
@@ -42,8 +49,9 @@ def test_machine_opens_do_not_count_as_reading():
             rows.append((f"c{d}", "mpp", f"m{d}", "click", send.normalize() + pd.Timedelta(hours=20, minutes=15)))
     ev = pd.DataFrame(rows, columns=["event_id", "user_id", "message_id", "event_type", "timestamp"])
     ev = validate_events(ev, now=pd.Timestamp("2026-12-01", tz="UTC")).accepted  # no machine_open column at all
-    us = validate_users(pd.DataFrame({"user_id": ["mpp"], "timezone": ["UTC"]})).accepted
+    us = validate_users(pd.DataFrame({"user_id": ["mpp"] + [f"h{u}" for u in range(30)], "timezone": "UTC"})).accepted
     uf = build_user_features(build_messages(ev, us), us, pd.Timestamp("2026-02-20", tz="UTC"))
     assert uf.table.loc["mpp", "is_machine_opener"] == 1
+    assert uf.table["is_machine_opener"].sum() == 1
     assert uf.table.loc["mpp", "open_rate_90d"] < 0.4  # not ~1.0 from the proxy opens
-    assert int(np.argmax(uf.lam[0, :24])) == 20
+    assert int(np.argmax(uf.lam[uf.rows_of(["mpp"])[0], :24])) == 20

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import AS_OF, make_env
-from training.dataset import NothingToLearn, fit_windows
+from training.dataset import fit_windows
 
 DAY = pd.Timedelta(days=1)
 
@@ -48,12 +48,24 @@ def test_a_week_of_history_trains_and_logs_the_windows_it_used(tmp_path):
     assert 0.5 < r.metrics["roc_auc"] <= 1.0
 
 
-def test_one_day_of_history_says_no_send_is_labelled_yet(world_dir, tmp_path):
+def test_one_day_of_history_publishes_the_stated_prior_only_policy(world_dir, tmp_path):
     from sendtime.nightly import run_nightly
+    from serving.model_store import load_scorer
 
     ev = pd.read_parquet(world_dir / "events.parquet")
     last = ev.loc[ev["event_type"] == "send", "timestamp"].max()  # one campaign day, run the night after
     cut = last.floor("D") + DAY
     ev.loc[(ev["timestamp"] >= last.floor("D")) & (ev["timestamp"] < cut)].to_parquet(tmp_path / "day.parquet", index=False)
-    with pytest.raises(NothingToLearn, match="no send is labelled yet"):
-        run_nightly(_settings(tmp_path), tmp_path / "day.parquet", world_dir / "users.parquet", cut, say=lambda m: None)
+    said = []
+    settings = _settings(tmp_path)
+    r = run_nightly(settings, tmp_path / "day.parquet", world_dir / "users.parquet", cut, say=said.append)
+    assert r.model_version == "" and not r.promoted and "no send is labelled yet" in r.reason
+    assert any("prior-only policy" in m for m in said)
+    pred = pd.read_parquet(r.predictions)
+    assert len(pred) > 0 and pred["best_hour_local"].between(0, 23).all()
+    scorer, manifest = load_scorer(settings)  # what `sendtime serve` loads: the same stated policy
+    assert manifest["policy"] == "profiles" and scorer.model_version == "profiles"
+    scores = scorer.table[:, :24]
+    assert (scores.max(1) > scores.min(1)).mean() > 0.5  # the population's rhythm, not a flat answer
+
+

@@ -19,3 +19,24 @@ def test_suite_beats_status_quo_and_reference(tmp_path, monkeypatch):
     runs = pd.read_csv(tmp_path / "capture_runs.csv")
     assert len(runs) == 1 and (tmp_path / "capture.png").stat().st_size > 5_000
     assert "| default |" in (tmp_path / "capture.md").read_text()
+
+
+def test_family_summary_reports_tuned_on_and_held_out_apart():
+    from sendtime.suite import family_markdown, family_summary, world_of
+
+    cfg, group = world_of("family", 1003, 500, 90)
+    assert group == "family: held out" and cfg.n_users == 500
+    assert world_of("family", 2, 500, 90)[1] == "family: tuned on" and world_of("default", 2, 500, 90)[1] == "preset"
+    base = dict(users=500, days=60, rhythm="random", mpp_share=0.3, flags="absent", late_fetch_share=0.5, eager_share=0.1,
+                reference_capture=0.2, mpp_precision=0.99, mpp_recall=0.95, mpp_user_precision=1.0, mpp_user_recall=0.97,
+                hour_weight=0.8)
+    rows = pd.DataFrame([
+        {**base, "world": "family", "seed": 0, "group": "family: tuned on", "capture": 0.8},
+        {**base, "world": "family", "seed": 1, "group": "family: tuned on", "capture": 0.6},
+        {**base, "world": "family", "seed": 1000, "group": "family: held out", "capture": 0.5, "mpp_recall": 0.7},
+    ])
+    fam = family_summary(rows).set_index("group")
+    assert fam.loc["family: tuned on", "capture_median"] == 0.7 and fam.loc["family: tuned on", "capture_worst"] == 0.6
+    assert fam.loc["family: held out", "mpp_open_recall_worst"] == 0.7 and fam.loc["family: held out", "worlds"] == 1
+    text = family_markdown(family_summary(rows), rows)
+    assert "| family: held out | 1 | 0.500 (0.500)" in text and text.count("\n| family |") == 3

@@ -53,7 +53,12 @@ def sample_users(msgs: pd.DataFrame, users: pd.DataFrame, max_users: int | None,
 
 class NothingToLearn(ValueError):
     """The history cannot train a model (no send was opened, or too little history): nothing
-    is registered or published, and the command exits with 3 (nothing trained)."""
+    is registered, and the command exits with 3 (nothing trained)."""
+
+
+class HistoryTooShort(NothingToLearn):
+    """Too little history for a model yet (no labelled send, or no send on one side of the
+    time split): the nightly publishes the stated prior-only policy instead of refusing."""
 
 
 def snapshot_cutoffs(first: pd.Timestamp, last: pd.Timestamp, every: int | pd.Timedelta) -> list[pd.Timestamp]:
@@ -115,7 +120,7 @@ def build_training_set(
     if labelled.empty:
         first = msgs["send_ts"].min() if len(msgs) else None
         span = f"{(as_of - first) / pd.Timedelta(hours=1):.0f} h of sends" if first is not None else "no sends"
-        raise NothingToLearn(f"the history holds {span} before the as-of date; a send is labelled only once its "
+        raise HistoryTooShort(f"the history holds {span} before the as-of date; a send is labelled only once its "
                              f"{horizon_hours} h horizon is complete, so no send is labelled yet")
     validation, snapshot = fit_windows(labelled["send_ts"].min(), last_send, validation_days, snapshot_days)
     if validation < pd.Timedelta(days=validation_days) and progress:

@@ -28,12 +28,18 @@ def reliability_figure(y: np.ndarray, p: np.ndarray, bins: int = 15):
 
 
 def importance_figure(model, columns: list[str]):
+    """Impurity importances of the hour-aware forest (of a blend: its ``hours`` part, with
+    the weight the validation weeks gave the hour effect in the title)."""
+    parts = getattr(model, "estimators_", None)
+    weight = None
+    if parts:  # the blend of training.model.blend: (hour-aware, hour-blind)
+        model, weight = parts[0], model.weights[0]
     forest = model.named_steps["forest"]
     imp = pd.Series(forest.feature_importances_, index=columns).sort_values()
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(imp) + 1))
     imp.plot.barh(ax=ax, color="#3b7dd8")
     ax.set_xlabel("impurity importance")
-    ax.set_title("Feature importances")
+    ax.set_title("Feature importances" + (f" (hour-aware forest, weight {weight:.1f})" if weight is not None else ""))
     fig.tight_layout()
     return fig
 

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES
-from training.dataset import NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
-from training.model import ForestParams, classification_metrics, make_pipeline
+from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES, HOUR_BLIND_FEATURES
+from training.dataset import HistoryTooShort, NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
+from training.model import (ForestParams, blend, choose_hour_weight, classification_metrics, make_blind_pipeline,
+                            make_pipeline)
 from training.offpolicy import OffPolicyReport
 from training.plots import hour_profile_figure, importance_figure, reliability_figure
 from training.registry import GateDecision, gate, log_model
@@ -41,7 +42,7 @@ def train_and_register(
     X_tr, y_tr = ts.X[ts.train_mask], ts.y[ts.train_mask]
     X_va, y_va = ts.X[ts.val_mask], ts.y[ts.val_mask]
     if len(X_tr) == 0 or len(X_va) == 0:
-        raise NothingToLearn(
+        raise HistoryTooShort(
             f"time split left {len(X_tr)} training and {len(X_va)} validation rows: need more history than the validation window"
         )
     if y_tr.min() == y_tr.max():
@@ -54,15 +55,26 @@ def train_and_register(
                        "validation_hours_used": ts.validation_window / pd.Timedelta(hours=1),
                        "snapshot_hours_used": ts.snapshot_every / pd.Timedelta(hours=1)})
     say(f"fitting RandomForest on {len(X_tr):,} rows x {X_tr.shape[1]} features")
-    model = make_pipeline(forest, list(MODEL_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    full = make_pipeline(forest, list(MODEL_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    say("fitting the hour-blind forest and weighing the hour effect on the validation weeks")
+    blind = make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
+    p_blind = blind.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
+    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind)
+    model = blend(full, blind, hour_weight, y_tr)
     p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
+    metrics["hour_weight"] = hour_weight
+    metrics["log_loss_hour_blind"] = by_weight[0.0]
+    metrics["log_loss_full_hours"] = by_weight[1.0]
+    say(f"hour effect weight {hour_weight:.1f} (validation log loss: hour-blind {by_weight[0.0]:.4f}, "
+        f"full {by_weight[1.0]:.4f}, chosen {by_weight[hour_weight]:.4f})")
     p_tr = model.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
     metrics["train_log_loss"] = classification_metrics(y_tr[:50_000], p_tr)["log_loss"]
     mlflow.log_metrics({f"val_{k}" if not k.startswith("train") else k: v for k, v in metrics.items() if np.isfinite(v)})
     for name, fig in (
         ("plots/reliability.png", reliability_figure(y_va, p_va)),
-        ("plots/feature_importance.png", importance_figure(model, list(MODEL_FEATURES))),
+        ("plots/feature_importance.png", importance_figure(full, list(MODEL_FEATURES))),
         ("plots/validation_by_hour.png", hour_profile_figure(X_va["cand_hour"].to_numpy(), y_va, p_va)),
     ):
         mlflow.log_figure(fig, name)
