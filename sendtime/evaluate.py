@@ -107,6 +107,26 @@ def evaluate_day(
     return PolicyReport(date=day, users=n, rates=rates, capture=capture)
 
 
+def capture_by_confidence(truth: pd.DataFrame, users: pd.DataFrame, status_quo_utc_hour: int, predictions: pd.DataFrame,
+                          day: str, bands: int = 3) -> dict[str, float]:
+    """Capture of the oracle's gain within equal-count bands of the answers' ``confidence``
+    (users with a sent history only): if confidence means something, capture rises with it."""
+    pred = predictions.set_index("user_id")
+    conf = pred["confidence"].reindex(users["user_id"]).to_numpy(dtype=float)
+    has = np.isfinite(conf) & (conf > 0)
+    out: dict[str, float] = {}
+    if has.sum() < bands * 20:
+        return out
+    edges = np.quantile(conf[has], np.linspace(0, 1, bands + 1))
+    band = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bands - 1)
+    for b in range(bands):
+        sub = users.loc[has & (band == b)]
+        rep = evaluate_day(truth, sub, status_quo_utc_hour, pred["best_hour_local"], day)
+        out[f"capture_confidence_{b + 1}of{bands}"] = rep.capture
+        out[f"confidence_{b + 1}of{bands}_from"] = float(edges[b])
+    return out
+
+
 def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path) -> PolicyReport:
     truth, meta, users = load_world(world_dir)
     pred = pd.read_parquet(predictions_path)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import validate_events, validate_users
-from sendtime.evaluate import evaluate_day, group_rates, machine_open_report, reference_policy
+from sendtime.evaluate import capture_by_confidence, evaluate_day, group_rates, machine_open_report, reference_policy
 from sendtime.settings import Settings
 
 WORLDS = ("default", "no-flags", "one-hour", "random-rhythms")
@@ -61,6 +61,7 @@ class WorldResult:
             "mpp_user_precision": self.machine.get("machine_user_precision", np.nan),
             "mpp_user_recall": self.machine.get("machine_user_recall", np.nan),
             "hour_weight": self.metrics.get("hour_weight", np.nan),
+            **{k: v for k, v in self.metrics.items() if k.startswith("capture_confidence_")},
             "val_ece": self.metrics.get("ece", np.nan), "val_auc": self.metrics.get("roc_auc", np.nan),
             "seconds": self.seconds,
         }
@@ -105,11 +106,12 @@ def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
     sq, orc = rep.rates["status_quo"], rep.rates["oracle"]
     n_sends = ev.loc[ev["event_type"] == "send"].groupby("user_id").size().reindex(us["user_id"]).fillna(0)
     cold = group_rates(world.truth, us, rec, day, n_sends <= 3)
+    bands = capture_by_confidence(world.truth, us, world.status_quo_utc_hour, pred, day)
     machine = machine_open_report(ev, us, world.open_truth, as_of, user_truth=world.user_truth)
     return WorldResult(
         world=preset, seed=seed, group=group, config=config.to_dict(), users=n_users, capture=rep.capture,
         reference_capture=(rep.rates["reference_rf_histogram"] - sq) / (orc - sq),
-        rates=rep.rates, cold=cold, machine=machine, metrics=res.metrics, seconds=time.time() - t0,
+        rates=rep.rates, cold=cold, machine=machine, metrics={**res.metrics, **bands}, seconds=time.time() - t0,
     )
 
 
@@ -150,12 +152,15 @@ def family_markdown(fam: pd.DataFrame, rows: pd.DataFrame) -> str:
         lines.append(f"| {r.group} | {r.worlds} | {r.capture_median:.3f} ({r.capture_worst:.3f}) | {r.reference_median:.3f} | "
                      f"{r.mpp_open_precision_worst:.3f} / {r.mpp_open_recall_worst:.3f} | "
                      f"{r.mpp_user_precision_worst:.3f} / {r.mpp_user_recall_worst:.3f} | {r.hour_weight_median:.1f} |")
-    lines += ["", "| world | seed | group | days | rhythm | MPP share | flags | late fetch | eager | capture | reference | machine opens P / R | hour weight |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows.itertuples():
-        lines.append(f"| {r.world} | {r.seed} | {r.group} | {r.days} | {r.rhythm} | {r.mpp_share:.2f} | {r.flags} | "
-                     f"{r.late_fetch_share:.2f} | {r.eager_share:.2f} | {r.capture:.3f} | {r.reference_capture:.3f} | "
-                     f"{r.mpp_precision:.3f} / {r.mpp_recall:.3f} | {r.hour_weight:.1f} |")
+    lines += ["", "| world | seed | group | days | rhythm | MPP share | flags | late fetch | eager | capture | reference | "
+              "capture by confidence (low / mid / high third) | machine opens P / R | hour weight |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.to_dict("records"):
+        bands = " / ".join(f"{r.get(f'capture_confidence_{b}of3', np.nan):.2f}" for b in (1, 2, 3))
+        lines.append(f"| {r['world']} | {r['seed']} | {r['group']} | {r['days']} | {r['rhythm']} | {r['mpp_share']:.2f} | "
+                     f"{r['flags']} | {r['late_fetch_share']:.2f} | {r['eager_share']:.2f} | {r['capture']:.3f} | "
+                     f"{r['reference_capture']:.3f} | {bands} | {r['mpp_precision']:.3f} / {r['mpp_recall']:.3f} | "
+                     f"{r['hour_weight']:.1f} |")
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ def test_suite_beats_status_quo_and_reference(tmp_path, monkeypatch):
     assert row["mpp_precision"] > 0.9 and row["mpp_recall"] > 0.9
     runs = pd.read_csv(tmp_path / "capture_runs.csv")
     assert len(runs) == 1 and (tmp_path / "capture.png").stat().st_size > 5_000
+    bands = runs[[f"capture_confidence_{b}of3" for b in (1, 2, 3)]].iloc[0]
+    assert bands.notna().all() and bands.iloc[2] > bands.iloc[0]  # confident answers capture more
     assert "| default |" in (tmp_path / "capture.md").read_text()
 
 
