@@ -4,6 +4,8 @@ exit code 70, with the traceback kept in a crash file (see ``main``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 import subprocess
 import sys
@@ -89,7 +91,8 @@ def simulate(
     users: int = typer.Option(2000, "--users", min=1, max=50_000_000, help="Number of users."),
     days: int = typer.Option(90, "--days", min=7, max=3650, help="Days of history."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    world: str = typer.Option("default", "--world", help="Preset: default, no-flags, one-hour, random-rhythms."),
+    world: str = typer.Option("default", "--world", help="Preset: default, no-flags, one-hour, random-rhythms, flat; "
+                              "or family (the seed draws every assumption, the history length included; seeds >= 1000 are held out)."),
     end: Optional[str] = typer.Option(None, "--end", help="As-of date the history ends at (YYYY-MM-DD)."),
 ) -> None:
     """Write a synthetic world (events, users, ground truth) in the input contract."""
@@ -99,7 +102,14 @@ def simulate(
     if end is not None:  # WorldConfig reads `end` with pd.Timestamp, which guesses: check it here
         overrides["end"] = _date(end, "--end").strftime("%Y-%m-%d")
     try:
-        cfg = world_config(world, **overrides)
+        if world == "family":
+            from sendtime.simulate import family_config
+
+            cfg = family_config(seed, n_users=users)
+            if end is not None:
+                cfg = replace(cfg, end=overrides["end"])
+        else:
+            cfg = world_config(world, **overrides)
     except ValueError as exc:
         fail(str(exc))
     say = _progress()

@@ -101,3 +101,17 @@ def test_partial_flags_cover_only_the_recent_part_of_the_history():
 def test_bad_family_knobs_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         world_config("default", **bad)
+
+
+def test_simulate_command_draws_a_family_member(tmp_path):
+    from typer.testing import CliRunner
+
+    from sendtime.cli import app
+
+    r = CliRunner().invoke(app, ["simulate", "--world", "family", "--seed", "1002", "--users", "150", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    import json
+
+    meta = json.loads((tmp_path / "world.json").read_text())
+    want = family_config(1002, n_users=150)
+    assert meta["config"]["days"] == want.days and meta["config"]["mpp_share"] == pytest.approx(want.mpp_share)
