@@ -166,6 +166,7 @@ class WorldConfig:
     # 00:00-06:00), up to a day later
     machine_delay_s: tuple[float, float] = (2.0, 600.0)
     late_fetch_share: float = 0.0
+    fetch_share: float = 1.0  # share of delivered messages the proxy fetches at all (a device offline for days misses some)
     # flags: with machine_flags, only opens in the last flag_share of the history carry one
     flag_share: float = 1.0
     # eager checkers: humans whose phone notifies them; an open in the first hour comes within
@@ -199,7 +200,7 @@ class WorldConfig:
         if self.n_users < 0 or self.days < 1 or self.horizon_hours < 1:
             raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
         for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share", "late_fetch_share",
-                     "flag_share", "eager_share"):
+                     "flag_share", "eager_share", "fetch_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -298,6 +299,7 @@ def family_config(seed: int, n_users: int = 2000, days: int | None = None, reald
         flag_share=float(r.uniform(0.2, 0.8)) if flags == "partial" else 1.0,
         machine_delay_s=(lo, hi),
         late_fetch_share=float(r.uniform(0.0, 0.7)),
+        fetch_share=float(r.uniform(0.85, 1.0)),
         eager_share=float(r.uniform(0.0, 0.3)),
         eager_boost=float(r.uniform(1.5, 4.0)),
         engagement_median=float(np.exp(r.uniform(np.log(0.1), np.log(0.6)))),
@@ -569,6 +571,8 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     click_us = human_open_us + rng.integers(US_SEC, 600 * US_SEC, m)
     mpp_s = is_mpp[u_idx]
     machine = mpp_s & ~bounced
+    if cfg.fetch_share < 1:
+        machine &= extra.random(m) < cfg.fetch_share
     lo_s, hi_s = cfg.machine_delay_s
     machine_us = send_us + rng.integers(int(lo_s * US_SEC), int(hi_s * US_SEC) + 1, m)
     if cfg.late_fetch_share > 0:  # wait for the next night on the charger (now, if it is night)

@@ -115,3 +115,11 @@ def test_simulate_command_draws_a_family_member(tmp_path):
     meta = json.loads((tmp_path / "world.json").read_text())
     want = family_config(1002, n_users=150)
     assert meta["config"]["days"] == want.days and meta["config"]["mpp_share"] == pytest.approx(want.mpp_share)
+
+
+def test_a_proxy_that_misses_some_messages_fetches_that_share():
+    w = simulate_world(world_config("default", n_users=600, days=28, seed=8, mpp_share=0.5, fetch_share=0.6))
+    mt = w.message_truth
+    mpp = mt["user_id"].isin(set(w.user_truth.loc[w.user_truth["is_mpp"], "user_id"])) & ~mt["bounced"]
+    share = mt.loc[mpp, "machine_open_at"].notna().mean()
+    assert 0.55 < share < 0.65
