@@ -251,6 +251,7 @@ def build_messages_duckdb(
         text_path, text_out = out / "text_rows.parquet", None
         utc_hours = np.zeros(24, dtype=np.int64)
         before = 0
+        cut_us = int(as_of.value // 1000)
         for part in range(parts):  # message ids split by hash: each pass's aggregation fits in memory
             _bind(con, parts=parts, part=part)
             for batch in con.sql(_AGG[clean]).to_arrow_reader(_BATCH_ROWS):
@@ -259,7 +260,12 @@ def build_messages_duckdb(
                     irregular.append(batch.column("mh").to_numpy()[~regular])
                     batch = batch.filter(pa.array(regular))
                 before += int(batch.column("n_before").to_numpy().sum())
+                # a message sent after the cutoff counts its earlier events (an unsubscribe before
+                # its send), and is not a message yet
                 sent_us = batch.column("send_ts").cast(pa.int64()).to_numpy()  # never null: regular messages
+                if (sent_us >= cut_us).any():
+                    batch = batch.filter(pa.array(sent_us < cut_us))
+                    sent_us = sent_us[sent_us < cut_us]
                 utc_hours += np.bincount(sent_us // 3_600_000_000 % 24, minlength=24)
                 if writer is not None:
                     writer.add(batch)
@@ -509,7 +515,8 @@ _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
 # same hash are caught when both were sent (two sends: irregular); an outcome whose message id
 # was never sent but hashes like a sent one would join that message: about one chance in
 # 1.8e19 / (unsent ids x ids) per run. Only what the streaming reader needs comes out: the
-# regular messages sent before the cutoff, and the hashes of the irregular ones.
+# regular messages sent before the cutoff (and those sent after it that have earlier events,
+# for the count of events before the cutoff), and the hashes of the irregular ones.
 _AGG_TEMPLATE = """
     WITH ok AS (OK_ROWS),
     agg AS (
@@ -541,7 +548,7 @@ _AGG_TEMPLATE = """
            t_click, t_bounce,
            CASE WHEN bucket < getvariable('string_buckets') THEN coalesce(timezone, getvariable('default_tz')) END AS timezone
     FROM flagged
-    WHERE NOT regular OR send_ts < CUT
+    WHERE NOT regular OR send_ts < CUT OR n_before > 0
 """
 _OK_ROWS = {
     False: "SELECT r.* FROM _r1 r ANTI JOIN _dup_rej d USING (src) WHERE r.reason IS NULL AND PART",

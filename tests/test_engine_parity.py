@@ -181,6 +181,12 @@ FUTURE_SEND = ([dict(event_id="e0", user_id="u0", message_id="m0", event_type="s
                      timestamp=pd.Timestamp("2031-01-01", tz="UTC"), machine_open=None, propensity=np.nan),
                 dict(event_id="e1", user_id="u0", message_id="m0", event_type="click",
                      timestamp=pd.Timestamp("2031-01-01 01:00", tz="UTC"), machine_open=None, propensity=np.nan)], 1)
+# found by the generator: an unsubscribe before the cutoff whose send comes after it
+LATE_SEND_EARLY_UNSUB = ([dict(event_id="e0", user_id="u0", message_id="m0", event_type="send",
+                               timestamp=pd.Timestamp("2026-04-13 03:00", tz="UTC"), machine_open=None, propensity=0.05),
+                          dict(event_id="e1", user_id="u0", message_id="m0", event_type="unsubscribe",
+                               timestamp=pd.Timestamp("2026-04-01 08:09:50", tz="UTC"), machine_open=None,
+                               propensity=np.nan)], 1)
 
 
 @settings(max_examples=25, **S)
@@ -189,6 +195,7 @@ FUTURE_SEND = ([dict(event_id="e0", user_id="u0", message_id="m0", event_type="s
 @example(log=NULL_USER_SEND)
 @example(log=FUTURE_SEND)
 @example(log=([], 1))
+@example(log=LATE_SEND_EARLY_UNSUB)
 def test_engines_agree_on_generated_dirty_logs(log, tmp_path_factory):
     rows, n_users = log
     check_engines_agree(rows, n_users, tmp_path_factory.mktemp("log"))
