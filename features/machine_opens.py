@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import betaln, expit, gammaln, logit
+from scipy.special import betaln, expit, logit
 
 #: a proxy fetches every delivered message: the machine component opens at least this share
 MIN_MACHINE_OPEN_RATE = 0.9
@@ -80,10 +80,6 @@ def machine_stats(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarr
 def _bb_loglik(k: np.ndarray, n: np.ndarray, a: float, b: float) -> np.ndarray:
     """Beta-binomial log-pmf without the binomial coefficient (it cancels between components)."""
     return betaln(k + a, n - k + b) - betaln(a, b)
-
-
-def _binom_coef(k: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
 
 @dataclass(frozen=True)
