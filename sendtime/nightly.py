@@ -335,6 +335,8 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         # with user buckets, training sees the sampled buckets' users only
         train_users = us.accepted if buckets is None else us.accepted.loc[us.accepted["user_id"].isin(msgs["user_id"].unique())]
         params = tune_profiles(msgs, train_users, as_of, settings, params, say)
+        sq_engine = getattr(ev, "status_quo_utc_hour", None)
+        status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
         not_trained = None
         try:
             ts = build_training_set(
@@ -347,8 +349,6 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
                 min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
                 n_jobs=settings.n_jobs,
             )
-            sq_engine = getattr(ev, "status_quo_utc_hour", None)
-            status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
             off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
             result = train_and_register(
                 ts, forest, settings.model_name, settings.gate_tolerance,
@@ -358,8 +358,6 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
         except HistoryTooShort as exc:  # a history of hours: no labelled send yet
             not_trained, result = str(exc), None
-            sq_engine = getattr(ev, "status_quo_utc_hour", None)
-            status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
             mlflow.set_tags({"trained": "false", "not_trained_reason": not_trained})
             say(f"no model trained: {not_trained}")
 
