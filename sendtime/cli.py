@@ -373,6 +373,34 @@ def suite(
 
 
 @app.command()
+def replay(
+    out_dir: Path = typer.Option(Path("reports/replay"), "--out", help="Folder for replay.md, replay.csv and replay.png."),
+    designs: str = typer.Option("ema,mrt,ema-null,mrt-null", "--designs",
+                                help="Comma-separated trial designs (ema, mrt; -null: answers shuffled, the hour means nothing)."),
+    sources: str = typer.Option("git,studentlife,enron,radoslaw", "--sources",
+                                help="Comma-separated real activity sources (git, studentlife, enron, radoslaw)."),
+    realdata: Optional[Path] = typer.Option(None, "--realdata", help="Real-data folder (default: SENDTIME_REALDATA or ../shared/realdata)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the prompt times."),
+) -> None:
+    """Randomized prompts replayed on real people's activity: sendtime's hour scores vs the hour-blind baseline."""
+    from sendtime.real_replay import DESIGNS, run_replays
+    from sendtime.real_rhythms import SOURCES, default_realdata_dir
+
+    d_list = [d.strip() for d in designs.split(",") if d.strip()]
+    s_list = [s.strip() for s in sources.split(",") if s.strip()]
+    bad = [d for d in d_list if d not in DESIGNS] + [s for s in s_list if s not in SOURCES]
+    if bad or not d_list or not s_list:
+        fail(f"unknown or empty design/source {bad or (designs, sources)}; designs: {', '.join(DESIGNS)}; sources: {', '.join(SOURCES)}")
+    root = realdata or default_realdata_dir()
+    if not root.is_dir():
+        fail(f"real-data folder {root} does not exist (pass --realdata or set SENDTIME_REALDATA)")
+    rows = run_replays(d_list, s_list, root, out_dir, say=_progress(), seed=seed)
+    out.print(rows[["design", "source", "group", "people", "policy", "auc_sendtime", "auc_hour_blind", "auc_within_person"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out.print(f"table: {out_dir / 'replay.md'}  plot: {out_dir / 'replay.png'}")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(3000, "--port", min=1, max=65535, help="Port."),

@@ -41,25 +41,49 @@ def _people(who: pd.Series, how: np.ndarray, weight: np.ndarray | None = None) -
     return counts.reshape(-1, 168)[keep] if len(codes) else np.zeros((0, 168))
 
 
-def _load(source: str, root: Path) -> np.ndarray:
+def _local_frame(source: str, root: Path) -> pd.DataFrame:
+    """Every timestamp of ``source`` as (person, naive local time, weight)."""
     if source == "git":
-        df = pd.read_csv(root / "git_commits.csv", usecols=["author_id", "author_local_hour_of_week"])
-        return _people(df["author_id"], df["author_local_hour_of_week"].to_numpy(dtype=np.int64) % 168)
+        df = pd.read_csv(root / "git_commits.csv", usecols=["author_id", "author_ts", "author_tz_min"])
+        local = pd.to_datetime(df["author_ts"] + df["author_tz_min"] * 60, unit="s")
+        return pd.DataFrame({"person": df["author_id"], "local": local, "weight": 1.0})
     if source == "radoslaw":
         df = pd.read_csv(root / "radoslaw_email.edges", sep=r"\s+", header=None, names=["s", "r", "t", "w"], engine="c")
         df = df.drop_duplicates(["s", "t"])  # one e-mail to many recipients is one moment of activity
-        local = pd.to_datetime(df["t"], unit="s", utc=True).dt.tz_convert("Europe/Warsaw")
-        return _people(df["s"], _how_of_local(local))
+        local = pd.to_datetime(df["t"], unit="s", utc=True).dt.tz_convert("Europe/Warsaw").dt.tz_localize(None)
+        return pd.DataFrame({"person": df["s"], "local": local, "weight": 1.0})
     if source == "enron":
         df = pd.read_csv(root / "enron" / "messages.tsv", sep="\t", header=None,
                          names=["mid", "file", "t", "subject", "sender"], usecols=["t", "sender"])
-        local = pd.to_datetime(df["t"] + 7 * 3600, unit="s", utc=True)
-        return _people(df["sender"], _how_of_local(local))
+        return pd.DataFrame({"person": df["sender"], "local": pd.to_datetime(df["t"] + 7 * 3600, unit="s"), "weight": 1.0})
     if source == "studentlife":
         df = pd.read_csv(root / "studentlife_activity.csv", usecols=["timestamp", "user", "activity"])
         local = pd.to_datetime(df["timestamp"].str.slice(0, 19))
-        return _people(df["user"], _how_of_local(local.to_frame()["timestamp"]), df["activity"].to_numpy())
+        return pd.DataFrame({"person": df["user"], "local": local, "weight": df["activity"].astype(np.float64)})
     raise ValueError(f"unknown real rhythm source {source!r}; choose from {', '.join(SOURCES)}")
+
+
+def _load(source: str, root: Path) -> np.ndarray:
+    if source == "git":  # the export's own local hour-of-week column
+        df = pd.read_csv(root / "git_commits.csv", usecols=["author_id", "author_local_hour_of_week"])
+        return _people(df["author_id"], df["author_local_hour_of_week"].to_numpy(dtype=np.int64) % 168)
+    f = _local_frame(source, root)
+    weight = f["weight"].to_numpy() if source == "studentlife" else None
+    return _people(f["person"], _how_of_local(f["local"]), weight)
+
+
+def activity_instants(source: str, root: str | Path) -> pd.DataFrame:
+    """(person, local) moments each person was active, sorted: the commits and e-mails
+    themselves; for StudentLife's hourly levels, the middle of every hour with any activity."""
+    path = Path(root)
+    if not path.is_dir():
+        raise FileNotFoundError(f"real-data folder {root} does not exist (set SENDTIME_REALDATA)")
+    f = _local_frame(source, path)
+    f = f.loc[f["weight"] > 0, ["person", "local"]].copy()
+    if source == "studentlife":
+        f["local"] = f["local"] + pd.Timedelta(minutes=30)
+    f["person"] = f["person"].astype(str)
+    return f.sort_values(["person", "local"], ignore_index=True)
 
 
 def smooth_shapes(counts: np.ndarray, sigma_hours: float = 1.0, day_pool: float = 0.3) -> np.ndarray:

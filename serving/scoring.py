@@ -73,6 +73,16 @@ class ProfilePolicy:
         return np.column_stack([1.0 - p, p])
 
 
+def blend_parts(model) -> tuple[tuple[object, float], tuple[object, float]] | None:
+    """((full, weight), (hour-blind, weight)) of the training's hour blend (a soft-voting
+    classifier whose estimators are named "hours" and "blind"), else None."""
+    names = [n for n, _ in getattr(model, "estimators", [])]
+    if names != ["hours", "blind"] or getattr(model, "voting", None) != "soft" or not hasattr(model, "estimators_"):
+        return None
+    w = model.weights if model.weights is not None else [1.0, 1.0]
+    return (model.estimators_[0], float(w[0])), (model.estimators_[1], float(w[1]))
+
+
 @dataclass
 class Scorer:
     model: object
@@ -122,15 +132,27 @@ class Scorer:
         return np.asarray(self.table[rows, how], dtype=np.float64)
 
     def full_table(self, chunk_users: int = 20_000) -> np.ndarray:
-        """P(open) of all 168 slots for every known user (published by the nightly run)."""
+        """P(open) of all 168 slots for every known user (published by the nightly run).
+
+        For the hour blend, its hour-blind part is the same at every slot of a user, so it is
+        scored once per user rather than 168 times (the same numbers as the blend's own
+        ``predict_proba``)."""
         n = len(self.features.table)
         out = np.empty((n, 168), dtype=np.float32)
+        parts = blend_parts(self.model)
         for s in range(0, n, chunk_users):
             e = min(n, s + chunk_users)
             rows = np.repeat(np.arange(s, e), 168)
             how = np.tile(np.arange(168), e - s)
             X = self.features.model_frame(rows, how)[self.input_columns]
-            out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
+            if parts is None:
+                out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
+                continue
+            (full, w_full), (blind, w_blind) = parts
+            once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
+            p_blind = blind.predict_proba(once)[:, 1]
+            p_full = full.predict_proba(X)[:, 1].reshape(e - s, 168)
+            out[s:e] = (w_full * p_full + w_blind * p_blind[:, None]) / (w_full + w_blind)
         return out
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,

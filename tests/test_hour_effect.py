@@ -89,3 +89,26 @@ def test_too_little_held_out_data_keeps_the_defaults(flat):
     late = w.config.end_ts - pd.Timedelta(hours=30)
     choice = choose_shrinkage(msgs, us, late, w.config.end_ts, base, max_users=50, min_sends=10_000)
     assert choice.params == base and choice.scores.empty
+
+
+def test_the_hour_weight_needs_evidence_beyond_the_noise():
+    """Held-out rows of 300 users x 24 sends: when the full model's hour modulation is noise
+    around the level the smallest weight is chosen, even though some weight fits the noise a
+    hair better; when the modulation is real the full weight stays."""
+    rng = np.random.default_rng(3)
+    users = np.repeat(np.arange(300), 24)
+    level = rng.uniform(0.05, 0.5, 300)[users]
+    hour = np.tile(np.arange(24), 300)
+    wobble = 0.8 * np.sin(hour / 24 * 2 * np.pi + rng.uniform(0, 6.3, 300)[users])
+    noise_full = np.clip(level * (1 + 0.6 * rng.standard_normal(len(users))), 0.01, 0.99)
+    real_full = np.clip(level * (1 + wobble), 0.01, 0.99)
+    y_flat = rng.random(len(users)) < level
+    y_real = rng.random(len(users)) < real_full
+    w_noise, s_noise = choose_hour_weight(y_flat, noise_full, level, users)
+    w_real, s_real = choose_hour_weight(y_real, real_full, level, users)
+    assert w_noise == 0.1 and w_real >= 0.8
+    assert s_real[1.0] < s_real[0.0] and s_noise[0.0] < s_noise[1.0]
+    # the order of a user's hours is kept at any weight: the full model's, shrunk
+    p = w_noise * noise_full + (1 - w_noise) * level
+    first = slice(0, 24)
+    assert (np.argsort(p[first]) == np.argsort(noise_full[first])).all()

@@ -84,23 +84,50 @@ def make_blind_pipeline(p: ForestParams, user_columns: list[str]) -> Pipeline:
             ("select", ColumnTransformer([("user", "passthrough", list(user_columns))], remainder="drop")),
             ("impute", SimpleImputer(strategy="median")),
             ("forest", RandomForestClassifier(
-                n_estimators=max(p.n_estimators // 2, 10), max_depth=p.max_depth, min_samples_leaf=p.min_samples_leaf,
+                n_estimators=p.n_estimators, max_depth=p.max_depth, min_samples_leaf=p.min_samples_leaf,
                 max_features=p.max_features, random_state=p.random_state, n_jobs=p.n_jobs)),
         ]
     )
 
 
-#: the weights the hour effect may get: 0 = hour-blind, 1 = the full model's hour modulation
-HOUR_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+#: the weights the hour effect may get: 1 = the full model's hour modulation; the smallest is
+#: above 0, so a user's hours keep the full model's order however weak the evidence (at 0 they
+#: would all tie) while their spread, the part that competes with other users' levels, shrinks
+HOUR_WEIGHTS = tuple(np.round(np.linspace(0.1, 1.0, 10), 2))
 
 
-def choose_hour_weight(y: np.ndarray, p_full: np.ndarray, p_blind: np.ndarray) -> tuple[float, dict[float, float]]:
-    """The weight a of ``a * p_full + (1 - a) * p_blind`` with the best held-out log loss:
-    the hour effect is only as strong as the held-out weeks support (0 where hours are noise)."""
-    scores = {float(a): float(log_loss(y, np.clip(a * p_full + (1 - a) * p_blind, 1e-6, 1 - 1e-6), labels=[0, 1]))
-              for a in HOUR_WEIGHTS}
+def _user_se(diff: np.ndarray, groups: np.ndarray | None) -> float:
+    """Standard error of the mean of per-row differences, clustered by user (rows of one user
+    are not independent evidence)."""
+    n = len(diff)
+    if n < 2:
+        return float("inf")
+    if groups is None:
+        return float(diff.std(ddof=1) / np.sqrt(n))
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    per_user = np.bincount(codes, weights=diff - diff.mean())
+    return float(np.sqrt((per_user ** 2).sum()) / n) if len(per_user) > 1 else float("inf")
+
+
+def choose_hour_weight(y: np.ndarray, p_full: np.ndarray, p_blind: np.ndarray,
+                       groups: np.ndarray | None = None) -> tuple[float, dict[float, float]]:
+    """The weight a of ``a * p_full + (1 - a) * p_blind``: the smallest whose held-out log loss
+    is within one standard error (clustered by user, ``groups``) of the best weight's. The hour
+    effect is only as strong as the held-out weeks show beyond their noise: a log loss a hair
+    better by chance does not buy the full hour modulation."""
+    y = np.asarray(y)
+    rows = {float(a): _row_loss(y, a * p_full + (1 - a) * p_blind) for a in HOUR_WEIGHTS}
+    scores = {a: float(r.mean()) for a, r in rows.items()}
     best = min(scores, key=lambda a: (scores[a], -a))
-    return best, scores
+    chosen = min(a for a in scores if scores[a] - scores[best] <= _user_se(rows[a] - rows[best], groups))
+    scores[0.0] = float(_row_loss(y, p_blind).mean())  # reported: the hour-blind model alone
+    scores[1.0] = float(rows[1.0].mean())
+    return chosen, scores
+
+
+def _row_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
 def blend(full: Pipeline, blind: Pipeline, hour_weight: float, y: np.ndarray):

@@ -60,7 +60,7 @@ def train_and_register(
     blind = make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
     p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     p_blind = blind.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
-    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind)
+    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind, ts.meta.loc[ts.val_mask, "user_id"].to_numpy())
     model = blend(full, blind, hour_weight, y_tr)
     p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
