@@ -353,7 +353,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             result = train_and_register(
                 ts, forest, settings.model_name, settings.gate_tolerance,
                 extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
-                progress=say, off_policy=off_policy,
+                progress=say, off_policy=off_policy, refit=settings.refit,
             )
             say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
         except HistoryTooShort as exc:  # a history of hours: no labelled send yet

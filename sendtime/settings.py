@@ -75,6 +75,7 @@ class Settings:
     max_users_per_request: int = 10_000
     reload_seconds: float = 30.0
     use_score_table: bool = True
+    refit: bool = True  # refit the chosen model on the validation weeks too (its twin without them judges it)
     max_window_hours: int = 24 * 7
     spark_master: str = "local[2]"  # for SENDTIME_ENGINE=spark; spark-submit's --master wins when set
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
@@ -128,6 +129,7 @@ class Settings:
             max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
             reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
             use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
+            refit=env.get("SENDTIME_REFIT", "1").strip().lower() not in ("0", "false", "no", "off"),
             engine=env.get("SENDTIME_ENGINE", "auto").strip().lower(),
             spark_master=env.get("SENDTIME_SPARK_MASTER", "local[2]"),
             events_user_ids=env.get("SENDTIME_EVENTS_USER_IDS", "email").strip().lower(),

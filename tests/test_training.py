@@ -56,13 +56,13 @@ def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir):
         _, version = log_model(noise, X, settings.model_name)
         decision = gate(client, settings.model_name, version, classification_metrics(y_val, p), X_val, y_val, 0.002)
     assert not decision.promoted
-    assert "worse than champion" in decision.reason
+    assert "worse than champion" in decision.reason and "(its validation twin)" in decision.reason
     assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == champion_before
     assert str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == version
     assert client.get_model_version(settings.model_name, version).tags["gate"] == decision.reason
 
 
-def _validation_rows(trained, world_dir):
+def _validation_rows(trained, world_dir, params=None):
     from features.contract import read_events
     from features.messages import build_messages
     from training.dataset import build_training_set
@@ -70,8 +70,31 @@ def _validation_rows(trained, world_dir):
     settings, result = trained
     msgs = build_messages(read_events(world_dir / "events.parquet").accepted, result.users.accepted)
     ts = build_training_set(msgs, result.users.accepted, result.as_of, settings.horizon_hours,
-                            settings.validation_days, settings.snapshot_days, settings.max_train_rows)
+                            settings.validation_days, settings.snapshot_days, settings.max_train_rows, params=params)
     return ts.X[ts.val_mask], ts.y[ts.val_mask]
+
+
+def test_the_champion_is_refitted_and_judged_by_its_validation_twin(trained, world_dir):
+    """The registered model has seen the validation weeks; its twin, fitted without them, is
+    what the run's validation figures describe and what a later gate compares against."""
+    from serving.model_store import champion_profile_params
+    from training.registry import TWIN_TAG, judged_model
+
+    settings, result = trained
+    client = _client(settings)
+    name, version = settings.model_name, result.model_version
+    run = client.get_run(result.run_id)
+    assert run.data.params["refit_on_validation"] == "True"
+    assert TWIN_TAG in client.get_model_version(name, version).tags
+    twin, how = judged_model(client, name, version)
+    assert how == " (its validation twin)"
+    registered = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    X_val, y_val = _validation_rows(trained, world_dir, champion_profile_params(settings))
+    cols = list(MODEL_FEATURES)
+    twin_loss = classification_metrics(y_val, twin.predict_proba(X_val[cols])[:, 1])["log_loss"]
+    seen_loss = classification_metrics(y_val, registered.predict_proba(X_val[cols])[:, 1])["log_loss"]
+    assert np.isclose(twin_loss, run.data.metrics["val_log_loss"], rtol=1e-6)
+    assert seen_loss < twin_loss  # the refit learned from these very rows
 
 
 def test_training_sample_is_bounded_in_users_and_rows_and_seeded(world_dir):

@@ -63,6 +63,27 @@ def log_model(model, X_example: pd.DataFrame, model_name: str) -> tuple[str, str
     return info.model_uri, str(info.registered_model_version)
 
 
+TWIN_TAG = "validation_twin"
+
+
+def log_twin(twin, model_name: str, version: str) -> str:
+    """Log the version's validation twin (the same model fitted without the validation weeks)
+    in the active run and tag the version with its URI: tomorrow's gate judges today's
+    champion by its twin, on rows the twin never saw."""
+    info = mlflow.sklearn.log_model(twin, name=TWIN_TAG, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED)
+    MlflowClient().set_model_version_tag(model_name, version, TWIN_TAG, info.model_uri)
+    return info.model_uri
+
+
+def judged_model(client: MlflowClient, model_name: str, version: str):
+    """What stands for a version in the gate: its validation twin when it has one (it was
+    refitted on weeks that are today's validation), else the version itself."""
+    tags = client.get_model_version(model_name, version).tags or {}
+    if TWIN_TAG in tags:
+        return mlflow.sklearn.load_model(tags[TWIN_TAG]), " (its validation twin)"
+    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}"), ""
+
+
 @dataclass
 class GateDecision:
     promoted: bool
@@ -92,6 +113,8 @@ def gate(
 ) -> GateDecision:
     """Promote unless the current champion does better on the same validation rows.
 
+    ``new_metrics`` are the new version's validation twin's; the champion is judged by its
+    own twin when it has one (:func:`judged_model`), so neither side has seen these rows.
     Log loss and ROC AUC always count; when the history holds randomized sends,
     ``off_policy(model)`` estimates a model's policy open rate (SNIPS) on the validation logs,
     and the new model must not be worse than the champion there either.
@@ -103,7 +126,7 @@ def gate(
         decision = GateDecision(True, "already champion", current, new_metrics)
     else:
         try:
-            champ = mlflow.sklearn.load_model(f"models:/{model_name}/{current}")
+            champ, how = judged_model(client, model_name, current)
             p = champ.predict_proba(X_val)[:, 1]
             cm = classification_metrics(y_val, p)
         except Exception as exc:  # schema changed, artifact gone: cannot compare
@@ -121,11 +144,11 @@ def gate(
                 if np.isfinite(champ_ope) and new_off_policy < champ_ope - off_policy_tolerance:
                     worse.append(f"off-policy open rate {new_off_policy:.4f} < champion {champ_ope:.4f}")
             if worse:
-                decision = GateDecision(False, "worse than champion v" + current + ": " + "; ".join(worse), current, cm)
+                decision = GateDecision(False, f"worse than champion v{current}{how}: " + "; ".join(worse), current, cm)
             else:
                 decision = GateDecision(
                     True,
-                    f"not worse than champion v{current} (log loss {new_metrics['log_loss']:.4f} vs {cm['log_loss']:.4f})",
+                    f"not worse than champion v{current}{how} (log loss {new_metrics['log_loss']:.4f} vs {cm['log_loss']:.4f})",
                     current,
                     cm,
                 )

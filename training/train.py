@@ -17,7 +17,7 @@ from training.model import (ForestParams, blend, choose_hour_weight, classificat
                             make_pipeline)
 from training.offpolicy import OffPolicyReport
 from training.plots import hour_profile_figure, importance_figure, reliability_figure
-from training.registry import GateDecision, gate, log_model
+from training.registry import GateDecision, gate, log_model, log_twin
 
 
 @dataclass
@@ -36,8 +36,14 @@ def train_and_register(
     extra_params: dict | None = None,
     progress: Callable[[str], None] | None = None,
     off_policy: Callable[[object], "OffPolicyReport | None"] | None = None,
+    refit: bool = True,
 ) -> TrainResult:
-    """Must be called inside an active MLflow run."""
+    """Must be called inside an active MLflow run.
+
+    Every choice and every validation figure comes from the forests fitted before the
+    validation weeks (the *validation twin*). With ``refit`` the registered model is the same
+    blend refitted on all labelled rows, validation weeks included: on a short history those
+    weeks are a third of the evidence, and the latest weeks are the most telling."""
     say = progress or (lambda _m: None)
     X_tr, y_tr = ts.X[ts.train_mask], ts.y[ts.train_mask]
     X_va, y_va = ts.X[ts.val_mask], ts.y[ts.val_mask]
@@ -61,15 +67,15 @@ def train_and_register(
     p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     p_blind = blind.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind, ts.meta.loc[ts.val_mask, "user_id"].to_numpy())
-    model = blend(full, blind, hour_weight, y_tr)
-    p_va = model.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
+    twin = blend(full, blind, hour_weight, y_tr)
+    p_va = twin.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
     metrics["hour_weight"] = hour_weight
     metrics["log_loss_hour_blind"] = by_weight[0.0]
     metrics["log_loss_full_hours"] = by_weight[1.0]
     say(f"hour effect weight {hour_weight:.1f} (validation log loss: hour-blind {by_weight[0.0]:.4f}, "
         f"full {by_weight[1.0]:.4f}, chosen {by_weight[hour_weight]:.4f})")
-    p_tr = model.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
+    p_tr = twin.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
     metrics["train_log_loss"] = classification_metrics(y_tr[:50_000], p_tr)["log_loss"]
     mlflow.log_metrics({f"val_{k}" if not k.startswith("train") else k: v for k, v in metrics.items() if np.isfinite(v)})
     for name, fig in (
@@ -79,13 +85,22 @@ def train_and_register(
     ):
         mlflow.log_figure(fig, name)
         plt.close(fig)
-    new_ope = off_policy(model) if off_policy else None
+    new_ope = off_policy(twin) if off_policy else None
     if new_ope is not None:
         mlflow.log_metrics(new_ope.as_metrics("val_ope_"))
         metrics["ope_snips"] = new_ope.snips
         say("off-policy on validation weeks: " + " | ".join(new_ope.lines()[1:]))
+    model = twin
+    if refit:
+        say(f"refitting both forests on all {len(ts.y):,} labelled rows (validation weeks included)")
+        X_all = ts.X[list(MODEL_FEATURES)]
+        model = blend(make_pipeline(forest, list(MODEL_FEATURES)).fit(X_all, ts.y),
+                      make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_all, ts.y), hour_weight, ts.y)
+    mlflow.log_param("refit_on_validation", refit)
     say("logging and registering the model")
     _, version = log_model(model, X_tr[list(MODEL_FEATURES)], model_name)
+    if refit:
+        log_twin(twin, model_name, version)
     decision = gate(
         MlflowClient(), model_name, version, metrics, X_va[list(MODEL_FEATURES)], y_va, gate_tolerance,
         off_policy=(lambda m: off_policy(m).snips) if new_ope is not None else None,
