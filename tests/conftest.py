@@ -9,8 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from sendtime.settings import TELEMETRY_OFF
+
+# generated examples are the same on every run (CI failures reproduce); HYPOTHESIS_PROFILE=explore
+# draws fresh ones, as a developer hunting for new cases would
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import AS_OF, make_env, real_server
 
@@ -56,6 +57,7 @@ def test_built_bento_serves_from_a_clean_folder(trained, tmp_path):
     assert not any(clean.iterdir())  # served from the Bento, nothing written where it ran
 
 
+@pytest.mark.slow  # one real server following a reload is tested in tests/test_serving_ops.py and test_serve_http.py
 def test_two_replicas_follow_a_promotion_without_restart(trained, world_dir, tmp_path):
     """Both replicas read one registry and one published store: after a nightly promotion they
     serve the new champion, and answer identically, before and after."""

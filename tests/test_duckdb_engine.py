@@ -124,7 +124,7 @@ def test_nightly_auto_engine_uses_duckdb_and_logs_it(trained):
     assert run.data.metrics["engine_messages_seconds"] > 0
 
 
-@pytest.mark.parametrize("n_buckets", [1, 4])
+@pytest.mark.parametrize("n_buckets", [pytest.param(1, marks=pytest.mark.slow), 4])
 def test_bucketed_features_equal_the_in_memory_build(world_dir, tmp_path, n_buckets):
     """Messages split by user into buckets, features built bucket by bucket: the same table,
     the same profiles, the same prior; also with users that have no sends and users missing

@@ -55,7 +55,7 @@ MESSAGE = st.tuples(
 USER = st.tuples(st.sampled_from(ZONES), st.sampled_from(["consumer", "business"]), st.lists(MESSAGE, max_size=8))
 LOGS = st.lists(USER, min_size=1, max_size=4)
 # database=None: no .hypothesis/ folder is written into the working tree
-PROPS = dict(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = dict(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def make_log(users_spec) -> tuple[pd.DataFrame, pd.DataFrame]:
