@@ -26,7 +26,8 @@ from sendtime.settings import Settings
 
 WORLDS = ("default", "no-flags", "one-hour", "random-rhythms")
 #: the bar each world must clear (capture of the oracle's gain over the status quo)
-TARGETS = {"default": 0.75, "no-flags": 0.70, "one-hour": 0.60, "random-rhythms": 0.50}
+TARGETS = {"default": 0.75, "no-flags": 0.70, "one-hour": 0.60, "random-rhythms": 0.50,
+           "real-email": 0.50, "no-flags-late": 0.70}
 
 
 @dataclass
