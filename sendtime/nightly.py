@@ -25,7 +25,7 @@ from features.messages import build_messages
 from features.profiles import ShrinkageParams
 from features.store import save_features
 from sendtime.runguard import input_fingerprint, nightly_lock
-from sendtime.settings import Settings
+from sendtime.settings import Settings, refit_wanted
 from serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
 from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from features.engagement import outcomes_at
@@ -353,7 +353,8 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             result = train_and_register(
                 ts, forest, settings.model_name, settings.gate_tolerance,
                 extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
-                progress=say, off_policy=off_policy, refit=settings.refit,
+                progress=say, off_policy=off_policy,
+                refit=refit_wanted(settings.refit, ts.validation_window, settings.validation_days),
             )
             say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
         except HistoryTooShort as exc:  # a history of hours: no labelled send yet

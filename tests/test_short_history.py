@@ -45,6 +45,7 @@ def test_a_week_of_history_trains_and_logs_the_windows_it_used(tmp_path):
     assert any("validation window" in m for m in said)
     params = mlflow.MlflowClient(settings.tracking_uri).get_run(r.run_id).data.params
     assert float(params["validation_hours_used"]) < 14 * 24 and float(params["snapshot_hours_used"]) < 7 * 24
+    assert params["refit_on_validation"] == "True"  # shrunk windows: the registered model saw all seven days
     assert 0.5 < r.metrics["roc_auc"] <= 1.0
 
 

@@ -56,7 +56,7 @@ def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir):
         _, version = log_model(noise, X, settings.model_name)
         decision = gate(client, settings.model_name, version, classification_metrics(y_val, p), X_val, y_val, 0.002)
     assert not decision.promoted
-    assert "worse than champion" in decision.reason and "(its validation twin)" in decision.reason
+    assert "worse than champion" in decision.reason
     assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == champion_before
     assert str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == version
     assert client.get_model_version(settings.model_name, version).tags["gate"] == decision.reason
@@ -74,13 +74,34 @@ def _validation_rows(trained, world_dir, params=None):
     return ts.X[ts.val_mask], ts.y[ts.val_mask]
 
 
-def test_the_champion_is_refitted_and_judged_by_its_validation_twin(trained, world_dir):
-    """The registered model has seen the validation weeks; its twin, fitted without them, is
-    what the run's validation figures describe and what a later gate compares against."""
-    from serving.model_store import champion_profile_params
+def test_a_long_history_registers_the_model_its_figures_describe(trained):
+    """Eight weeks of history fill the configured windows: no refit, no twin, and the gate
+    judges the champion itself."""
     from training.registry import TWIN_TAG, judged_model
 
     settings, result = trained
+    client = _client(settings)
+    assert client.get_run(result.run_id).data.params["refit_on_validation"] == "False"
+    assert TWIN_TAG not in client.get_model_version(settings.model_name, result.model_version).tags
+    assert judged_model(client, settings.model_name, result.model_version)[1] == ""
+
+
+def test_a_refitted_champion_is_judged_by_its_validation_twin(trained, world_dir, tmp_path):
+    """With a refit the registered model has seen the validation weeks; its twin, fitted
+    without them, is what the run's validation figures describe and what a later gate
+    compares against."""
+    import os
+
+    from sendtime.nightly import run_nightly
+    from sendtime.settings import Settings
+    from serving.model_store import champion_profile_params
+    from tests.conftest import make_env
+    from training.registry import TWIN_TAG, judged_model
+
+    env = {**os.environ, **make_env(tmp_path / "home"), "SENDTIME_REFIT": "always"}
+    settings = Settings.from_env(env)
+    result = run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet",
+                         trained[1].as_of, say=lambda m: None)
     client = _client(settings)
     name, version = settings.model_name, result.model_version
     run = client.get_run(result.run_id)
@@ -89,7 +110,7 @@ def test_the_champion_is_refitted_and_judged_by_its_validation_twin(trained, wor
     twin, how = judged_model(client, name, version)
     assert how == " (its validation twin)"
     registered = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-    X_val, y_val = _validation_rows(trained, world_dir, champion_profile_params(settings))
+    X_val, y_val = _validation_rows((settings, result), world_dir, champion_profile_params(settings))
     cols = list(MODEL_FEATURES)
     twin_loss = classification_metrics(y_val, twin.predict_proba(X_val[cols])[:, 1])["log_loss"]
     seen_loss = classification_metrics(y_val, registered.predict_proba(X_val[cols])[:, 1])["log_loss"]
