@@ -36,7 +36,7 @@ def train_and_register(
     extra_params: dict | None = None,
     progress: Callable[[str], None] | None = None,
     off_policy: Callable[[object], "OffPolicyReport | None"] | None = None,
-    refit: bool = True,
+    refit: bool = False,
 ) -> TrainResult:
     """Must be called inside an active MLflow run.
 
