@@ -101,6 +101,7 @@ def test_generated_requests_never_get_a_5xx(server):
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
 
+    EXAMPLES = 120  # per operation
     base, _ = server
     schema = schemathesis.openapi.from_url(f"{base}/docs.json")
     counts = {"total": 0}
@@ -110,7 +111,7 @@ def test_generated_requests_never_get_a_5xx(server):
     assert len(posts) == 4
     for op in posts:
         @given(case=op.as_strategy())
-        @settings(max_examples=120, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             r = case.call(base_url=base, timeout=30)
             counts["total"] += 1
@@ -119,7 +120,7 @@ def test_generated_requests_never_get_a_5xx(server):
                 assert field_words.search(r.text), r.text[:500]
 
         check()
-    assert counts["total"] >= 1000
+    assert counts["total"] >= 0.8 * EXAMPLES * len(posts)  # the requests were really generated and sent
 
 
 def test_hostile_bodies_and_slow_clients_are_refused_cleanly(server):
