@@ -25,7 +25,7 @@ from features.messages import build_messages
 from features.profiles import ShrinkageParams
 from features.store import save_features
 from sendtime.runguard import input_fingerprint, nightly_lock
-from sendtime.settings import Settings, refit_wanted
+from sendtime.settings import Settings
 from serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
 from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from features.engagement import outcomes_at
@@ -33,7 +33,7 @@ from training.dataset import HistoryTooShort, build_training_set
 from training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from training.model import ForestParams
 from training.registry import configure
-from training.train import train_and_register
+from training.train import refit_wanted, train_and_register
 
 
 @dataclass

@@ -230,7 +230,7 @@ def run_replay(cfg: ReplayConfig, realdata_dir: str | Path, workdir: Path | None
         env["SENDTIME_HOME"] = str(tmp / "home")
         settings = Settings.from_env(env)
         res = run_nightly(settings, ev_path, us_path, as_of.tz_localize("UTC"), say=lambda m: say(f"[{cfg.source}] {m}"))
-        scorer, manifest = load_scorer(settings)
+        scorer, _ = load_scorer(settings)
         test = prompts.loc[~hist].reset_index(drop=True)
         cold, req = scorer.users(test["user_id"].tolist())
         how = (test["send_ts"].dt.day_of_week * 24 + test["send_ts"].dt.hour).to_numpy(dtype=np.int64)

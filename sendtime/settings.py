@@ -44,20 +44,7 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 ENGINES = ("auto", "duckdb", "pandas", "spark")
-REFIT_CHOICES = ("auto", "always", "never")
-
-
-def refit_wanted(setting: str, validation_used, validation_days: int) -> bool:
-    """Whether the registered model is refitted on the validation weeks too: always, never, or
-    (auto) when the history was too short for the configured windows, where the validation
-    weeks are a third of the evidence and the training snapshots saw only the early part of it.
-    On a long history the twin alone is registered: a refit would double the training time
-    for a few per cent more rows."""
-    import pandas as pd
-
-    if setting == "auto":
-        return pd.Timedelta(validation_used) < pd.Timedelta(days=validation_days)
-    return setting == "always"
+REFIT_CHOICES = ("auto", "always", "never")  # SENDTIME_REFIT; decided by training.train.refit_wanted
 
 
 @dataclass(frozen=True)

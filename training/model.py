@@ -121,7 +121,6 @@ def choose_hour_weight(y: np.ndarray, p_full: np.ndarray, p_blind: np.ndarray,
     best = min(scores, key=lambda a: (scores[a], -a))
     chosen = min(a for a in scores if scores[a] - scores[best] <= _user_se(rows[a] - rows[best], groups))
     scores[0.0] = float(_row_loss(y, p_blind).mean())  # reported: the hour-blind model alone
-    scores[1.0] = float(rows[1.0].mean())
     return chosen, scores
 
 

@@ -20,6 +20,17 @@ from training.plots import hour_profile_figure, importance_figure, reliability_f
 from training.registry import GateDecision, gate, log_model, log_twin
 
 
+def refit_wanted(setting: str, validation_used: pd.Timedelta, validation_days: int) -> bool:
+    """Whether the registered model is refitted on the validation weeks too: always, never, or
+    (auto) when the history was too short for the configured windows, where the validation
+    weeks are a third of the evidence and the training snapshots saw only the early part of it.
+    On a long history the twin alone is registered: a refit would double the training time
+    for a few per cent more rows."""
+    if setting == "auto":
+        return pd.Timedelta(validation_used) < pd.Timedelta(days=validation_days)
+    return setting == "always"
+
+
 @dataclass
 class TrainResult:
     run_id: str
