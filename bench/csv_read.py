@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.csv_reader import read_csv_records
+from sendtime.features.csv_reader import read_csv_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

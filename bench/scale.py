@@ -5,7 +5,7 @@ generating does not hold the whole history in memory either), then runs, each in
 process so that peak resident memory is the build's own:
 - the DuckDB engine: contract + message table on DuckDB into user buckets, then the user features
   bucket by bucket with the compiled kernels (bit-identical to the numpy reference);
-- the pandas reference (``features.contract`` + ``build_messages``, same user features), on the
+- the pandas reference (``sendtime.features.contract`` + ``build_messages``, same user features), on the
   sizes it can hold (``--pandas-max``), and checks that both give identical feature tables.
 With ``--repeat N`` the DuckDB build runs N times per size: the table shows the median run (its
 events/s), the range of times and the highest peak memory. Figures go to
@@ -66,8 +66,8 @@ def generate(events: int, cache: Path) -> Path:
 
 def _build(engine: str, folder: str, out: str) -> None:
     """Child process: one feature build, its timings and its feature table."""
-    from features.contract import read_events, read_users
-    from features.engagement import build_user_features
+    from sendtime.features.contract import read_events, read_users
+    from sendtime.features.engagement import build_user_features
 
     as_of = pd.Timestamp(AS_OF, tz="UTC")
     t0 = time.perf_counter()
@@ -75,8 +75,8 @@ def _build(engine: str, folder: str, out: str) -> None:
     if engine == "duckdb":
         import shutil
 
-        from features.duckdb_engine import bucket_loaders, build_messages_duckdb
-        from features.engagement import build_user_features_bucketed
+        from sendtime.features.duckdb_engine import bucket_loaders, build_messages_duckdb
+        from sendtime.features.engagement import build_user_features_bucketed
 
         n_files = len(list((Path(folder) / "events").glob("*.parquet")))
         buckets = max(1, int(np.ceil(n_files * CHUNK_USERS * EVENTS_PER_USER / EVENTS_PER_BUCKET)))
@@ -89,7 +89,7 @@ def _build(engine: str, folder: str, out: str) -> None:
         _report(engine, res.read, int(uf.table["n_sends"].sum()), uf, t0, t_msgs, out)
         return
     else:
-        from features.messages import build_messages
+        from sendtime.features.messages import build_messages
 
         ev = read_events(Path(folder) / "events")
         read = ev.read

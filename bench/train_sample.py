@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if min(args.rows) < 1000:
         ap.error("--rows must be at least 1,000")
     from bench.scale import AS_OF, generate
-    from features.contract import read_users
-    from features.duckdb_engine import build_messages_duckdb
-    from training.dataset import build_training_set
-    from training.model import ForestParams, classification_metrics, make_pipeline
+    from sendtime.features.contract import read_users
+    from sendtime.features.duckdb_engine import build_messages_duckdb
+    from sendtime.training.dataset import build_training_set
+    from sendtime.training.model import ForestParams, classification_metrics, make_pipeline
 
     folder = generate(int(args.events), args.cache)
     as_of = pd.Timestamp(AS_OF, tz="UTC")

@@ -2,10 +2,10 @@
 
 Every function returns a matplotlib :class:`~matplotlib.figure.Figure` built without pyplot
 (no global figure list to leak into, nothing to close). The model figures (reliability curve,
-feature importances) come from :mod:`training.plots`, the same code the nightly run logs with.
+feature importances) come from :mod:`sendtime.training.plots`, the same code the nightly run logs with.
 
 Inputs are the tables the pipeline already has: the message table of
-:func:`features.messages.build_messages` (one row per send), a published feature table
+:func:`sendtime.features.messages.build_messages` (one row per send), a published feature table
 (``user_features.parquet``, one row per user), off-policy metrics as logged to MLflow
 (``val_ope_*`` by the nightly run, ``ope_*`` by ``sendtime evaluate --logged``).
 """
@@ -24,9 +24,9 @@ from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.engagement import outcomes_at  # noqa: E402
-from features.messages import human_open_time, hour_of_week  # noqa: E402
-from training.plots import importance_figure, reliability_figure  # noqa: E402,F401  (re-exported)
+from sendtime.features.engagement import outcomes_at  # noqa: E402
+from sendtime.features.messages import human_open_time, hour_of_week  # noqa: E402
+from sendtime.training.plots import importance_figure, reliability_figure  # noqa: E402,F401  (re-exported)
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 BLUE, ORANGE, GREY = "#3b7dd8", "#d8613b", "#9aa5b1"
@@ -58,7 +58,7 @@ def notebook_paths(env: Mapping[str, str] | None = None) -> tuple[Path, Path]:
 def message_outcomes(msgs: pd.DataFrame, cutoff: pd.Timestamp | None = None, horizon_hours: int = 24) -> pd.DataFrame:
     """Per message: first human open and click as seen from ``cutoff``, their local slots.
 
-    Machine opens are classified as the model sees them (:func:`features.engagement.outcomes_at`).
+    Machine opens are classified as the model sees them (:func:`sendtime.features.engagement.outcomes_at`).
     Adds ``t_human``, ``hours_to_open``, ``opened`` (human open within the horizon), ``clicked``,
     ``machine_user``, ``fast_share``, ``open_how`` and ``click_how`` (local hour-of-week, -1 if none).
     """
@@ -132,7 +132,7 @@ def profile_heatmap(lam: np.ndarray) -> Figure:
 
 def machine_open_share(msgs: pd.DataFrame) -> Figure:
     """Users by share of their sends opened within minutes of delivery, split by what the
-    machine-open mixture (:mod:`features.machine_opens`) made of them.
+    machine-open mixture (:mod:`sendtime.features.machine_opens`) made of them.
 
     Takes the message table or a published feature table (``fast_open_share`` and
     ``is_machine_opener`` per user). A proxy that waits hours opens late and still lands on
@@ -269,7 +269,7 @@ def lift_with_interval(off_policy_metrics) -> Figure:
     """Policy vs status-quo open rate (SNIPS) and the lift, with 95% bootstrap intervals.
 
     Takes the metrics logged by the nightly run (``val_ope_*``), by ``evaluate --logged``
-    (``ope_*``), or a :class:`training.offpolicy.OffPolicyReport`.
+    (``ope_*``), or a :class:`sendtime.training.offpolicy.OffPolicyReport`.
     """
     if hasattr(off_policy_metrics, "as_metrics"):
         rep = off_policy_metrics

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_ONLY = {
     "pyspark", "py4j", "pytest", "hypothesis", "schemathesis", "bandit", "pip-audit", "ipykernel", "ipython",
     "jupyter-client", "jupyter-core", "nbclient", "nbformat", "debugpy", "pytest-timeout", "pytest-xdist",
+    "import-linter", "grimp",
 }
 
 

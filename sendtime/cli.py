@@ -78,9 +78,9 @@ def _progress():
 
 
 def _known_errors():
-    from features.contract import ContractError
-    from serving.model_store import NotReady
-    from training.registry import TrackingUnavailable
+    from sendtime.features.contract import ContractError
+    from sendtime.serving.model_store import NotReady
+    from sendtime.training.registry import TrackingUnavailable
 
     return ContractError, NotReady, TrackingUnavailable
 
@@ -137,7 +137,7 @@ def nightly(
 
     from sendtime.nightly import AlreadyDone, run_nightly
     from sendtime.runguard import RunLocked
-    from training.train import NothingToLearn
+    from sendtime.training.train import NothingToLearn
     from sendtime.settings import ENGINES
 
     cutoff = _date(as_of, "--as-of")
@@ -188,8 +188,8 @@ def import_cmd(
     timezone: Optional[str] = typer.Option(None, "--timezone", help="csv: IANA zone of naive timestamps."),
 ) -> None:
     """Turn an email platform's events (see docs/importers.md) into the event contract."""
-    from features.contract import ContractError
-    from features.importers import import_events
+    from sendtime.features.contract import ContractError
+    from sendtime.features.importers import import_events
 
     def pairs(items: list[str], what: str) -> dict[str, str]:
         out_map = {}
@@ -274,16 +274,16 @@ def predict(
     if (events is None) != (users is None):
         fail("--events and --users go together")
     try:
-        from serving.model_store import load_champion, load_scorer
-        from serving.scoring import Scorer
+        from sendtime.serving.model_store import load_champion, load_scorer
+        from sendtime.serving.scoring import Scorer
 
         if events is None:
             scorer, _ = load_scorer(settings)
         else:
-            from features.contract import read_events, read_users
-            from features.engagement import build_user_features
-            from features.messages import build_messages
-            from serving.model_store import champion_profile_params
+            from sendtime.features.contract import read_events, read_users
+            from sendtime.features.engagement import build_user_features
+            from sendtime.features.messages import build_messages
+            from sendtime.serving.model_store import champion_profile_params
 
             ev, us = read_events(events), read_users(users)
             console.print(ev.summary("events"))
@@ -407,14 +407,14 @@ def serve(
 ) -> None:
     """Start the HTTP API (BentoML) with the champion model and the published features."""
     settings = _settings()
-    from serving.model_store import NotReady, current_snapshot
+    from sendtime.serving.model_store import NotReady, current_snapshot
 
     try:
         current_snapshot(settings.published_dir)
     except NotReady as exc:
         fail(str(exc), EXIT_NOT_READY)
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:SendTime", "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "bentoml", "serve", "sendtime.serving.service:SendTime", "--host", host, "--port", str(port)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     console.print(f"serving on http://{host}:{port} (docs at /docs)")

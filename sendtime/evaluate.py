@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contract import read_events, read_users
-from features.messages import hour_of_week
+from sendtime.features.contract import read_events, read_users
+from sendtime.features.messages import hour_of_week
 
 
 @dataclass
@@ -148,10 +148,10 @@ def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: p
 
     An open is a machine open when flagged so, or, unflagged, when it is the first unflagged
     open of a message to a user the mixture calls a machine opener and no flagged machine open
-    came before it (the rule of :func:`features.engagement.outcomes_of`).
+    came before it (the rule of :func:`sendtime.features.engagement.outcomes_of`).
     """
-    from features.engagement import outcomes_at
-    from features.messages import build_messages
+    from sendtime.features.engagement import outcomes_at
+    from sendtime.features.messages import build_messages
 
     msgs = build_messages(events, users, default_tz)
     index = pd.Index(pd.concat([users["user_id"], msgs["user_id"]]).unique())

@@ -18,22 +18,22 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
-from features.engagement import build_user_features, build_user_features_bucketed
-from features.inputs import data_files
-from features.messages import build_messages
-from features.profiles import ShrinkageParams
-from features.store import save_features
+from sendtime.features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
+from sendtime.features.engagement import build_user_features, build_user_features_bucketed
+from sendtime.features.inputs import data_files
+from sendtime.features.messages import build_messages
+from sendtime.features.profiles import ShrinkageParams
+from sendtime.features.store import save_features
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
-from serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
-from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
-from features.engagement import outcomes_at
-from training.dataset import HistoryTooShort, build_training_set
-from training.offpolicy import evaluate_policy, logged_sends, policy_hours
-from training.model import ForestParams
-from training.registry import configure
-from training.train import refit_wanted, train_and_register
+from sendtime.serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
+from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
+from sendtime.features.engagement import outcomes_at
+from sendtime.training.dataset import HistoryTooShort, build_training_set
+from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
+from sendtime.training.model import ForestParams
+from sendtime.training.registry import configure
+from sendtime.training.train import refit_wanted, train_and_register
 
 
 @dataclass
@@ -67,9 +67,9 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     Features are frozen at the start of the validation weeks, so the policy only knows what it
     would have known then. Returns None when the history holds no propensities.
     """
-    from features.definitions import MODEL_FEATURES
+    from sendtime.features.definitions import MODEL_FEATURES
 
-    from training.dataset import sample_users
+    from sendtime.training.dataset import sample_users
 
     msgs, users = sample_users(msgs, users, settings.max_train_users, settings.random_state)
     horizon = pd.Timedelta(hours=settings.horizon_hours)
@@ -92,10 +92,10 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
 
 
 def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParams, say) -> ShrinkageParams:
-    """The profile hyperparameters this history supports best (training.shrinkage_search), on
+    """The profile hyperparameters this history supports best (sendtime.training.shrinkage_search), on
     a sample of ``settings.tune_profile_users`` users, logged to the active MLflow run."""
-    from training.dataset import fit_windows
-    from training.shrinkage_search import choose_shrinkage
+    from sendtime.training.dataset import fit_windows
+    from sendtime.training.shrinkage_search import choose_shrinkage
 
     if settings.tune_profile_users <= 0 or msgs.empty:
         return params
@@ -133,7 +133,7 @@ def choose_engine(setting: str, events_path: str | Path) -> str:
     """The feature engine for these inputs: DuckDB for typed Parquet (measured faster), else pandas."""
     if setting in ("pandas", "spark"):
         return setting
-    from features.duckdb_engine import usable
+    from sendtime.features.duckdb_engine import usable
 
     why_not = usable(events_path)
     if why_not is None:
@@ -251,7 +251,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
     us = read_users(users_path)
     bucket_dir, n_buckets, buckets = None, 0, None
     if engine == "spark":
-        from features.spark_engine import messages_spark, spark_session, stop_spark
+        from sendtime.features.spark_engine import messages_spark, spark_session, stop_spark
 
         say(f"reading events from {events_path} (Spark engine, master {settings.spark_master})")
         pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
@@ -268,9 +268,9 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
         ignored = ev.n_accepted - ev.events_before_cutoff
     elif engine == "duckdb":
-        from features.duckdb_engine import build_messages_duckdb
+        from sendtime.features.duckdb_engine import build_messages_duckdb
 
-        from features.duckdb_engine import bucket_loaders, count_rows
+        from sendtime.features.duckdb_engine import bucket_loaders, count_rows
 
         say(f"reading events from {events_path} (DuckDB engine)")
         pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"

@@ -7,12 +7,12 @@ from typing import Callable
 
 import pandas as pd
 
-from features.contract import read_events, read_users
-from features.engagement import build_user_features, outcomes_at
-from features.messages import build_messages
+from sendtime.features.contract import read_events, read_users
+from sendtime.features.engagement import build_user_features, outcomes_at
+from sendtime.features.messages import build_messages
 from sendtime.settings import Settings
-from serving.model_store import champion_profile_params, load_champion
-from training.offpolicy import OffPolicyReport, evaluate_policy, logged_sends, policy_hours
+from sendtime.serving.model_store import champion_profile_params, load_champion
+from sendtime.training.offpolicy import OffPolicyReport, evaluate_policy, logged_sends, policy_hours
 
 
 def evaluate_logged(

@@ -213,7 +213,7 @@ def run_replay(cfg: ReplayConfig, realdata_dir: str | Path, workdir: Path | None
                say: Callable[[str], None] = print) -> ReplayResult:
     """Replay the trial, run the nightly on its history, judge the held-out prompts."""
     from sendtime.nightly import run_nightly
-    from serving.model_store import load_scorer
+    from sendtime.serving.model_store import load_scorer
 
     t0 = time.time()
     events, users, prompts = replay_events(activity_instants(cfg.source, Path(realdata_dir)), cfg)

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from sendtime import analysis
-from serving.model_store import NotReady, current_snapshot, read_manifest
+from sendtime.serving.model_store import NotReady, current_snapshot, read_manifest
 
 #: Above this many bytes of events the report skips the message-level figures.
 MAX_EVENTS_BYTES = 300_000_000
@@ -85,8 +85,8 @@ def logged_json(client: MlflowClient, run_id: str, path: str):
 
 def run_messages(run, snapshot_table: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
     """The run's messages (events before the as-of date), if its events file is still readable."""
-    from features.contract import read_events
-    from features.messages import build_messages
+    from sendtime.features.contract import read_events
+    from sendtime.features.messages import build_messages
 
     path = Path(run.data.tags.get("events_path", ""))
     if not str(path) or not path.exists():
@@ -147,7 +147,7 @@ def _num(x, fmt: str = "{:.4f}") -> str:
 def write_report(settings, out_path) -> Path:
     """Write the HTML report about the latest nightly run to ``out_path``; returns its path.
 
-    Raises :class:`serving.model_store.NotReady` when nothing has been trained yet.
+    Raises :class:`sendtime.serving.model_store.NotReady` when nothing has been trained yet.
     """
     out_path = Path(out_path)
     client = tracking_client(settings)
@@ -227,7 +227,7 @@ def write_report(settings, out_path) -> Path:
     try:
         folder = current_snapshot(settings.published_dir)
         manifest = read_manifest(folder)
-        from features.store import load_features
+        from sendtime.features.store import load_features
 
         uf = load_features(folder / "features")
     except (NotReady, OSError, ValueError, KeyError) as exc:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from features.definitions import FEATURE_SET_VERSION
+from sendtime.features.definitions import FEATURE_SET_VERSION
 
 
 class RunLocked(RuntimeError):

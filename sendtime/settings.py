@@ -44,7 +44,7 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 ENGINES = ("auto", "duckdb", "pandas", "spark")
-REFIT_CHOICES = ("auto", "always", "never")  # SENDTIME_REFIT; decided by training.train.refit_wanted
+REFIT_CHOICES = ("auto", "always", "never")  # SENDTIME_REFIT; decided by sendtime.training.train.refit_wanted
 
 
 @dataclass(frozen=True)

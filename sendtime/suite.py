@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.contract import validate_events, validate_users
+from sendtime.features.contract import validate_events, validate_users
 from sendtime.evaluate import capture_by_confidence, evaluate_day, group_rates, machine_open_report, reference_policy
 from sendtime.settings import Settings
 
@@ -242,7 +242,7 @@ def log_suite(rows: pd.DataFrame, fam: pd.DataFrame, out_dir: Path, say: Callabl
     MLflow store of the environment's settings (SENDTIME_HOME's SQLite store by default)."""
     import mlflow
 
-    from training.registry import TrackingUnavailable, configure
+    from sendtime.training.registry import TrackingUnavailable, configure
 
     settings = Settings.from_env()
     try:

@@ -131,7 +131,7 @@ def in_process_service(home: Path, **env):
     for k, v in values.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     try:
-        from serving.service import SendTime
+        from sendtime.serving.service import SendTime
 
         fresh_service_metrics()
         with TestClient(SendTime.to_asgi()) as c:

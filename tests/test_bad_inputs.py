@@ -43,9 +43,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.contract import ContractError, ReadResult, read_events, read_users, validate_events
-from features.engagement import build_user_features
-from features.messages import build_messages
+from sendtime.features.contract import ContractError, ReadResult, read_events, read_users, validate_events
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import build_messages
 
 HERE = Path(__file__).resolve().parent
 BAD = HERE / "bad_inputs"
@@ -259,7 +259,7 @@ def test_empty_file_is_a_contract_error_and_header_only_is_an_empty_table():
     assert str(res.accepted["timestamp"].dtype) == "datetime64[us, UTC]"
     us = accounted(read_users(BAD / "users_header_only.csv"))
     assert us.read == 0 and list(us.accepted.columns) == ["user_id", "timezone", "segment"]
-    # NB: features.messages.build_messages() itself fails on a 0-row events table ("'message_id' is
+    # NB: sendtime.features.messages.build_messages() itself fails on a 0-row events table ("'message_id' is
     # both an index level and a column label"); `sendtime nightly` stops before that with "no sends
     # before the as-of date" (see the CLI test), so it is not reached from the command line.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.capacity import lp_optimum, plan_with_caps, uncapped_opens
+from sendtime.serving.capacity import lp_optimum, plan_with_caps, uncapped_opens
 
 
 def _instance(seed: int, n: int = 300, m: int = 10, tight: float = 1.1, blocked: float = 0.2):

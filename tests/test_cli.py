@@ -102,8 +102,8 @@ def test_contract_break_stops_nightly(tmp_path):
 def test_import_then_nightly_reads_the_result(tmp_path):
     """A SendGrid export through `sendtime import`: counts printed, rejects written, and the
     Parquet it writes is what the contract (and the DuckDB engine) reads."""
-    from features.contract import read_events
-    from features.duckdb_engine import usable
+    from sendtime.features.contract import read_events
+    from sendtime.features.duckdb_engine import usable
 
     src = Path(__file__).parent / "formats" / "sendgrid_events.json"
     out = tmp_path / "sg" / "events.parquet"

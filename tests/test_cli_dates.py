@@ -105,7 +105,7 @@ def test_nightly_as_of_means_1_february(runner, monkeypatch):
 
 
 def test_predict_date_and_as_of_mean_1_february(runner, monkeypatch, tmp_path):
-    import serving.model_store as model_store
+    import sendtime.serving.model_store as model_store
 
     import sendtime.cli as cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.contract import ContractError, read_events, read_users, validate_events
+from sendtime.features.contract import ContractError, read_events, read_users, validate_events
 
 
 def _events() -> pd.DataFrame:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import ContractError, _read_table, read_events, read_users, validate_events, write_rejects
-from features.csv_reader import (
+from sendtime.features.contract import ContractError, _read_table, read_events, read_users, validate_events, write_rejects
+from sendtime.features.csv_reader import (
     FIELD_COUNT,
     NOT_UTF8,
     UNCLOSED_QUOTE,

@@ -89,7 +89,7 @@ def test_pandas_engine_accounts_for_the_same_rows(dirty, tmp_path):
     events, users, _ = dirty
     a = _nightly(tmp_path / "a", events, users, "--engine", "pandas")
     assert a.returncode == 0, a.stderr[-2000:]
-    from features.contract import read_events
+    from sendtime.features.contract import read_events
 
     ref = read_events(events)
     assert _counts(a.stdout) == (ref.read, ref.n_accepted, ref.n_rejected)

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import read_events, read_users
-from features.duckdb_engine import build_messages_duckdb, usable
-from features.engagement import build_user_features
-from features.messages import OUTCOME_COLUMNS, build_messages
+from sendtime.features.contract import read_events, read_users
+from sendtime.features.duckdb_engine import build_messages_duckdb, usable
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import OUTCOME_COLUMNS, build_messages
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
 NOW = pd.Timestamp("2026-04-20", tz="UTC")
@@ -129,8 +129,8 @@ def test_bucketed_features_equal_the_in_memory_build(world_dir, tmp_path, n_buck
     """Messages split by user into buckets, features built bucket by bucket: the same table,
     the same profiles, the same prior; also with users that have no sends and users missing
     from the users table."""
-    from features.duckdb_engine import bucket_loaders
-    from features.engagement import build_user_features_bucketed
+    from sendtime.features.duckdb_engine import bucket_loaders
+    from sendtime.features.engagement import build_user_features_bucketed
 
     users = read_users(world_dir / "users.parquet").accepted
     users = pd.concat([users.iloc[25:], pd.DataFrame({"user_id": ["never-sent"], "timezone": ["Asia/Tokyo"],
@@ -176,7 +176,7 @@ def test_nightly_in_user_buckets_publishes_the_same_features(world_dir, trained,
 def test_aggregation_in_several_passes_gives_the_same_messages(world_dir, tmp_path, monkeypatch):
     """Message ids split over passes by hash (as at 100M events): the same messages, rejects
     and reasons, on dirty input too."""
-    import features.duckdb_engine as engine
+    import sendtime.features.duckdb_engine as engine
 
     monkeypatch.setattr(engine, "AGG_PART_EVENTS", 2000)
     path = _dirty(world_dir, tmp_path / "dirty.parquet")
@@ -195,8 +195,8 @@ def test_buckets_hold_the_same_messages_as_the_table_on_dirty_input(world_dir, t
     """Dirty input split into user buckets, two of four written with text: the frames of those
     two and the integer arrays of all four hold exactly the messages of the in-memory table,
     the rebuilt (irregular) ones included; the numbers-only buckets refuse to give a frame."""
-    from features.duckdb_engine import bucket_loaders
-    from features.messages import MessageArrays
+    from sendtime.features.duckdb_engine import bucket_loaders
+    from sendtime.features.messages import MessageArrays
 
     path = _dirty(world_dir, tmp_path / "dirty.parquet")
     users = read_users(world_dir / "users.parquet").accepted.iloc[10:]  # some users only in events

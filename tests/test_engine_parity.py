@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.contract import read_events
-from features.duckdb_engine import bucket_loaders, build_messages_duckdb
-from features.engagement import build_user_features, build_user_features_bucketed
-from features.messages import build_messages
+from sendtime.features.contract import read_events
+from sendtime.features.duckdb_engine import bucket_loaders, build_messages_duckdb
+from sendtime.features.engagement import build_user_features, build_user_features_bucketed
+from sendtime.features.messages import build_messages
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
 NOW = pd.Timestamp("2026-04-20", tz="UTC")
@@ -238,7 +238,7 @@ def _apply(kind: str, r: dict, rnd) -> list[dict]:
 
 def test_users_with_a_missing_time_zone_get_the_default_in_every_engine(tmp_path):
     """A null zone in a Parquet users table reads as NaN (pandas 3): the default zone, not a crash."""
-    from features.contract import read_users
+    from sendtime.features.contract import read_users
 
     rows = [dict(event_id="s0", user_id="u0", message_id="m0", event_type="send", timestamp=T0,
                  machine_open=None, propensity=np.nan)]

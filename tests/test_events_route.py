@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.contract import read_events
-from serving.event_store import SECOND_SEND, EventStore
+from sendtime.features.contract import read_events
+from sendtime.serving.event_store import SECOND_SEND, EventStore
 from tests.conftest import in_process_service
 
 SAMPLE = json.loads((Path(__file__).parent / "formats" / "sendgrid_events.json").read_text())
@@ -218,7 +218,7 @@ def test_concurrent_overlapping_appends_store_each_event_once(tmp_path):
 
 
 def test_a_lost_index_is_rebuilt_from_the_inbox_and_temp_files_are_ignored(tmp_path):
-    from features.duckdb_engine import usable
+    from sendtime.features.duckdb_engine import usable
 
     store = EventStore(tmp_path / "events")
     assert store.append(_frame(["a", "b"], "send")).stored == 2
@@ -236,7 +236,7 @@ def test_a_lost_index_is_rebuilt_from_the_inbox_and_temp_files_are_ignored(tmp_p
 def test_nightly_reads_the_inbox(tmp_path):
     """`sendtime nightly --events $SENDTIME_HOME/events/inbox`: a small world's history arrives
     in overlapping, replayed batches; the nightly run reads the folder (DuckDB engine) and trains."""
-    from features.duckdb_engine import usable
+    from sendtime.features.duckdb_engine import usable
     from sendtime.nightly import choose_engine, run_nightly
     from sendtime.settings import Settings
     from sendtime.simulate import simulate_world, world_config

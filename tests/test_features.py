@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import read_events, read_users, validate_events, validate_users
-from features.definitions import MODEL_FEATURES
-from features.engagement import build_user_features
-from features.messages import build_messages
-from training.dataset import build_training_set
+from sendtime.features.contract import read_events, read_users, validate_events, validate_users
+from sendtime.features.definitions import MODEL_FEATURES
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import build_messages
+from sendtime.training.dataset import build_training_set
 
 CUT = pd.Timestamp("2026-03-30", tz="UTC")
 
@@ -102,8 +102,8 @@ def test_no_history_users_get_the_prior(world):
 
 
 def test_snapshot_round_trip_gives_the_same_rows_for_known_and_cold_users(world, tmp_path):
-    from features.store import load_features, save_features
-    from serving.scoring import _empty_messages
+    from sendtime.features.store import load_features, save_features
+    from sendtime.serving.scoring import _empty_messages
 
     ev, us = world
     uf = _features(ev, us)

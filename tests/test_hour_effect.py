@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import validate_events, validate_users
-from features.definitions import HOUR_BLIND_FEATURES, MODEL_FEATURES
-from features.engagement import build_user_features
-from features.messages import build_messages
-from features.profiles import ShrinkageParams
+from sendtime.features.contract import validate_events, validate_users
+from sendtime.features.definitions import HOUR_BLIND_FEATURES, MODEL_FEATURES
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import build_messages
+from sendtime.features.profiles import ShrinkageParams
 from sendtime.simulate import simulate_world, world_config
-from training.dataset import build_training_set
-from training.model import ForestParams, blend, choose_hour_weight, make_blind_pipeline, make_pipeline
-from training.shrinkage_search import SHAPE_FACTORS, choose_shrinkage
+from sendtime.training.dataset import build_training_set
+from sendtime.training.model import ForestParams, blend, choose_hour_weight, make_blind_pipeline, make_pipeline
+from sendtime.training.shrinkage_search import SHAPE_FACTORS, choose_shrinkage
 
 
 def _history(preset: str):

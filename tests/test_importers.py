@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.contract import EVENT_TYPES, ContractError, read_events
-from features.importers import (
+from sendtime.features.contract import EVENT_TYPES, ContractError, read_events
+from sendtime.features.importers import (
     import_csv,
     import_events,
     import_file,
@@ -319,7 +319,7 @@ def test_dispatcher_checks_format_and_options():
     ("csv", "generic_events.csv", GENERIC),
 ])
 def test_import_events_writes_contract_parquet_and_rejects(fmt, name, options, tmp_path):
-    from features.duckdb_engine import usable
+    from sendtime.features.duckdb_engine import usable
 
     out = tmp_path / "out" / "events.parquet"
     counts = import_events(fmt, FORMATS / name, out, **options)
@@ -334,7 +334,7 @@ def test_import_events_writes_contract_parquet_and_rejects(fmt, name, options, t
 
 
 def test_import_events_with_nothing_accepted_still_writes_a_typed_file(tmp_path):
-    from features.duckdb_engine import usable
+    from sendtime.features.duckdb_engine import usable
 
     out = tmp_path / "none.parquet"
     counts = import_events("sendgrid", FORMATS / "sendgrid_malformed.json", out, now=pd.Timestamp("1999-01-01", tz="UTC"))

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import ContractError, read_events
-from features.duckdb_engine import build_messages_duckdb, usable
-from features.inputs import data_files
-from features.messages import build_messages
+from sendtime.features.contract import ContractError, read_events
+from sendtime.features.duckdb_engine import build_messages_duckdb, usable
+from sendtime.features.inputs import data_files
+from sendtime.features.messages import build_messages
 from sendtime.nightly import choose_engine
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")

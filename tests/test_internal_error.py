@@ -75,7 +75,7 @@ def test_crash_file_falls_back_to_temp_when_settings_cannot_be_read(tmp_path):
 @pytest.mark.slow  # a fresh interpreter each; the main path is tested above
 def test_secret_option_values_stay_out_of_the_crash_file(tmp_path):
     home = tmp_path / "home"
-    code = BROKEN.format(patch="import features.importers as i; i.import_events = lambda *a, **k: 1/0")
+    code = BROKEN.format(patch="import sendtime.features.importers as i; i.import_events = lambda *a, **k: 1/0")
     r = run(code, ["import", "--format", "sendgrid", "--in", "x.json", "--out", "o.parquet", "--salt", "s3cret"], home)
     assert r.returncode == EXIT_INTERNAL, r.stderr
     [path] = crash_files(home / "runs")

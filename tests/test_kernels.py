@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import kernels, profiles
-from features.contract import read_users
-from features.engagement import outcomes_at
-from features.profiles import ShrinkageParams
+from sendtime.features import kernels, profiles
+from sendtime.features.contract import read_users
+from sendtime.features.engagement import outcomes_at
+from sendtime.features.profiles import ShrinkageParams
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
 
@@ -60,8 +60,8 @@ def test_user_profiles_and_row_stats_equal_the_reference(smooth_hours):
 
 
 def test_kernels_on_the_tiny_worlds_messages(world_dir):
-    from features.contract import read_events
-    from features.messages import build_messages
+    from sendtime.features.contract import read_events
+    from sendtime.features.messages import build_messages
 
     users = read_users(world_dir / "users.parquet").accepted
     ev = read_events(world_dir / "events.parquet", now=AS_OF + pd.Timedelta(days=7)).accepted
@@ -91,9 +91,9 @@ def test_decay_counts_count_every_hour_at_risk():
 def test_compiled_outcomes_equal_the_reference(world_dir, days_before):
     """Machine openers, human opens, hours at risk and clicks: the same arrays, also at a cutoff
     inside the history (outcomes after it unseen, sends cut short)."""
-    from features.contract import read_events
-    from features.engagement import outcomes_of
-    from features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
+    from sendtime.features.contract import read_events
+    from sendtime.features.engagement import outcomes_of
+    from sendtime.features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
 
     users = read_users(world_dir / "users.parquet").accepted
     ev = read_events(world_dir / "events.parquet", now=AS_OF + pd.Timedelta(days=7)).accepted
@@ -111,9 +111,9 @@ def test_compiled_outcomes_equal_the_reference(world_dir, days_before):
 
 
 def test_compiled_activity_and_decay_counts_equal_the_reference(world_dir):
-    from features.contract import read_events
-    from features.engagement import activity_columns, outcomes_of
-    from features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
+    from sendtime.features.contract import read_events
+    from sendtime.features.engagement import activity_columns, outcomes_of
+    from sendtime.features.messages import OUTCOME_COLUMNS, build_messages, micros, micros_of
 
     users = read_users(world_dir / "users.parquet").accepted
     ev = read_events(world_dir / "events.parquet", now=AS_OF + pd.Timedelta(days=7)).accepted

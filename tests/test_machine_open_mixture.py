@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import validate_events, validate_users
-from features.machine_opens import STAT_COLUMNS, MachineOpenModel, classify, machine_stats
-from features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS, build_messages, micros, micros_of
+from sendtime.features.contract import validate_events, validate_users
+from sendtime.features.machine_opens import STAT_COLUMNS, MachineOpenModel, classify, machine_stats
+from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS, build_messages, micros, micros_of
 from sendtime.evaluate import machine_open_report
 from sendtime.simulate import simulate_world, world_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.contract import validate_events, validate_users
+from sendtime.features.contract import validate_events, validate_users
 from sendtime.evaluate import machine_open_report
 from sendtime.simulate import simulate_world, world_config
 
@@ -29,8 +29,8 @@ def test_machine_opens_do_not_count_as_reading():
     """A machine opener's fast opens at the send hour do not make the send hour look good."""
     import numpy as np
 
-    from features.engagement import build_user_features
-    from features.messages import build_messages
+    from sendtime.features.engagement import build_user_features
+    from sendtime.features.messages import build_messages
 
     rows = []
     start = pd.Timestamp("2026-01-05T08:00:00Z")

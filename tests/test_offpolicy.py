@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.offpolicy import LoggedSends, evaluate_policy
+from sendtime.training.offpolicy import LoggedSends, evaluate_policy
 
 
 def test_ips_recovers_a_known_open_rate():
@@ -33,15 +33,15 @@ def test_ips_recovers_a_known_open_rate():
 
 
 def test_truth_inside_the_interval_on_simulated_logs(tmp_path):
-    from features.contract import validate_events, validate_users
-    from features.engagement import build_user_features, outcomes_at
-    from features.messages import build_messages, hour_of_week
-    from features.definitions import MODEL_FEATURES
+    from sendtime.features.contract import validate_events, validate_users
+    from sendtime.features.engagement import build_user_features, outcomes_at
+    from sendtime.features.messages import build_messages, hour_of_week
+    from sendtime.features.definitions import MODEL_FEATURES
     from sendtime.evaluate import truth_matrix
     from sendtime.simulate import simulate_world, world_config
-    from training.dataset import build_training_set
-    from training.model import ForestParams, make_pipeline
-    from training.offpolicy import logged_sends, policy_hours
+    from sendtime.training.dataset import build_training_set
+    from sendtime.training.model import ForestParams, make_pipeline
+    from sendtime.training.offpolicy import logged_sends, policy_hours
 
     w = simulate_world(world_config("default", n_users=3000, days=77, seed=11, mpp_share=0.0, explore_rate=0.3))
     ev, us = validate_events(w.events).accepted, validate_users(w.users).accepted

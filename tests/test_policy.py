@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.policy import ExplorationPolicy, propensities
-from serving.scoring import candidate_hours, status_quo_index
+from sendtime.serving.policy import ExplorationPolicy, propensities
+from sendtime.serving.scoring import candidate_hours, status_quo_index
 
 
 @pytest.mark.parametrize("m, eps", [(1, 0.1), (5, 0.0), (24, 0.05), (168, 0.3)])

@@ -11,7 +11,7 @@ sends with random machine_open flags (true / false / null), and the odd bounce. 
   full log give the same features for the same cutoff.
 
 Every generated log has one "anchor" user with a send and an open before the earliest cutoff:
-``features.messages.build_messages`` currently fails on an event table with no open at all
+``sendtime.features.messages.build_messages`` currently fails on an event table with no open at all
 (pandas' empty inner join leaves ``message_id`` as the index name, then ``groupby("message_id")``
 is ambiguous), so logs are kept away from that case here; see the report for the fix.
 """
@@ -31,9 +31,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "sendtime-hypothesis"))
 
-from features.contract import validate_events, validate_users
-from features.engagement import build_user_features
-from features.messages import build_messages
+from sendtime.features.contract import validate_events, validate_users
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import build_messages
 
 START = pd.Timestamp("2026-02-20T00:00:00Z")
 SPAN_MIN = 60 * 24 * 60  # 60 days, in minutes: covers the US (Mar 8) and EU (Mar 29) DST changes

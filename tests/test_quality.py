@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import validate_events
-from features.engagement import build_user_features
-from features.messages import build_messages
-from training.model import expected_calibration_error
+from sendtime.features.contract import validate_events
+from sendtime.features.engagement import build_user_features
+from sendtime.features.messages import build_messages
+from sendtime.training.model import expected_calibration_error
 
 
 def _history(n_days: int, weekday_hour: int = 8, weekend_hour: int = 18, tz: str = "Europe/Berlin", seed: int = 0):
@@ -39,7 +39,7 @@ def _history(n_days: int, weekday_hour: int = 8, weekend_hour: int = 18, tz: str
 
 @pytest.fixture(scope="module")
 def population(world_dir):
-    from features.contract import read_events, read_users
+    from sendtime.features.contract import read_events, read_users
 
     return read_events(world_dir / "events.parquet").accepted, read_users(world_dir / "users.parquet").accepted
 
@@ -66,7 +66,7 @@ def test_shrinkage_moves_from_prior_to_own_evidence(population):
     # a user with no history gets exactly the prior profile of a new user of their segment
     ev, us = _with_user(population, 0)
     uf0 = build_user_features(build_messages(ev, us), us, cut)
-    from serving.scoring import _empty_messages
+    from sendtime.serving.scoring import _empty_messages
 
     cold = build_user_features(_empty_messages(), us.loc[us["user_id"] == "u1"], cut, prior=uf0.prior)
     np.testing.assert_allclose(cold.lam[0] / cold.lam[0].sum(), profiles[0], rtol=1e-5)
@@ -78,8 +78,8 @@ def test_shrinkage_moves_from_prior_to_own_evidence(population):
 
 
 def test_saturday_window_gets_a_different_hour_than_wednesday(population, trained):
-    from serving.model_store import load_champion
-    from serving.scoring import Scorer
+    from sendtime.serving.model_store import load_champion
+    from sendtime.serving.scoring import Scorer
 
     settings, _ = trained
     ev, us = _with_user(population, 120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.repeats import repeated_values
+from sendtime.features.repeats import repeated_values
 
 
 @pytest.mark.parametrize("kind", ["hashes", "small", "one value", "empty"])

@@ -57,7 +57,7 @@ def test_binds_loopback_only(server):
 
 
 def test_python_client_batches_and_keeps_order(server):
-    from serving.client import SendTimeClient
+    from sendtime.serving.client import SendTimeClient
 
     base, result = server
     users = list(result.users.accepted["user_id"].head(23))
@@ -72,7 +72,7 @@ def test_python_client_batches_and_keeps_order(server):
 def test_python_client_reports_4xx_and_gives_up_on_a_dead_server(server):
     import time
 
-    from serving.client import SendTimeClient, SendTimeError
+    from sendtime.serving.client import SendTimeClient, SendTimeError
 
     base, _ = server
     with SendTimeClient(base) as c:

@@ -18,7 +18,7 @@ def client(trained):
     env = {"SENDTIME_HOME": str(settings.home), "SENDTIME_EXPLORATION_RATE": "0", "SENDTIME_HOLDOUT_SHARE": "0"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    from serving.service import SendTime
+    from sendtime.serving.service import SendTime
     from tests.conftest import fresh_service_metrics
 
     fresh_service_metrics()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import AS_OF, make_env
-from training.dataset import fit_windows
+from sendtime.training.dataset import fit_windows
 
 DAY = pd.Timedelta(days=1)
 
@@ -51,7 +51,7 @@ def test_a_week_of_history_trains_and_logs_the_windows_it_used(tmp_path):
 
 def test_one_day_of_history_publishes_the_stated_prior_only_policy(world_dir, tmp_path):
     from sendtime.nightly import run_nightly
-    from serving.model_store import load_scorer
+    from sendtime.serving.model_store import load_scorer
 
     ev = pd.read_parquet(world_dir / "events.parquet")
     last = ev.loc[ev["event_type"] == "send", "timestamp"].max()  # one campaign day, run the night after

@@ -17,10 +17,10 @@ pytest.importorskip("pyspark")
 if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
     pytest.skip("the Spark engine needs a Java runtime", allow_module_level=True)
 
-from features.contract import read_events, read_users  # noqa: E402
-from features.engagement import build_user_features  # noqa: E402
-from features.messages import build_messages  # noqa: E402
-from features.spark_engine import (  # noqa: E402
+from sendtime.features.contract import read_events, read_users  # noqa: E402
+from sendtime.features.engagement import build_user_features  # noqa: E402
+from sendtime.features.messages import build_messages  # noqa: E402
+from sendtime.features.spark_engine import (  # noqa: E402
     MESSAGE_COLUMNS,
     TIME_COLUMNS,
     build_messages_spark,
@@ -214,8 +214,8 @@ def test_user_features_are_the_embedded_engines(spark, mixed_world, accepted, as
 
 
 def test_spark_scoring_with_the_registered_champion_equals_full_table(spark, trained):
-    from serving.model_store import load_scorer
-    from serving.spark_scoring import score_champion_table
+    from sendtime.serving.model_store import load_scorer
+    from sendtime.serving.spark_scoring import score_champion_table
 
     settings, result = trained
     scorer, _ = load_scorer(settings)
@@ -229,8 +229,8 @@ def test_spark_scoring_with_the_registered_champion_equals_full_table(spark, tra
 def test_spark_batch_step_reproduces_the_published_snapshot(spark, trained, served_env, world_dir, tmp_path):
     """The spark-submit entry point: features built on Spark, scored on Spark, equal to what the
     nightly run published for the same events and as-of date."""
-    from features.store import load_features
-    from serving.spark_scoring import main
+    from sendtime.features.store import load_features
+    from sendtime.serving.spark_scoring import main
 
     _, result = trained
     out = tmp_path / "spark_out"

@@ -19,10 +19,10 @@ pytest.importorskip("pyspark")
 if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
     pytest.skip("the Spark engine needs a Java runtime", allow_module_level=True)
 
-from features import inputs as I  # noqa: E402
-from features.contract import ContractError, read_events  # noqa: E402
-from features.messages import build_messages  # noqa: E402
-from features.spark_engine import (  # noqa: E402
+from sendtime.features import inputs as I  # noqa: E402
+from sendtime.features.contract import ContractError, read_events  # noqa: E402
+from sendtime.features.messages import build_messages  # noqa: E402
+from sendtime.features.spark_engine import (  # noqa: E402
     MESSAGE_COLUMNS,
     messages_spark,
     read_events_spark,
@@ -258,7 +258,7 @@ def test_dirty_folder_is_judged_as_the_contract_judges_it(spark, dirty, tmp_path
 
 
 def test_rejects_file_has_the_duckdb_engines_text(spark, dirty, tmp_path):
-    from features.duckdb_engine import build_messages_duckdb
+    from sendtime.features.duckdb_engine import build_messages_duckdb
 
     folder, _ = dirty
     res = messages_spark(spark, folder, USERS, AS_OF, now=NOW, rejects_path=tmp_path / "spark.csv")
@@ -419,7 +419,7 @@ def test_columns_with_no_values_at_all(spark, tmp_path):
 
 
 def test_inputs_the_spark_engine_does_not_read_say_why_in_one_line(spark, tmp_path):
-    from features.duckdb_engine import NotForThisEngine
+    from sendtime.features.duckdb_engine import NotForThisEngine
 
     base = _text_frame([_row("a", "send", T)])
     base.to_csv(tmp_path / "e.csv", index=False)

@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.contract import _as_text, _text_of
+from sendtime.features.contract import _as_text, _text_of
 
 _CHARS = st.sampled_from(list("ab1-_.") + [" ", "\t", "\n", "\x0b", "\x1c", "\x1f", "\x85", "\xa0", "\u2003", "\u3000"])
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from features.definitions import MODEL_FEATURES
-from training.registry import CHALLENGER, CHAMPION, configure, gate, log_model
-from training.model import ForestParams, classification_metrics, make_pipeline
+from sendtime.features.definitions import MODEL_FEATURES
+from sendtime.training.registry import CHALLENGER, CHAMPION, configure, gate, log_model
+from sendtime.training.model import ForestParams, classification_metrics, make_pipeline
 
 
 def _client(settings) -> MlflowClient:
@@ -63,9 +63,9 @@ def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir):
 
 
 def _validation_rows(trained, world_dir, params=None):
-    from features.contract import read_events
-    from features.messages import build_messages
-    from training.dataset import build_training_set
+    from sendtime.features.contract import read_events
+    from sendtime.features.messages import build_messages
+    from sendtime.training.dataset import build_training_set
 
     settings, result = trained
     msgs = build_messages(read_events(world_dir / "events.parquet").accepted, result.users.accepted)
@@ -77,7 +77,7 @@ def _validation_rows(trained, world_dir, params=None):
 def test_a_long_history_registers_the_model_its_figures_describe(trained):
     """Eight weeks of history fill the configured windows: no refit, no twin, and the gate
     judges the champion itself."""
-    from training.registry import TWIN_TAG, judged_model
+    from sendtime.training.registry import TWIN_TAG, judged_model
 
     settings, result = trained
     client = _client(settings)
@@ -94,9 +94,9 @@ def test_a_refitted_champion_is_judged_by_its_validation_twin(trained, world_dir
 
     from sendtime.nightly import run_nightly
     from sendtime.settings import Settings
-    from serving.model_store import champion_profile_params
+    from sendtime.serving.model_store import champion_profile_params
     from tests.conftest import make_env
-    from training.registry import TWIN_TAG, judged_model
+    from sendtime.training.registry import TWIN_TAG, judged_model
 
     env = {**os.environ, **make_env(tmp_path / "home"), "SENDTIME_REFIT": "always"}
     settings = Settings.from_env(env)
@@ -121,9 +121,9 @@ def test_a_refitted_champion_is_judged_by_its_validation_twin(trained, world_dir
 def test_training_sample_is_bounded_in_users_and_rows_and_seeded(world_dir):
     """The sampling plan: at most max_users users and max_rows rows, validation weeks kept,
     the same sample for the same seed."""
-    from features.contract import read_events, read_users
-    from features.messages import build_messages
-    from training.dataset import build_training_set
+    from sendtime.features.contract import read_events, read_users
+    from sendtime.features.messages import build_messages
+    from sendtime.training.dataset import build_training_set
 
     as_of = pd.Timestamp("2026-04-13", tz="UTC")
     users = read_users(world_dir / "users.parquet").accepted

@@ -1,5 +1,5 @@
 """Compiled (numba) versions of the per-user profile arithmetic, bit-identical to the numpy
-reference in :mod:`features.profiles`.
+reference in :mod:`sendtime.features.profiles`.
 
 The numpy reference builds (users x 168) arrays and walks them a dozen times; at millions of
 users that, not the event table, is what bounds the feature build. These kernels walk each
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from features.profiles import H, ShrinkageParams, smoothing_weights
+from sendtime.features.profiles import H, ShrinkageParams, smoothing_weights
 
 _JIT = {"cache": True, "nogil": True}
 
@@ -91,7 +91,7 @@ def _risk_counts(uidx, how, at_risk, delay, n_users, dk, O, E):
 
 def risk_counts(user_idx: np.ndarray, send_how: np.ndarray, at_risk_hours: np.ndarray, open_delay_hour: np.ndarray,
                 n_users: int, horizon: int, decay: float, out: "CountBuffers | None" = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`features.profiles.risk_counts`, compiled: same (O, E), bit for bit.
+    """:func:`sendtime.features.profiles.risk_counts`, compiled: same (O, E), bit for bit.
 
     With ``out``, the counts are written into its reused buffers (views are returned, valid
     until the next call with the same buffers): memory the size of one bucket, touched once."""
@@ -225,7 +225,7 @@ def _profiles(O, E, prior48, offsets, weights, level_strength, shape_strength, d
 
 def user_profiles(O: np.ndarray, E: np.ndarray, prior: np.ndarray, p: ShrinkageParams, rows: np.ndarray | None = None,
                   out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`features.profiles.user_profiles`, compiled: same (lam, level), bit for bit.
+    """:func:`sendtime.features.profiles.user_profiles`, compiled: same (lam, level), bit for bit.
 
     ``prior`` is (n, 48) per-day rates (weekday hours, then weekend hours; the rhythm mixture's
     form) or (n, 168) with the same weekday and weekend hours on every day of each kind. With
@@ -314,10 +314,10 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_
 
 def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int,
              machine=None, settle_us: int | None = None):
-    """:func:`features.engagement.outcomes_of`, compiled: the same arrays."""
-    from features.engagement import OutcomesAt
-    from features.machine_opens import classify, machine_stats
-    from features.messages import MACHINE_OPEN_WINDOW
+    """:func:`sendtime.features.engagement.outcomes_of`, compiled: the same arrays."""
+    from sendtime.features.outcomes import OutcomesAt
+    from sendtime.features.machine_opens import classify, machine_stats
+    from sendtime.features.messages import MACHINE_OPEN_WINDOW
 
     window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
     uidx = np.asarray(user_idx, np.int64)
@@ -376,10 +376,10 @@ def _message_stats(uidx, send, how, opened, k_open, at_risk, clicked, click, n_u
 
 def activity_and_decay(send: np.ndarray, click: np.ndarray, how: np.ndarray, uidx: np.ndarray, n: int, oc, cut: int,
                        horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """:func:`features.engagement.activity_columns` and :func:`features.profiles.decay_counts`
+    """:func:`sendtime.features.engagement.activity_columns` and :func:`sendtime.features.profiles.decay_counts`
     in one compiled pass over the messages: the same columns and counts."""
-    from features.engagement import activity_from_counts
-    from features.profiles import at_risk_beyond
+    from sendtime.features.outcomes import activity_from_counts
+    from sendtime.features.profiles import at_risk_beyond
 
     counts, last, first, hist, Bc = _message_stats(
         np.asarray(uidx, np.int64), send, np.asarray(how), oc.opened, oc.open_delay_hour, oc.at_risk_hours, oc.clicked,

@@ -1,6 +1,6 @@
 """A small Python client for schedulers: timeouts, retries on connection errors, batching.
 
-    from serving.client import SendTimeClient
+    from sendtime.serving.client import SendTimeClient
     with SendTimeClient("http://127.0.0.1:3000", api_key=os.environ.get("SENDTIME_API_KEY")) as c:
         answers = c.best_send_time(user_ids, "2026-04-14T06:00:00Z", "2026-04-14T22:00:00Z")
 

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from training.model import classification_metrics
+from sendtime.training.model import classification_metrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

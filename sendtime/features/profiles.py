@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from features.machine_opens import MachineOpenModel
+    from sendtime.features.machine_opens import MachineOpenModel
 
 H = 168
 
@@ -45,7 +45,7 @@ class PopulationPrior:
     lam_group: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (168,)
     open_rate: float = 0.0
     mixture: "RhythmMixture | None" = None
-    machine: "MachineOpenModel | None" = None  # who the machine openers were (features.machine_opens)
+    machine: "MachineOpenModel | None" = None  # who the machine openers were (sendtime.features.machine_opens)
 
     def group_profile(self, segment: str, timezone: str) -> np.ndarray:
         key = f"{segment}|{timezone}"

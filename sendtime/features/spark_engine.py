@@ -1,17 +1,17 @@
-"""The message table on Apache Spark: the same definitions as ``features.messages``, at cluster scale.
+"""The message table on Apache Spark: the same definitions as ``sendtime.features.messages``, at cluster scale.
 
 The embedded engine (pandas) reads every event into one process. This module does the
 event-scale work, billions of event rows reduced to one row per sent message, with PySpark, so it
 runs on a cluster; the per-user features are then computed from the collected message table by
-the one shared function, :func:`features.engagement.build_user_features`. The message table is
+the one shared function, :func:`sendtime.features.engagement.build_user_features`. The message table is
 what every downstream feature is computed from, so it is the parity contract between the two
 engines: :func:`build_messages_spark` returns the same columns, values and row order as
-:func:`features.messages.build_messages` (``tests/test_spark.py`` checks it, around DST changes
+:func:`sendtime.features.messages.build_messages` (``tests/test_spark.py`` checks it, around DST changes
 and for users with no time zone too).
 
 The events go through the input contract on the cluster too (:func:`check_events_spark`): the
 same accepted rows, the same rejects by global source row and the same reasons as the pandas
-reference, :func:`features.contract.validate_events`, and a rejects file with the DuckDB engine's
+reference, :func:`sendtime.features.contract.validate_events`, and a rejects file with the DuckDB engine's
 text (``tests/test_spark_contract.py``). Dirty or degenerate input never raises;
 :func:`messages_spark` returns an empty message table when nothing is left.
 
@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.contract import EARLIEST, EVENT_TYPES, ContractError, known_timezone, read_users
-from features.messages import MACHINE_OPEN_WINDOW
+from sendtime.features.contract import EARLIEST, EVENT_TYPES, ContractError, known_timezone, read_users
+from sendtime.features.messages import MACHINE_OPEN_WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-    from features.engagement import UserFeatures
-    from features.profiles import ShrinkageParams
+    from sendtime.features.engagement import UserFeatures
+    from sendtime.features.profiles import ShrinkageParams
 
-#: Columns of the message table, in ``features.messages.build_messages`` order.
+#: Columns of the message table, in ``sendtime.features.messages.build_messages`` order.
 MESSAGE_COLUMNS = (
     "message_id", "user_id", "send_ts", "propensity",
     "t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow",
@@ -198,7 +198,7 @@ def users_to_spark(spark: "SparkSession", users: pd.DataFrame) -> "DataFrame":
 
 
 def build_messages_spark(events_sdf: "DataFrame", users_sdf: "DataFrame", default_tz: str = "UTC") -> "DataFrame":
-    """One row per sent message, as :func:`features.messages.build_messages`, on Spark.
+    """One row per sent message, as :func:`sendtime.features.messages.build_messages`, on Spark.
 
     ``events_sdf`` has the accepted events' columns (``event_id, user_id, message_id,
     event_type, timestamp, machine_open, propensity``; see :func:`events_to_spark` and
@@ -307,8 +307,8 @@ def messages_to_pandas(msgs_sdf: "DataFrame") -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- reading the events
 #
-# The contract (``features.contract.validate_events``, the reference) on Spark: the same files in
-# the same order (``features.inputs.data_files``), the same global source row numbers, the same
+# The contract (``sendtime.features.contract.validate_events``, the reference) on Spark: the same files in
+# the same order (``sendtime.features.inputs.data_files``), the same global source row numbers, the same
 # row rules in the same order of precedence and the same reasons. The driver reads the files'
 # footers only (schemas and row counts); every row is judged on the cluster.
 
@@ -346,7 +346,7 @@ class EventFiles:
 
 
 def _not_for_spark(message: str) -> Exception:
-    from features.duckdb_engine import NotForThisEngine
+    from sendtime.features.duckdb_engine import NotForThisEngine
 
     return NotForThisEngine(message)
 
@@ -377,8 +377,8 @@ def event_files(path: str | Path) -> EventFiles:
     ``NotForThisEngine`` (a ``ValueError``: CSV, text or naive timestamps, ...), one line each."""
     import pyarrow.parquet as pq
 
-    from features.contract import EVENT_COLUMNS
-    from features.inputs import data_files, is_parquet
+    from sendtime.features.contract import EVENT_COLUMNS
+    from sendtime.features.inputs import data_files, is_parquet
 
     p = Path(path)
     if not p.exists():
@@ -534,11 +534,11 @@ def _typed(g: _Group) -> "DataFrame":
 
 def _clean_text(c):
     """An id as the contract reads it: stripped of every character ``str.strip`` removes
-    (:data:`features.inputs.WHITESPACE`; Spark's plain ``trim`` removes spaces only), and null
-    when it is one of the texts exports write for missing (:data:`features.inputs.MISSING_TEXT`)."""
+    (:data:`sendtime.features.inputs.WHITESPACE`; Spark's plain ``trim`` removes spaces only), and null
+    when it is one of the texts exports write for missing (:data:`sendtime.features.inputs.MISSING_TEXT`)."""
     from pyspark.sql import functions as F
 
-    from features.inputs import MISSING_TEXT, WHITESPACE
+    from sendtime.features.inputs import MISSING_TEXT, WHITESPACE
 
     t = F.btrim(c, F.lit(WHITESPACE))
     return F.when(F.lower(t).isin(*MISSING_TEXT), F.lit(None).cast("string")).otherwise(t)
@@ -566,7 +566,7 @@ class SparkEvents:
 
 def check_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestamp | None = None) -> SparkEvents:
     """Every event row of ``path`` judged by the contract's rules, as
-    :func:`features.contract.validate_events` does (lazily: nothing runs until an action).
+    :func:`sendtime.features.contract.validate_events` does (lazily: nothing runs until an action).
 
     First match wins: a missing id or event type (after stripping, ``"NULL"`` / ``"nan"`` /
     ... count as missing), an unknown type, a missing timestamp, one before 1990 or more than a
@@ -579,7 +579,7 @@ def check_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestam
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from features import inputs as I
+    from sendtime.features import inputs as I
 
     ef = event_files(path)
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
@@ -641,7 +641,7 @@ def check_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestam
 
 def read_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestamp | None = None) -> "DataFrame":
     """The accepted events of Parquet ``path`` (a file or a folder of files), exactly the rows
-    :func:`features.contract.read_events` accepts, with its columns (``event_id, user_id,
+    :func:`sendtime.features.contract.read_events` accepts, with its columns (``event_id, user_id,
     message_id, event_type, timestamp, machine_open, propensity``); see
     :func:`check_events_spark` for the rules, and :func:`messages_spark` for the accounting and
     the rejects file."""
@@ -737,7 +737,7 @@ def user_aggregates_spark(msgs_sdf: "DataFrame") -> "DataFrame":
     """Per-user counts of the message table (sends, first and last send), on the cluster.
 
     A cheap summary for monitoring a run at scale; the model's features come from
-    :func:`features.engagement.build_user_features`.
+    :func:`sendtime.features.engagement.build_user_features`.
     """
     from pyspark.sql import functions as F
 
@@ -766,12 +766,12 @@ def build_user_features_spark(
     as-of cutoff (events at or after ``as_of`` are not used) and the reduction to one row per
     message (:func:`build_messages_spark`). The message table, one row per send, is collected to
     the driver (Arrow) and the per-user features are computed by the same
-    :func:`features.engagement.build_user_features` the embedded engine, training and serving
+    :func:`sendtime.features.engagement.build_user_features` the embedded engine, training and serving
     use, so both engines give the same features. The users table is read through the contract
-    (:func:`features.contract.read_users`) on the driver: it has one row per user, like the
+    (:func:`sendtime.features.contract.read_users`) on the driver: it has one row per user, like the
     feature table itself.
     """
-    from features.engagement import build_user_features
+    from sendtime.features.engagement import build_user_features
 
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
@@ -833,7 +833,7 @@ def messages_spark(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from features.duckdb_engine import EngineResult
+    from sendtime.features.duckdb_engine import EngineResult
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

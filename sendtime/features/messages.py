@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.contract import known_timezone
+from sendtime.features.contract import known_timezone
 
 #: Opens this soon after delivery with no flag are candidates for machine (MPP) opens.
 MACHINE_OPEN_WINDOW = pd.Timedelta(minutes=10)
@@ -126,7 +126,7 @@ class MessageArrays:
 
 def human_open_time(msgs: pd.DataFrame, is_mpp: np.ndarray, cutoff: pd.Timestamp) -> pd.Series:
     """First evidence of a human open, as seen before ``cutoff``: the rule of
-    :func:`features.engagement.outcomes_of`.
+    :func:`sendtime.features.engagement.outcomes_of`.
 
     Flagged human opens and clicks always count. For a machine opener (``is_mpp`` per message
     row) the first unflagged open is the proxy's fetch unless a flagged machine open already

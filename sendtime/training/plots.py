@@ -32,7 +32,7 @@ def importance_figure(model, columns: list[str]):
     the weight the validation weeks gave the hour effect in the title)."""
     parts = getattr(model, "estimators_", None)
     weight = None
-    if parts:  # the blend of training.model.blend: (hour-aware, hour-blind)
+    if parts:  # the blend of sendtime.training.model.blend: (hour-aware, hour-blind)
         model, weight = parts[0], model.weights[0]
     forest = model.named_steps["forest"]
     imp = pd.Series(forest.feature_importances_, index=columns).sort_values()

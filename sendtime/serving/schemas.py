@@ -11,7 +11,7 @@ import orjson
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from features.contract import known_timezone
+from sendtime.features.contract import known_timezone
 
 MAX_USERS = 10_000
 MAX_EVENTS = 10_000  # per webhook batch; SendGrid posts batches of at most 768 KB

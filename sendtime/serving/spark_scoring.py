@@ -1,16 +1,16 @@
 """The published 168-slot score table, scored on Apache Spark with the registered champion.
 
-The same table :meth:`serving.scoring.Scorer.full_table` computes in one process (P(human open)
+The same table :meth:`sendtime.serving.scoring.Scorer.full_table` computes in one process (P(human open)
 of every known user at every local hour-of-week), with the work spread over a cluster:
 
 1. the feature snapshot's per-user rows (the ``USER_FEATURE_NAMES`` values and the user's
    168-slot activity profile) become a Spark DataFrame, partitioned by user;
 2. each partition builds its model input rows with the shared
-   :meth:`features.engagement.UserFeatures.model_frame` (``mapInPandas``), so the rows are the
+   :meth:`sendtime.features.engagement.UserFeatures.model_frame` (``mapInPandas``), so the rows are the
    ones training and the service build;
 3. the champion is applied as an MLflow Spark UDF (``mlflow.pyfunc.spark_udf`` on
    ``models:/<name>@champion``), its input columns taken from the registered signature as
-   :func:`serving.model_store.load_champion` does;
+   :func:`sendtime.serving.model_store.load_champion` does;
 4. the scores come back to the driver as a (users x 168) float32 array in snapshot row order,
    ready for ``scores.npy``.
 
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.definitions import USER_FEATURE_NAMES
-from features.engagement import UserFeatures
-from features.profiles import PopulationPrior
+from sendtime.features.definitions import USER_FEATURE_NAMES
+from sendtime.features.engagement import UserFeatures
+from sendtime.features.profiles import PopulationPrior
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -63,7 +63,7 @@ def champion_udf(spark: "SparkSession", tracking_uri: str, registry_uri: str, mo
     from mlflow import MlflowClient
     from pyspark.sql.types import ArrayType, DoubleType
 
-    from serving.model_store import NotReady
+    from sendtime.serving.model_store import NotReady
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
@@ -184,7 +184,7 @@ def score_champion_table(spark: "SparkSession", settings, features: UserFeatures
 def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, out_dir) -> dict:
     """The nightly feature build and score table on Spark, written to ``out_dir``.
 
-    ``out_dir/features`` (the snapshot: table, profiles, prior; ``features.store`` format),
+    ``out_dir/features`` (the snapshot: table, profiles, prior; ``sendtime.features.store`` format),
     ``out_dir/scores.npy`` (users x 168 float32, snapshot row order) and
     ``out_dir/manifest.json`` (as-of, model name and version). Nothing is published: moving
     ``published/CURRENT`` stays with the nightly run.
@@ -192,9 +192,9 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
     import json
     from pathlib import Path
 
-    from features.spark_engine import build_user_features_spark
-    from serving.model_store import champion_profile_params
-    from features.store import save_features
+    from sendtime.features.spark_engine import build_user_features_spark
+    from sendtime.serving.model_store import champion_profile_params
+    from sendtime.features.store import save_features
 
     out = Path(out_dir)
     as_of = pd.Timestamp(as_of)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import os
 
-    from features.spark_engine import spark_session
+    from sendtime.features.spark_engine import spark_session
     from sendtime.settings import TELEMETRY_OFF, Settings
 
     ap = argparse.ArgumentParser(

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.messages import NAT, OUTCOME_COLUMNS, MessageArrays, hour_of_week_us
+from sendtime.features.messages import NAT, OUTCOME_COLUMNS, MessageArrays, hour_of_week_us
 
 #: the raw column files of a bucket and their types (an outcome: the rows that have it, its values)
 DENSE_COLUMNS = {"uidx": np.int32, "send_us": np.int64, "how": np.int16}
@@ -150,7 +150,7 @@ class MessageBucket:
         return raw
 
     def arrays(self, user_index: pd.Index) -> MessageArrays:
-        """:class:`features.messages.MessageArrays` of the bucket; ``user_index`` is the users
+        """:class:`sendtime.features.messages.MessageArrays` of the bucket; ``user_index`` is the users
         table's ids in order (the ``uidx`` the engine wrote)."""
         raw = self._raw()
         path = self.raw_dir / "unknown_ids.parquet"
@@ -183,7 +183,7 @@ def bucket_loaders(bucket_dir: str | Path) -> list[MessageBucket]:
 
 def load_frame(files: list[str]) -> pd.DataFrame:
     """The messages of some Parquet message files, with the dtypes
-    :func:`features.messages.build_messages` produces (plus ``send_event``)."""
+    :func:`sendtime.features.messages.build_messages` produces (plus ``send_event``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -198,7 +198,7 @@ def load_frame(files: list[str]) -> pd.DataFrame:
 
 
 def _to_pandas(table) -> pd.DataFrame:
-    """Arrow result -> the dtypes :func:`features.messages.build_messages` produces."""
+    """Arrow result -> the dtypes :func:`sendtime.features.messages.build_messages` produces."""
     df = table.select([*MESSAGE_COLUMNS, "send_event"]).to_pandas()
     for c in ("message_id", "user_id", "timezone"):
         df[c] = df[c].astype(str)

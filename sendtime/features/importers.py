@@ -2,11 +2,11 @@
 
 Why: teams hold SendGrid Event Webhook dumps, Mailchimp email-activity reports and Amazon SES
 event streams, not the contract's table. Each importer only *maps* its format (field names,
-event types, ids, times); the contract (:func:`features.contract.validate_events`) then judges
+event types, ids, times); the contract (:func:`sendtime.features.contract.validate_events`) then judges
 the mapped rows exactly as it judges a hand-written file. Nothing is dropped silently: every
 source event ends up in ``events`` or in ``rejects`` (with its original content as text and a
 reason), so ``accepted + rejected == read``. A file that cannot be parsed at all raises
-:class:`~features.contract.ContractError` with a one-line message.
+:class:`~sendtime.features.contract.ContractError` with a one-line message.
 
 ``read`` counts source events: a SendGrid array element, an SES record per recipient, a CSV
 row, and for Mailchimp every recipient's send (implied by the campaign) plus each of their
@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from features.csv_reader import csv_source
-from features.contract import (
+from sendtime.features.csv_reader import csv_source
+from sendtime.features.contract import (
     _OFFSET_RE,
     EVENT_COLUMNS,
     EVENT_TYPES,

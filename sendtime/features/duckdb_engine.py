@@ -1,7 +1,7 @@
 """The event-scale part of the feature build on DuckDB: Parquet events in, one row per message out.
 
-The same contract and the same message definition as :mod:`features.contract` and
-:func:`features.messages.build_messages`, written as SQL so that DuckDB streams the Parquet
+The same contract and the same message definition as :mod:`sendtime.features.contract` and
+:func:`sendtime.features.messages.build_messages`, written as SQL so that DuckDB streams the Parquet
 files over both cores and spills to disk instead of holding the history in memory. Everything
 after the message table (outcomes, profiles, user features) is the shared numpy code, so the two
 engines agree on every feature as long as they agree on the messages (tested).
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPTIONAL_EVENT_COLUMNS, ContractError
-from features.inputs import MISSING_TEXT, WHITESPACE, data_files
-from features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
-from features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
-from features.repeats import repeated_values
+from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPTIONAL_EVENT_COLUMNS, ContractError
+from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files
+from sendtime.features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
+from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
+from sendtime.features.repeats import repeated_values
 
 # "NULL": a column that holds only nulls (written from an all-missing object column)
 _ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT", "NULL")
@@ -78,7 +78,7 @@ def usable(events_path: str | Path) -> str | None:
 
 
 def _files(path: Path) -> tuple[list[str], bool]:
-    """The Parquet data files (:func:`features.inputs.data_files`, the pandas reader's list and
+    """The Parquet data files (:func:`sendtime.features.inputs.data_files`, the pandas reader's list and
     order) and whether to read their Hive ``key=value`` folders as columns (as pandas does)."""
     if not path.exists():
         raise ContractError(f"events file not found: {path}")
@@ -144,13 +144,13 @@ def build_messages_duckdb(
     bucket_dir: str | Path | None = None,
     string_buckets: int | None = None,
 ) -> EngineResult:
-    """Validate events (as :func:`features.contract.validate_events`) and build the message
-    table of the events before ``as_of`` (as :func:`features.messages.build_messages`).
+    """Validate events (as :func:`sendtime.features.contract.validate_events`) and build the message
+    table of the events before ``as_of`` (as :func:`sendtime.features.messages.build_messages`).
 
     With ``buckets`` > 0 the messages are not returned but written to ``bucket_dir`` as that
     many user buckets split by a hash of the user id (every user's messages in one bucket), for
-    :func:`features.engagement.build_user_features_bucketed`; see
-    :mod:`features.message_buckets`. Only the first ``string_buckets`` buckets (default: all)
+    :func:`sendtime.features.engagement.build_user_features_bucketed`; see
+    :mod:`sendtime.features.message_buckets`. Only the first ``string_buckets`` buckets (default: all)
     also get the text columns (message id, user id, time zone) that a full message table needs;
     every bucket has the numbers the features need, plus the user id of users missing from the
     users table.
@@ -189,7 +189,7 @@ def build_messages_duckdb(
     try:
         cols = _check_schema(con, files, hive)
         now = pd.Timestamp.now(tz="UTC") if now is None else now
-        from features.contract import known_timezone
+        from sendtime.features.contract import known_timezone
 
         if not known_timezone(default_tz):
             raise ValueError(f"default time zone {default_tz!r} is not an IANA time zone")
@@ -478,7 +478,7 @@ _R1_VIEW = """
         END AS reason
     FROM _ev
 """
-# every event id's 64-bit hash (the repeats are found in numpy, :mod:`features.repeats`), and
+# every event id's 64-bit hash (the repeats are found in numpy, :mod:`sendtime.features.repeats`), and
 # whether the row breaks a row-level rule (the reasons of _r1, as one condition)
 _ID_HASHES = """
     SELECT CASE WHEN event_id IS NOT NULL THEN hash(event_id) END AS h,
@@ -578,7 +578,7 @@ _TEXT_TEMPLATE = """
 """
 # local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
 # which began on a Thursday (3 days = 72 hours after a Monday midnight); as
-# :func:`features.messages.hour_of_week_us` computes it for the bucket files
+# :func:`sendtime.features.messages.hour_of_week_us` computes it for the bucket files
 _HOW = "CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT)"
 _TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART).replace("HOW", _HOW)
                   for clean in (False, True)}

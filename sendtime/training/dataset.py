@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.engagement import build_user_features, outcomes_at
-from features.profiles import ShrinkageParams
+from sendtime.features.engagement import build_user_features, outcomes_at
+from sendtime.features.profiles import ShrinkageParams
 
 
 @dataclass

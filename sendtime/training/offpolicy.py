@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.engagement import UserFeatures
-from features.messages import hour_of_week
+from sendtime.features.engagement import UserFeatures
+from sendtime.features.messages import hour_of_week
 
 
 @dataclass

@@ -15,8 +15,8 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from features.store import load_features
-from serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
+from sendtime.features.store import load_features
+from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 
 CURRENT = "CURRENT"
 
@@ -71,11 +71,11 @@ def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: 
 
 def champion_profile_params(settings, alias: str = "champion"):
     """The profile hyperparameters the aliased model was trained with (its run's
-    ``chosen_*`` params, see training.shrinkage_search): serving features must be built the
+    ``chosen_*`` params, see sendtime.training.shrinkage_search): serving features must be built the
     way the model's training rows were. Defaults when the run chose none (or no model yet)."""
     from dataclasses import replace
 
-    from features.profiles import ShrinkageParams
+    from sendtime.features.profiles import ShrinkageParams
 
     base = ShrinkageParams(horizon_hours=settings.horizon_hours)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from features.engagement import UserFeatures, build_user_features
-from serving.policy import ExplorationPolicy
+from sendtime.features.engagement import UserFeatures, build_user_features
+from sendtime.serving.policy import ExplorationPolicy
 
 
 class _Coded:

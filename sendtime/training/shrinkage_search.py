@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.engagement import build_user_features, outcomes_at
-from features.profiles import ShrinkageParams, decayed_sums
+from sendtime.features.engagement import build_user_features, outcomes_at
+from sendtime.features.profiles import ShrinkageParams, decayed_sums
 
 #: candidates: x the default shape strength, smoothing hours, rhythm components
 SHAPE_FACTORS = (0.25, 1.0, 4.0, 16.0, 64.0)
@@ -69,7 +69,7 @@ def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: 
     """Grid search over :data:`SHAPE_FACTORS` x :data:`SMOOTH_HOURS`, then :data:`MIXTURE_K` at
     the best of those, on at most ``max_users`` users (a seeded sample). With fewer than
     ``min_sends`` held-out sends the base parameters stay (too little to choose by)."""
-    from training.dataset import sample_users
+    from sendtime.training.dataset import sample_users
 
     say = progress or (lambda _m: None)
     msgs, users = sample_users(msgs, users, max_users, seed)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.definitions import FEATURE_SET_VERSION
-from features.engagement import UserFeatures
-from features.machine_opens import MachineOpenModel
-from features.profiles import PopulationPrior, RhythmMixture
+from sendtime.features.definitions import FEATURE_SET_VERSION
+from sendtime.features.engagement import UserFeatures
+from sendtime.features.machine_opens import MachineOpenModel
+from sendtime.features.profiles import PopulationPrior, RhythmMixture
 
 TABLE = "user_features.parquet"
 PROFILES = "profiles.npy"

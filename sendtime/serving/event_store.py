@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.importers import COLUMNS, write_events_parquet
+from sendtime.features.importers import COLUMNS, write_events_parquet
 
 SECOND_SEND = "second send for message_id (the store already has its send)"
 _PROBES = {

@@ -1,6 +1,6 @@
 """The BentoML service the email scheduler calls.
 
-Start it with ``sendtime serve`` (binds 127.0.0.1) or ``bentoml serve serving.service:SendTime``.
+Start it with ``sendtime serve`` (binds 127.0.0.1) or ``bentoml serve sendtime.serving.service:SendTime``.
 It loads the ``champion`` model from the MLflow registry and the snapshot (features and the
 168-slot score table) the last nightly run published; both are located through the settings
 read from the environment. A watcher thread swaps in a new snapshot or champion when the
@@ -26,15 +26,15 @@ from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from features.importers import import_sendgrid
+from sendtime.features.importers import import_sendgrid
 from sendtime.settings import Settings
-from serving.capacity import plan_with_caps, uncapped_opens
-from serving.event_store import SECOND_SEND, EventStore
-from serving.guard import Guard
-from serving.logs import install as scrub_logs
-from serving.model_store import load_scorer, snapshot_key, snapshot_model_version
-from serving.policy import ExplorationPolicy
-from serving.schemas import (
+from sendtime.serving.capacity import plan_with_caps, uncapped_opens
+from sendtime.serving.event_store import SECOND_SEND, EventStore
+from sendtime.serving.guard import Guard
+from sendtime.serving.logs import install as scrub_logs
+from sendtime.serving.model_store import load_scorer, snapshot_key, snapshot_model_version
+from sendtime.serving.policy import ExplorationPolicy
+from sendtime.serving.schemas import (
     MAX_USERS,
     BestSendTimeResponse,
     EventsResponse,
@@ -49,7 +49,7 @@ from serving.schemas import (
     check_quiet_hours,
     parse_quiet_hours,
 )
-from serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
+from sendtime.serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
 
 log = logging.getLogger("sendtime.service")
 MAX_CAP = 1_000_000_000  # sends per hour; larger caps mean "no cap"

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES, HOUR_BLIND_FEATURES
-from training.dataset import HistoryTooShort, NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
-from training.model import (ForestParams, blend, choose_hour_weight, classification_metrics, make_blind_pipeline,
+from sendtime.features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES, HOUR_BLIND_FEATURES
+from sendtime.training.dataset import HistoryTooShort, NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
+from sendtime.training.model import (ForestParams, blend, choose_hour_weight, classification_metrics, make_blind_pipeline,
                             make_pipeline)
-from training.offpolicy import OffPolicyReport
-from training.plots import hour_profile_figure, importance_figure, reliability_figure
-from training.registry import GateDecision, gate, log_model, log_twin
+from sendtime.training.offpolicy import OffPolicyReport
+from sendtime.training.plots import hour_profile_figure, importance_figure, reliability_figure
+from sendtime.training.registry import GateDecision, gate, log_model, log_twin
 
 
 def refit_wanted(setting: str, validation_used: pd.Timedelta, validation_days: int) -> bool:

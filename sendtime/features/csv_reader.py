@@ -28,15 +28,15 @@ newline or a bad record takes up. They come from pyarrow's row numbers (a record
 is one row there) plus the count of line breaks inside the records before.
 
 A file that is mostly malformed (more than half of its records) is refused with a one-line
-:class:`~features.contract.ContractError` naming the first bad line: it is probably the wrong
+:class:`~sendtime.features.contract.ContractError` naming the first bad line: it is probably the wrong
 file, delimiter or encoding, and keeping the "good" half would be guessing.
 
-Interface for the contract (``features.contract._read_table``): :meth:`CsvTable.records` gives
+Interface for the contract (``sendtime.features.contract._read_table``): :meth:`CsvTable.records` gives
 every record in file order as one frame (malformed records as rows of missing values, so the
 position of a row is its record number, counting malformed records) with a :class:`CsvSource`
 in ``frame.attrs["csv"]``; :func:`concat_records` concatenates per-file frames keeping that
 information; :func:`mark_rejects` puts the line numbers and malformed reasons into a
-validated :class:`~features.contract.ReadResult`.
+validated :class:`~sendtime.features.contract.ReadResult`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from features.inputs import ContractError
+from sendtime.features.inputs import ContractError
 
 FIELD_COUNT = "malformed line: expected {} fields, saw {}"
 NOT_UTF8 = "malformed line: not valid UTF-8"

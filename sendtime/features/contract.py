@@ -14,9 +14,9 @@ from zoneinfo import available_timezones
 import numpy as np
 import pandas as pd
 
-from features.csv_reader import concat_records, mark_rejects, read_csv_records
-from features import inputs as R  # the reject reasons, one definition for every engine
-from features.inputs import MISSING_TEXT, ContractError, data_files
+from sendtime.features.csv_reader import concat_records, mark_rejects, read_csv_records
+from sendtime.features import inputs as R  # the reject reasons, one definition for every engine
+from sendtime.features.inputs import MISSING_TEXT, ContractError, data_files
 
 EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
 OPTIONAL_EVENT_COLUMNS = ("machine_open", "propensity")
@@ -69,7 +69,7 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
             return pd.read_parquet(p)
         if name.endswith(".csv") or name.endswith(".csv.gz"):
             # every record in file order, malformed ones as rows of missing values; their line
-            # numbers and reasons ride along in attrs["csv"] (see features.csv_reader)
+            # numbers and reasons ride along in attrs["csv"] (see sendtime.features.csv_reader)
             return read_csv_records(p, what).records()
     except ContractError:
         raise
@@ -82,7 +82,7 @@ def _read_table(path: str | Path, what: str) -> pd.DataFrame:
 
 
 def _read_folder(p: Path, what: str) -> pd.DataFrame:
-    """A folder as pipelines write it (:func:`features.inputs.data_files`): the data files in
+    """A folder as pipelines write it (:func:`sendtime.features.inputs.data_files`): the data files in
     path order, each with its Hive ``key=value`` folder values as text columns it lacks, and
     their columns united by name (a column missing from one file is missing on its rows; types
     that drift between files meet as text and are judged row by row)."""
@@ -125,7 +125,7 @@ def _text_of(v: object) -> str:
 
 def _as_text(s: pd.Series) -> pd.Series:
     """Strings with surrounding blanks stripped; missing stays missing, and so does text that
-    exports write for missing (:data:`features.inputs.MISSING_TEXT`: "", "nan", "NULL", ...)."""
+    exports write for missing (:data:`sendtime.features.inputs.MISSING_TEXT`: "", "nan", "NULL", ...)."""
     if isinstance(s.dtype, pd.StringDtype) and len(s):
         out = _strip_strings(s)
     else:
@@ -300,7 +300,7 @@ def read_events(path: str | Path, now: pd.Timestamp | None = None) -> ReadResult
     """Read and validate events from Parquet (file or folder) or CSV."""
     raw = _read_table(path, "events")
     _require(raw, EVENT_COLUMNS, "events", path)
-    # CSV: rejects get their line, malformed records their reason (see features.csv_reader)
+    # CSV: rejects get their line, malformed records their reason (see sendtime.features.csv_reader)
     return mark_rejects(validate_events(raw.reset_index(drop=True), now=now), raw)
 
 
