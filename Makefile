@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/sendtime simulate --users $(USERS) --days $(DAYS) --end $(AS_OF) --seed 1 --out $(OUT)/world
 	$(BIN)/sendtime nightly --events $(OUT)/world/events.parquet --users $(OUT)/world/users.parquet --as-of $(AS_OF)
 	$(BIN)/sendtime predict --date $(AS_OF) --out $(OUT)/predictions.parquet
-	$(BIN)/sendtime evaluate --world $(OUT)/world --predictions $(OUT)/predictions.parquet
+	$(BIN)/sendtime evaluate --world $(OUT)/world --predictions $(OUT)/predictions.parquet --log-run
 	@echo
 	@echo "Start the API:      make serve            (http://127.0.0.1:$(PORT), docs at /docs)"
 	@echo "Then, elsewhere:    make sample-request"

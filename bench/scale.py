@@ -36,7 +36,7 @@ EVENTS_PER_BUCKET = 5_000_000  # the DuckDB engine's user buckets: memory holds 
 
 def generate(events: int, cache: Path) -> Path:
     """A Parquet folder of about ``events`` events (cached); users.parquet beside it."""
-    from sendtime.simulate import simulate_world, world_config
+    from sendtime.simulation.simulate import simulate_world, world_config
 
     out = cache / f"events-{events:.0e}".replace("+", "")
     if (out / "DONE").exists():

@@ -203,27 +203,10 @@ def history_length(msgs: pd.DataFrame) -> Figure:
 # ---------------------------------------------------------------- model and lift
 
 
-def segment_capture(truth: pd.DataFrame, users: pd.DataFrame, predictions: pd.DataFrame,
-                    status_quo_utc_hour: int) -> pd.DataFrame:
-    """Per segment of a simulated world: open rates of the status quo, sendtime and the oracle,
-    and the share of the oracle's gain captured (one row per segment, plus ``all``)."""
-    from sendtime.evaluate import evaluate_day
-
-    rec = predictions.set_index("user_id")["best_hour_local"]
-    day = str(predictions["date"].iloc[0])
-    seg = users["segment"].fillna("unknown") if "segment" in users.columns else pd.Series("all", index=users.index)
-    rows = []
-    for name, sub in [("all", users), *((s, users.loc[seg == s]) for s in sorted(seg.unique()))]:
-        rep = evaluate_day(truth, sub, status_quo_utc_hour, rec, day)
-        rows.append({"segment": name, "users": len(sub), "status_quo": rep.rates["status_quo"],
-                     "sendtime": rep.rates["sendtime"], "oracle": rep.rates["oracle"], "capture": rep.capture})
-    return pd.DataFrame(rows)
-
-
 def capture_by_segment(table: pd.DataFrame) -> Figure:
     """Open rates per segment (status quo, sendtime, oracle) and the captured share of the gain.
 
-    ``table`` is :func:`segment_capture`'s output.
+    ``table`` is :func:`sendtime.simulation.evaluate.segment_capture`'s output.
     """
     x = np.arange(len(table))
     fig = Figure(figsize=(8, 4))

@@ -96,14 +96,14 @@ def simulate(
     end: Optional[str] = typer.Option(None, "--end", help="As-of date the history ends at (YYYY-MM-DD)."),
 ) -> None:
     """Write a synthetic world (events, users, ground truth) in the input contract."""
-    from sendtime.simulate import simulate_world, world_config, write_world
+    from sendtime.simulation.simulate import simulate_world, world_config, write_world
 
     overrides = {"n_users": users, "days": days, "seed": seed}
     if end is not None:  # WorldConfig reads `end` with pd.Timestamp, which guesses: check it here
         overrides["end"] = _date(end, "--end").strftime("%Y-%m-%d")
     try:
         if world == "family":
-            from sendtime.simulate import family_config
+            from sendtime.simulation.simulate import family_config
 
             cfg = family_config(seed, n_users=users)
             if end is not None:
@@ -313,6 +313,7 @@ def evaluate(
     since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period, YYYY-MM-DD; the policy uses features as of it (with --logged)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="End of the logged period, YYYY-MM-DD (with --logged)."),
     status_quo_hour: Optional[int] = typer.Option(None, "--status-quo-hour", min=0, max=23, help="UTC hour of the status quo (default: the most frequent send hour)."),
+    log_run: bool = typer.Option(False, "--log-run", help="Also log the judgement (capture, policy rates, machine-open precision/recall) to the MLflow run of the published snapshot (with --world)."),
 ) -> None:
     """Judge recommendations: against a simulated world's truth, or off-policy on logged sends."""
     since_ts, as_of_ts = _date(since, "--since"), _date(as_of, "--as-of")
@@ -330,9 +331,19 @@ def evaluate(
             return
         if not (world and predictions):
             fail("give --world and --predictions, or --logged with --events, --users, --since, --as-of")
-        from sendtime.evaluate import evaluate_predictions
+        from sendtime.simulation.evaluate import evaluate_predictions, log_world_evaluation
 
-        rep = evaluate_predictions(world, predictions)
+        if log_run:
+            import pandas as pd
+
+            from sendtime.serving.model_store import current_snapshot, read_manifest
+
+            manifest = read_manifest(current_snapshot(settings.published_dir))
+            rep = log_world_evaluation(settings.tracking_uri, manifest["run_id"], world, predictions,
+                                       pd.Timestamp(manifest["as_of"]))
+            out.print(f"logged to MLflow run {manifest['run_id']} (the published snapshot's nightly run)")
+        else:
+            rep = evaluate_predictions(world, predictions)
     except NotReady as exc:
         fail(str(exc), EXIT_NOT_READY)
     except (ContractError, ValueError, FileNotFoundError) as exc:
@@ -355,8 +366,8 @@ def suite(
                                  help="Held-out family members to add, seeds 1000..1000+N-1 (never used for tuning)."),
 ) -> None:
     """Proof of lift: simulate each world, run the nightly job, judge against the truth and a reference policy."""
-    from sendtime.simulate import HELD_OUT_SEED_FROM, PRESETS
-    from sendtime.suite import run_suite
+    from sendtime.simulation.simulate import HELD_OUT_SEED_FROM, PRESETS
+    from sendtime.simulation.suite import run_suite
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -383,8 +394,8 @@ def replay(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the prompt times."),
 ) -> None:
     """Randomized prompts replayed on real people's activity: sendtime's hour scores vs the hour-blind baseline."""
-    from sendtime.real_replay import DESIGNS, run_replays
-    from sendtime.real_rhythms import SOURCES, default_realdata_dir
+    from sendtime.simulation.real_replay import DESIGNS, run_replays
+    from sendtime.simulation.real_rhythms import SOURCES, default_realdata_dir
 
     d_list = [d.strip() for d in designs.split(",") if d.strip()]
     s_list = [s.strip() for s in sources.split(",") if s.strip()]

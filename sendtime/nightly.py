@@ -112,23 +112,6 @@ def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParam
     return choice.params
 
 
-def log_world_evaluation(world_dir: Path, predictions: pd.DataFrame, events: pd.DataFrame, users: pd.DataFrame,
-                         as_of: pd.Timestamp, say: Callable[[str], None]) -> None:
-    """Capture of the oracle's gain, per policy, logged to the active MLflow run."""
-    from sendtime.evaluate import evaluate_day, machine_open_report
-
-    meta = json.loads((world_dir / "world.json").read_text())
-    truth = pd.read_parquet(world_dir / "truth.parquet")
-    rec = predictions.set_index("user_id")["best_hour_local"]
-    rep = evaluate_day(truth, users, int(meta["status_quo_utc_hour"]), rec, str(predictions["date"].iloc[0]), events=events)
-    mlflow.log_metrics({f"sim_rate_{k}": v for k, v in rep.rates.items()})
-    mlflow.log_metric("sim_capture", rep.capture)
-    mlflow.log_table(rep.table(), "evaluation/simulated_world.json")
-    if (world_dir / "open_truth.parquet").exists():
-        mlflow.log_metrics(machine_open_report(events, users, pd.read_parquet(world_dir / "open_truth.parquet"), as_of))
-    say(f"capture of the oracle's gain over the status quo: {rep.capture:.3f}")
-
-
 def choose_engine(setting: str, events_path: str | Path) -> str:
     """The feature engine for these inputs: DuckDB for typed Parquet (measured faster), else pandas."""
     if setting in ("pandas", "spark"):
@@ -143,7 +126,6 @@ def choose_engine(setting: str, events_path: str | Path) -> str:
     return "pandas"
 
 
-WORLD_EVALUATION_MAX_EVENTS = 5_000_000
 BUCKET_ABOVE_EVENTS = 5_000_000  # larger histories are processed in user buckets (DuckDB engine)
 EVENTS_PER_BUCKET = 5_000_000
 
@@ -170,14 +152,6 @@ def training_messages(buckets: list, max_users: int, say: Callable[[str], None])
     # ordered by send time, then message id (unique): the same sample and the same model for the
     # same inputs, whatever order the engine's threads wrote the rows in
     return pd.concat(parts, ignore_index=True).sort_values(["send_ts", "message_id"], kind="stable").reset_index(drop=True)
-
-
-def world_events(events_path: str | Path, n_events: int, say: Callable[[str], None]) -> pd.DataFrame | None:
-    """Accepted events for judging a simulated world (in memory, so only for moderate worlds)."""
-    if n_events > WORLD_EVALUATION_MAX_EVENTS:
-        say(f"simulated world has {n_events:,} events: skipping the in-memory evaluation against its truth")
-        return None
-    return read_events(events_path).accepted
 
 
 def log_engagement_figures(msgs: pd.DataFrame, uf, metrics: dict, say: Callable[[str], None]) -> None:
@@ -418,12 +392,6 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         mlflow.set_tag("published", "true")
         mlflow.log_dict(manifest, "published/manifest.json")
         log_engagement_figures(msgs, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
-        world_dir = Path(events_path).parent
-        if (world_dir / "world.json").exists() and (world_dir / "truth.parquet").exists():
-            accepted = ev.accepted if engine == "pandas" else world_events(events_path, ev.read, say)
-            if accepted is not None:
-                say("simulated world beside the events: judging the predictions against its truth")
-                log_world_evaluation(world_dir, predictions, accepted, us.accepted, as_of, say)
         mlflow.log_metrics({
             "users_scored": len(predictions),
             "users_prior": int((predictions["source"] == "prior").sum()),

@@ -38,7 +38,7 @@ def make_env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory) -> Path:
-    from sendtime.simulate import simulate_world, world_config, write_world
+    from sendtime.simulation.simulate import simulate_world, world_config, write_world
 
     out = tmp_path_factory.mktemp("world")
     write_world(simulate_world(world_config("default", n_users=400, days=56, seed=7, end=AS_OF)), out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,9 +50,18 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     assert pred["hour_scores"].map(len).eq(24).all()
     assert set(pred["source"]) == {"model", "prior"}
     assert (pred["model_version"] == "1").all()
-    r = run(["evaluate", "--world", str(world), "--predictions", str(out)], env)
+    r = run(["evaluate", "--world", str(world), "--predictions", str(out), "--log-run"], env)
     assert r.returncode == 0, r.stderr
     assert "oracle" in r.stdout and "capture" in r.stdout
+    # the judgement lands in the nightly's run (the nightly itself knows nothing of worlds)
+    from mlflow import MlflowClient
+
+    run_id = json.loads((tmp_path / "home" / "published" / (tmp_path / "home" / "published" / "CURRENT").read_text().strip()
+                         / "manifest.json").read_text())["run_id"]
+    metrics = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}").get_run(run_id).data.metrics
+    capture = float(r.stdout.rsplit("capture of the oracle's gain over the status quo:", 1)[1].split()[0])
+    assert metrics["sim_capture"] == pytest.approx(capture, abs=1e-3)
+    assert 0.0 <= metrics["machine_open_recall"] <= 1.0
     r = run(["evaluate", "--logged", "--events", str(world / "events.parquet"), "--users", str(world / "users.parquet"),
              "--since", "2026-03-30", "--as-of", AS_OF], env)
     assert r.returncode == 0, r.stderr

@@ -239,7 +239,7 @@ def test_nightly_reads_the_inbox(tmp_path):
     from sendtime.features.duckdb_engine import usable
     from sendtime.nightly import choose_engine, run_nightly
     from sendtime.settings import Settings
-    from sendtime.simulate import simulate_world, world_config
+    from sendtime.simulation.simulate import simulate_world, world_config
     from tests.conftest import AS_OF, make_env
 
     world = simulate_world(world_config("default", n_users=150, days=42, seed=5, end=AS_OF))

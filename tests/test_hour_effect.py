@@ -13,7 +13,7 @@ from sendtime.features.definitions import HOUR_BLIND_FEATURES, MODEL_FEATURES
 from sendtime.features.engagement import build_user_features
 from sendtime.features.messages import build_messages
 from sendtime.features.profiles import ShrinkageParams
-from sendtime.simulate import simulate_world, world_config
+from sendtime.simulation.simulate import simulate_world, world_config
 from sendtime.training.dataset import build_training_set
 from sendtime.training.model import ForestParams, blend, choose_hour_weight, make_blind_pipeline, make_pipeline
 from sendtime.training.shrinkage_search import SHAPE_FACTORS, choose_shrinkage

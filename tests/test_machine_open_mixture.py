@@ -11,8 +11,8 @@ import pytest
 from sendtime.features.contract import validate_events, validate_users
 from sendtime.features.machine_opens import STAT_COLUMNS, MachineOpenModel, classify, machine_stats
 from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS, build_messages, micros, micros_of
-from sendtime.evaluate import machine_open_report
-from sendtime.simulate import simulate_world, world_config
+from sendtime.simulation.evaluate import machine_open_report
+from sendtime.simulation.simulate import simulate_world, world_config
 
 WINDOW = int(MACHINE_OPEN_WINDOW.total_seconds() * 1e6)
 

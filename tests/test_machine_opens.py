@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from sendtime.features.contract import validate_events, validate_users
-from sendtime.evaluate import machine_open_report
-from sendtime.simulate import simulate_world, world_config
+from sendtime.simulation.evaluate import machine_open_report
+from sendtime.simulation.simulate import simulate_world, world_config
 
 
 def test_detector_precision_and_recall_without_flags():

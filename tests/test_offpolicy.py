@@ -37,8 +37,8 @@ def test_truth_inside_the_interval_on_simulated_logs(tmp_path):
     from sendtime.features.engagement import build_user_features, outcomes_at
     from sendtime.features.messages import build_messages, hour_of_week
     from sendtime.features.definitions import MODEL_FEATURES
-    from sendtime.evaluate import truth_matrix
-    from sendtime.simulate import simulate_world, world_config
+    from sendtime.simulation.evaluate import truth_matrix
+    from sendtime.simulation.simulate import simulate_world, world_config
     from sendtime.training.dataset import build_training_set
     from sendtime.training.model import ForestParams, make_pipeline
     from sendtime.training.offpolicy import logged_sends, policy_hours

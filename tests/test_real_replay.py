@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sendtime.cli import app
-from sendtime.real_replay import START, ReplayConfig, design_config, judge, replay_events, run_replay
-from sendtime.real_rhythms import activity_instants
+from sendtime.simulation.real_replay import START, ReplayConfig, design_config, judge, replay_events, run_replay
+from sendtime.simulation.real_rhythms import activity_instants
 
 
 def _studentlife(tmp_path, n_people: int = 16, days: int = 21, seed: int = 0):

@@ -34,7 +34,7 @@ def test_a_week_of_history_trains_and_logs_the_windows_it_used(tmp_path):
     import mlflow
 
     from sendtime.nightly import run_nightly
-    from sendtime.simulate import simulate_world, world_config, write_world
+    from sendtime.simulation.simulate import simulate_world, world_config, write_world
 
     write_world(simulate_world(world_config("default", n_users=600, days=7, seed=4, end=AS_OF)), tmp_path / "w")
     said = []

@@ -1,4 +1,4 @@
-"""Tests for the synthetic world generator (sendtime.simulate)."""
+"""Tests for the synthetic world generator (sendtime.simulation.simulate)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sendtime.simulate import (  # noqa: E402
+from sendtime.simulation.simulate import (  # noqa: E402
     EVENT_COLUMNS,
     PERSONAS,
     World,

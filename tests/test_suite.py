@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sendtime.suite import run_suite
+from sendtime.simulation.suite import run_suite
 
 
 def test_suite_beats_status_quo_and_reference(tmp_path, monkeypatch):
@@ -24,7 +24,7 @@ def test_suite_beats_status_quo_and_reference(tmp_path, monkeypatch):
 
 
 def test_family_summary_reports_tuned_on_and_held_out_apart():
-    from sendtime.suite import family_markdown, family_summary, world_of
+    from sendtime.simulation.suite import family_markdown, family_summary, world_of
 
     cfg, group = world_of("family", 1003, 500, 90)
     assert group == "family: held out" and cfg.n_users == 500

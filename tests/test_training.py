@@ -22,8 +22,10 @@ def test_run_logs_params_metrics_model_and_plots(trained):
     assert settings.tracking_uri.startswith("sqlite:///") and str(settings.home) in settings.tracking_uri
     client = _client(settings)
     run = client.get_run(result.run_id)
-    for key in ("val_roc_auc", "val_log_loss", "val_brier", "val_ece", "events_accepted", "sim_capture", "machine_open_recall"):
+    for key in ("val_roc_auc", "val_log_loss", "val_brier", "val_ece", "events_accepted"):
         assert key in run.data.metrics
+    # the product knows nothing of simulated worlds: judging them is the simulation package's job
+    assert not any(k.startswith("sim_") for k in run.data.metrics)
     assert 0.6 < run.data.metrics["val_roc_auc"] <= 1.0
     assert run.data.params["n_estimators"] == "30"
     arts = {a.path for a in client.list_artifacts(result.run_id, "plots")}

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sendtime.real_rhythms import MIN_EVENTS, real_shapes, smooth_shapes
-from sendtime.simulate import (HELD_OUT_SEED_FROM, HELD_OUT_SOURCES, TUNING_SOURCES, family_config, simulate_world,
+from sendtime.simulation.real_rhythms import MIN_EVENTS, real_shapes, smooth_shapes
+from sendtime.simulation.simulate import (HELD_OUT_SEED_FROM, HELD_OUT_SOURCES, TUNING_SOURCES, family_config, simulate_world,
                                world_config)
 
 

@@ -127,7 +127,8 @@ def capture_by_confidence(truth: pd.DataFrame, users: pd.DataFrame, status_quo_u
     return out
 
 
-def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path) -> PolicyReport:
+def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path,
+                         events: pd.DataFrame | None = None) -> PolicyReport:
     truth, meta, users = load_world(world_dir)
     pred = pd.read_parquet(predictions_path)
     missing = {"user_id", "best_hour_local", "date"} - set(pred.columns)
@@ -136,9 +137,48 @@ def evaluate_predictions(world_dir: str | Path, predictions_path: str | Path) ->
     days = pred["date"].unique()
     if len(days) != 1:
         raise ValueError(f"predictions file must hold one date, found {len(days)}")
-    events = read_events(Path(world_dir) / "events.parquet").accepted
+    if events is None:
+        events = read_events(Path(world_dir) / "events.parquet").accepted
     rec = pred.set_index("user_id")["best_hour_local"]
     return evaluate_day(truth, users, int(meta["status_quo_utc_hour"]), rec, str(days[0]), events=events)
+
+
+def log_world_evaluation(tracking_uri: str, run_id: str, world_dir: str | Path, predictions_path: str | Path,
+                         as_of: pd.Timestamp) -> PolicyReport:
+    """Judge a nightly run's predictions against the world's truth and log the judgement to
+    that run (``sim_*`` metrics, the policy table, machine-open precision and recall), so the
+    MLflow UI and ``sendtime report`` show it beside the run. The nightly itself knows nothing
+    of simulated worlds: the judge is called after it (``sendtime evaluate --log-run``)."""
+    from mlflow import MlflowClient
+
+    world_dir = Path(world_dir)
+    events = read_events(world_dir / "events.parquet").accepted
+    rep = evaluate_predictions(world_dir, predictions_path, events=events)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    metrics = {f"sim_rate_{k}": v for k, v in rep.rates.items()} | {"sim_capture": rep.capture}
+    if (world_dir / "open_truth.parquet").exists():
+        _, _, users = load_world(world_dir)
+        metrics |= machine_open_report(events, users, pd.read_parquet(world_dir / "open_truth.parquet"), as_of)
+    for k, v in metrics.items():
+        if np.isfinite(v):
+            client.log_metric(run_id, k, float(v))
+    client.log_table(run_id, rep.table(), "evaluation/simulated_world.json")
+    return rep
+
+
+def segment_capture(truth: pd.DataFrame, users: pd.DataFrame, predictions: pd.DataFrame,
+                    status_quo_utc_hour: int) -> pd.DataFrame:
+    """Per segment of a simulated world: open rates of the status quo, sendtime and the oracle,
+    and the share of the oracle's gain captured (one row per segment, plus ``all``)."""
+    rec = predictions.set_index("user_id")["best_hour_local"]
+    day = str(predictions["date"].iloc[0])
+    seg = users["segment"].fillna("unknown") if "segment" in users.columns else pd.Series("all", index=users.index)
+    rows = []
+    for name, sub in [("all", users), *((s, users.loc[seg == s]) for s in sorted(seg.unique()))]:
+        rep = evaluate_day(truth, sub, status_quo_utc_hour, rec, day)
+        rows.append({"segment": name, "users": len(sub), "status_quo": rep.rates["status_quo"],
+                     "sendtime": rep.rates["sendtime"], "oracle": rep.rates["oracle"], "capture": rep.capture})
+    return pd.DataFrame(rows)
 
 
 def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: pd.DataFrame, as_of: pd.Timestamp,

@@ -134,4 +134,4 @@ def default_realdata_dir() -> Path:
     env = os.environ.get("SENDTIME_REALDATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "realdata"
+    return Path(__file__).resolve().parents[3] / "shared" / "realdata"

@@ -180,7 +180,7 @@ class WorldConfig:
     eager_share: float = 0.0
     eager_boost: float = 3.0
     engagement_median: float = 0.33
-    # rhythm "real:git,studentlife": each user's shape is one real person's (sendtime.real_rhythms)
+    # rhythm "real:git,studentlife": each user's shape is one real person's (sendtime.simulation.real_rhythms)
     realdata_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -278,7 +278,7 @@ def family_config(seed: int, n_users: int = 2000, days: int | None = None, reald
     weekend shapes (bumps, random or real people's), 14 to 365 days of history, one to three
     campaign hours. Seeds >= HELD_OUT_SEED_FROM draw real rhythms only from HELD_OUT_SOURCES.
     """
-    from sendtime.real_rhythms import default_realdata_dir
+    from sendtime.simulation.real_rhythms import default_realdata_dir
 
     r = np.random.default_rng([int(seed), 2026])
     root = Path(realdata_dir) if realdata_dir else default_realdata_dir()
@@ -421,7 +421,7 @@ def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.nd
     if rhythm == "flat":  # the send hour does not matter: every hour is alike
         return np.ones((n, 168))
     if rhythm.startswith("real:"):
-        from sendtime.real_rhythms import default_realdata_dir, real_shapes
+        from sendtime.simulation.real_rhythms import default_realdata_dir, real_shapes
 
         shapes, _ = real_shapes(tuple(rhythm[5:].split(",")), realdata_dir or default_realdata_dir())
         own = np.random.default_rng([int(rng.integers(2**31)), 7])

@@ -1,7 +1,7 @@
 """Proof of lift on simulated worlds with known truth: the table in the README.
 
 For each world (a preset and seed, or a member of the world family drawn by
-:func:`sendtime.simulate.family_config`): simulate, run the real nightly job (MLflow, registry,
+:func:`sendtime.simulation.simulate.family_config`): simulate, run the real nightly job (MLflow, registry,
 publish) into a private state folder, then judge the published predictions against the ground
 truth, next to a reference policy (the straightforward RandomForest on open-hour histograms).
 Family members with seeds from ``HELD_OUT_SEED_FROM`` on are held out of all tuning and are
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import validate_events, validate_users
-from sendtime.evaluate import capture_by_confidence, evaluate_day, group_rates, machine_open_report, reference_policy
+from sendtime.simulation.evaluate import capture_by_confidence, evaluate_day, group_rates, machine_open_report, reference_policy
 from sendtime.settings import Settings
 
 WORLDS = ("default", "no-flags", "one-hour", "random-rhythms")
@@ -71,7 +71,7 @@ class WorldResult:
 def world_of(name: str, seed: int, n_users: int, days: int):
     """(config, group) of a preset name, or of ``family`` (the seed picks the member; its
     history length is drawn too)."""
-    from sendtime.simulate import HELD_OUT_SEED_FROM, family_config, world_config
+    from sendtime.simulation.simulate import HELD_OUT_SEED_FROM, family_config, world_config
 
     if name == "family":
         group = "family: held out" if seed >= HELD_OUT_SEED_FROM else "family: tuned on"
@@ -82,7 +82,7 @@ def world_of(name: str, seed: int, n_users: int, days: int):
 def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
               say: Callable[[str], None] = print) -> WorldResult:
     from sendtime.nightly import run_nightly
-    from sendtime.simulate import simulate_world, write_world
+    from sendtime.simulation.simulate import simulate_world, write_world
 
     t0 = time.time()
     wdir = workdir / f"{preset}-s{seed}"

@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from sendtime.real_rhythms import SOURCES, activity_instants
+from sendtime.simulation.real_rhythms import SOURCES, activity_instants
 from sendtime.settings import Settings
-from sendtime.simulate import HELD_OUT_SOURCES  # the sources kept out of all tuning, as in the world family
+from sendtime.simulation.simulate import HELD_OUT_SOURCES  # the sources kept out of all tuning, as in the world family
 #: the replayed trial starts on this Monday (a whole number of weeks after each person's window,
 #: so the local hour-of-week of every activity is kept)
 START = pd.Timestamp("2026-01-05")
