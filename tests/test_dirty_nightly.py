@@ -84,7 +84,7 @@ def test_dirty_history_completes_and_accounts_for_every_row(dirty, tmp_path):
     assert "promoted to champion" in r.stdout
 
 
-@pytest.mark.slow  # engine parity is checked row by row in tests/test_engine_parity.py
+@pytest.mark.slow  # engine parity is checked row by row in tests/features/test_engine_parity.py
 def test_pandas_engine_accounts_for_the_same_rows(dirty, tmp_path):
     events, users, _ = dirty
     a = _nightly(tmp_path / "a", events, users, "--engine", "pandas")
@@ -105,7 +105,7 @@ def test_sends_without_any_outcome_stop_with_exit_3_and_say_why(world_dir, tmp_p
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.slow  # one user through the engines: tests/test_engine_parity.py
+@pytest.mark.slow  # one user through the engines: tests/features/test_engine_parity.py
 def test_one_user_only_is_trained_and_published(world_dir, tmp_path):
     ev = pd.read_parquet(world_dir / "events.parquet")
     top = ev.loc[ev["event_type"] == "open", "user_id"].value_counts().index[0]

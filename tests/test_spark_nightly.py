@@ -37,7 +37,7 @@ def _dirty_events(world_dir, out):
     return out
 
 
-@pytest.mark.slow  # the Spark features and scores are checked against the embedded engines in tests/test_spark.py
+@pytest.mark.slow  # the Spark features and scores are checked against the embedded engines in tests/features/test_spark.py
 def test_nightly_on_spark_publishes_the_same_features_as_duckdb(world_dir, tmp_path):
     """On dirty events: the same features, and the same rejects file in the run's folder."""
     events = _dirty_events(world_dir, tmp_path / "events.parquet")

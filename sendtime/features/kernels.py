@@ -6,7 +6,7 @@ users that, not the event table, is what bounds the feature build. These kernels
 user once, with the same floating-point operations in the same order (sums of integer counts
 times powers of the decay, ascending in the delay; numpy's pairwise summation over the 168
 hours; day sums in day order), so the bucketed build at scale gives exactly the numbers the
-reference gives (tested in tests/test_kernels.py). numba compiles them on first use and caches
+reference gives (tested in tests/features/test_kernels.py). numba compiles them on first use and caches
 the machine code beside this file (or under NUMBA_CACHE_DIR).
 """
 

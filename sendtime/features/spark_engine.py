@@ -6,13 +6,13 @@ runs on a cluster; the per-user features are then computed from the collected me
 the one shared function, :func:`sendtime.features.engagement.build_user_features`. The message table is
 what every downstream feature is computed from, so it is the parity contract between the two
 engines: :func:`build_messages_spark` returns the same columns, values and row order as
-:func:`sendtime.features.messages.build_messages` (``tests/test_spark.py`` checks it, around DST changes
+:func:`sendtime.features.messages.build_messages` (``tests/features/test_spark.py`` checks it, around DST changes
 and for users with no time zone too).
 
 The events go through the input contract on the cluster too (:func:`check_events_spark`): the
 same accepted rows, the same rejects by global source row and the same reasons as the pandas
 reference, :func:`sendtime.features.contract.validate_events`, and a rejects file with the DuckDB engine's
-text (``tests/test_spark_contract.py``). Dirty or degenerate input never raises;
+text (``tests/features/test_spark_contract.py``). Dirty or degenerate input never raises;
 :func:`messages_spark` returns an empty message table when nothing is left.
 
 PySpark is an optional dependency (``pip install 'sendtime[spark]'``); nothing else in the
@@ -75,7 +75,7 @@ def spark_session(app_name: str = "sendtime", master: str | None = "local[2]",
     from pyspark.sql import SparkSession
 
     # PySpark 4.x warns on every Arrow transfer that pandas 3 is "not yet fully supported"; the
-    # conversions used here are checked by tests/test_spark.py
+    # conversions used here are checked by tests/features/test_spark.py
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     builder = SparkSession.builder.appName(app_name)
     if master is not None:

@@ -21,12 +21,12 @@ Decisions documented here:
 * Bytes that are not UTF-8 make their line a reject ("malformed line: not valid UTF-8"); a file
   where MOST records are malformed (not UTF-8, or the wrong field count: the wrong file,
   delimiter or encoding) is a ContractError naming the first bad line. The CSV rules are in
-  ``features/csv_reader.py`` and ``tests/test_csv_reader.py``.
+  ``features/csv_reader.py`` and ``tests/features/test_csv_reader.py``.
 * Extra columns are ignored (the corpus files carry an ``expect`` column and one more).
 * Numbers as ids are fine and read as text; an integer id column with a null in it (which pandas
   turns into float64) still gives "42", not "42.0".
 
-Committed inputs live in ``tests/bad_inputs/`` (see its README); Parquet cases are generated here.
+Committed inputs live in ``tests/features/bad_inputs/`` (see its README); Parquet cases are generated here.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def test_built_bento_serves_from_a_clean_folder(trained, tmp_path):
     assert not any(clean.iterdir())  # served from the Bento, nothing written where it ran
 
 
-@pytest.mark.slow  # one real server following a reload is tested in tests/test_serving_ops.py and test_serve_http.py
+@pytest.mark.slow  # one real server following a reload is tested in tests/serving/test_serving_ops.py and test_serve_http.py
 def test_two_replicas_follow_a_promotion_without_restart(trained, world_dir, tmp_path):
     """Both replicas read one registry and one published store: after a nightly promotion they
     serve the new champion, and answer identically, before and after."""
@@ -98,7 +98,7 @@ def test_scheduler_files_call_the_nightly_and_honour_its_lock_exit_code():
 
     from sendtime.cli import EXIT_LOCKED
 
-    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
     cron = (deploy / "cron").read_text()
     assert "sendtime nightly" in cron and "--as-of" in cron
     unit = (deploy / "systemd" / "sendtime-nightly.service").read_text()

@@ -101,7 +101,7 @@ def test_users_validation(tmp_path):
 def test_shipped_sample_csv_meets_the_contract():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "data" / "sample"
+    root = Path(__file__).resolve().parents[2] / "data" / "sample"
     ev, us = read_events(root / "events.csv"), read_users(root / "users.csv")
     assert ev.n_rejected == 0 and ev.n_accepted == ev.read > 500
     assert us.n_rejected == 0 and set(ev.accepted["user_id"]) <= set(us.accepted["user_id"])

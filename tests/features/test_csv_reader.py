@@ -27,7 +27,7 @@ from sendtime.features.csv_reader import (
 NOW = pd.Timestamp("2026-04-01", tz="UTC")
 HEADER = "event_id,user_id,message_id,event_type,timestamp,machine_open"
 BAD = Path(__file__).resolve().parent / "bad_inputs"
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 def send(i: int, extra: str = "") -> str:

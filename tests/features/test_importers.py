@@ -21,7 +21,7 @@ from sendtime.features.importers import (
     sendgrid_message_id,
 )
 
-FORMATS = Path(__file__).parent / "formats"
+FORMATS = Path(__file__).resolve().parents[1] / "formats"
 GENERIC = dict(
     columns={"event_id": "Event Id", "user_id": "Recipient", "message_id": "Mailing", "event_type": "Action",
              "timestamp": "When (local)", "machine_open": "Apple MPP"},

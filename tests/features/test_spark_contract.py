@@ -440,7 +440,7 @@ def test_inputs_the_spark_engine_does_not_read_say_why_in_one_line(spark, tmp_pa
 # ------------------------------------------------------------- generated logs (differential)
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 
-from tests.test_engine_parity import (  # noqa: E402
+from tests.features.test_engine_parity import (  # noqa: E402
     AS_OF as P_AS_OF, FUTURE_SEND, NOW as P_NOW, NULL_USER_SEND, ORPHANS_ONLY, _by_id, _rejects, _users, _write as _write_log,
     event_logs,
 )
@@ -464,7 +464,7 @@ def _spark_agrees(spark, rows, n_users, tmp) -> None:
 @example(log=NULL_USER_SEND)
 @example(log=FUTURE_SEND)
 def test_spark_agrees_with_the_reference_on_generated_dirty_logs(spark, log, tmp_path_factory):
-    """The generator of tests/test_engine_parity.py through Spark (fewer examples: each costs
+    """The generator of tests/features/test_engine_parity.py through Spark (fewer examples: each costs
     a few Spark jobs); more under the slow marker there."""
     rows, n_users = log
     _spark_agrees(spark, rows, n_users, tmp_path_factory.mktemp("slog"))

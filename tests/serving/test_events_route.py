@@ -18,7 +18,7 @@ from sendtime.features.contract import read_events
 from sendtime.serving.event_store import SECOND_SEND, EventStore
 from tests.conftest import in_process_service
 
-SAMPLE = json.loads((Path(__file__).parent / "formats" / "sendgrid_events.json").read_text())
+SAMPLE = json.loads((Path(__file__).resolve().parents[1] / "formats" / "sendgrid_events.json").read_text())
 
 
 def service(home: Path, **env):

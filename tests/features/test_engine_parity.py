@@ -5,7 +5,7 @@ a tiny bucket size) must accept the same rows, reject the same rows for the same
 build the same messages and features, and no engine may raise, whatever share of the rows is
 dirty (up to all of them), including logs where filtering leaves no regular message, no send,
 no user, or a single user. The Spark engine is held to the same rules in
-``tests/test_spark_contract.py`` (its JVM costs seconds per example, so it runs fewer).
+``tests/features/test_spark_contract.py`` (its JVM costs seconds per example, so it runs fewer).
 
 Examples that ever failed are kept below as explicit ``@example`` regression cases.
 """
