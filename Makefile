@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench load bench-scale bench-nightly bench-train suite serve sample-request lock clean audit
+.PHONY: setup demo test test-slow bench load bench-scale bench-nightly bench-train suite serve sample-request lock clean audit docs
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -70,8 +70,11 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^sendtime' > requirements.lock
 
 clean:
-	rm -rf $(OUT) .sendtime .pytest_cache
+	rm -rf $(OUT) .sendtime .pytest_cache site
 
 audit: $(STAMP)  ## dependency audit with pip-audit (needs pypi.org or osv.dev; not reachable from this machine's CI)
 	$(BIN)/pip install -q pip-audit
 	$(BIN)/pip-audit -r requirements.lock --strict
+
+docs: setup  ## the documentation site (mkdocs-material, --strict) into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q

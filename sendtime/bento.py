@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_ONLY = {
     "pyspark", "py4j", "pytest", "hypothesis", "schemathesis", "bandit", "pip-audit", "ipykernel", "ipython",
     "jupyter-client", "jupyter-core", "nbclient", "nbformat", "debugpy", "pytest-timeout", "pytest-xdist",
-    "import-linter", "grimp",
+    "import-linter", "grimp", "mkdocs", "mkdocs-material", "mkdocs-material-extensions", "mkdocs-get-deps",
+    "pymdown-extensions", "ghp-import", "watchdog", "paginate", "babel", "backrefs", "mergedeep", "pyyaml-env-tag",
 }
 
 
