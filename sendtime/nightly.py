@@ -318,11 +318,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
                 settings.snapshot_days, settings.max_train_rows, settings.random_state,
                 settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
             )
-            forest = ForestParams(
-                n_estimators=settings.n_estimators, max_depth=settings.max_depth,
-                min_samples_leaf=settings.min_samples_leaf, random_state=settings.random_state,
-                n_jobs=settings.n_jobs,
-            )
+            forest = ForestParams.from_settings(settings)
             off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
             result = train_and_register(
                 ts, forest, settings.model_name, settings.gate_tolerance,

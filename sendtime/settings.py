@@ -8,7 +8,7 @@ tracking server override ``MLFLOW_TRACKING_URI`` and friends.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -97,45 +97,34 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings from ``env`` (default: the process environment). Each field's default is
+        the one written in the class above, nowhere else; :data:`ENV_VARS` names its variable."""
         env = os.environ if env is None else env
         home = Path(env.get("SENDTIME_HOME") or Path.cwd() / ".sendtime").expanduser().resolve()
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-        registry = env.get("MLFLOW_REGISTRY_URI") or tracking
-        artifacts = env.get("SENDTIME_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri()
-        return cls(
-            home=home,
-            tracking_uri=tracking,
-            registry_uri=registry,
-            artifact_root=artifacts,
-            experiment=env.get("SENDTIME_EXPERIMENT", "sendtime"),
-            model_name=env.get("SENDTIME_MODEL_NAME", MODEL_NAME_DEFAULT),
-            default_timezone=env.get("SENDTIME_DEFAULT_TIMEZONE", "UTC"),
-            horizon_hours=_int(env, "SENDTIME_HORIZON_HOURS", 24),
-            validation_days=_int(env, "SENDTIME_VALIDATION_DAYS", 14),
-            snapshot_days=_int(env, "SENDTIME_SNAPSHOT_DAYS", 7),
-            max_train_rows=_int(env, "SENDTIME_MAX_TRAIN_ROWS", 400_000),
-            max_train_users=_int(env, "SENDTIME_MAX_TRAIN_USERS", 200_000),
-            tune_profile_users=_int(env, "SENDTIME_TUNE_PROFILE_USERS", 5_000),
-            n_estimators=_int(env, "SENDTIME_N_ESTIMATORS", 120),
-            max_depth=_int(env, "SENDTIME_MAX_DEPTH", 14),
-            min_samples_leaf=_int(env, "SENDTIME_MIN_SAMPLES_LEAF", 100),
-            random_state=_int(env, "SENDTIME_RANDOM_STATE", 0),
-            n_jobs=_int(env, "SENDTIME_N_JOBS", -1),
-            gate_tolerance=_float(env, "SENDTIME_GATE_TOLERANCE", 0.002),
-            api_key=env.get("SENDTIME_API_KEY") or None,
-            exploration_rate=_float(env, "SENDTIME_EXPLORATION_RATE", 0.05),
-            holdout_share=_float(env, "SENDTIME_HOLDOUT_SHARE", 0.05),
-            status_quo_utc_hour=_int(env, "SENDTIME_STATUS_QUO_UTC_HOUR", -1) if env.get("SENDTIME_STATUS_QUO_UTC_HOUR") else None,
-            policy_salt=env.get("SENDTIME_POLICY_SALT", "sendtime"),
-            max_users_per_request=_int(env, "SENDTIME_MAX_USERS_PER_REQUEST", 10_000),
-            reload_seconds=_float(env, "SENDTIME_RELOAD_SECONDS", 30.0),
-            use_score_table=env.get("SENDTIME_SCORE_TABLE", "1").strip().lower() not in ("0", "false", "no", "off"),
-            refit=env.get("SENDTIME_REFIT", "auto").strip().lower(),
-            engine=env.get("SENDTIME_ENGINE", "auto").strip().lower(),
-            spark_master=env.get("SENDTIME_SPARK_MASTER", "local[2]"),
-            events_user_ids=env.get("SENDTIME_EVENTS_USER_IDS", "email").strip().lower(),
-            events_salt=env.get("SENDTIME_EVENTS_SALT", ""),
-        )
+        values: dict[str, object] = {
+            "home": home, "tracking_uri": tracking, "registry_uri": env.get("MLFLOW_REGISTRY_URI") or tracking,
+            "artifact_root": env.get("SENDTIME_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri(),
+        }
+        for f in fields(cls):
+            key = ENV_VARS.get(f.name)
+            raw = env.get(key) if key else None
+            if raw is None or (raw == "" and f.name not in _KEEP_EMPTY):
+                continue
+            default = f.default
+            if f.name == "status_quo_utc_hour":
+                values[f.name] = _int(env, key, -1)
+            elif f.name == "api_key":
+                values[f.name] = raw or None
+            elif isinstance(default, bool):
+                values[f.name] = raw.strip().lower() not in ("0", "false", "no", "off")
+            elif isinstance(default, int):
+                values[f.name] = _int(env, key, default)
+            elif isinstance(default, float):
+                values[f.name] = _float(env, key, default)
+            else:
+                values[f.name] = raw.strip().lower() if f.name in _CHOICES else raw
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exploration_rate < 1.0:
@@ -163,3 +152,39 @@ class Settings:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home))
         return self
+
+
+#: the environment variable of each setting (the defaults are the dataclass's own)
+ENV_VARS: dict[str, str] = {
+    "experiment": "SENDTIME_EXPERIMENT",
+    "model_name": "SENDTIME_MODEL_NAME",
+    "default_timezone": "SENDTIME_DEFAULT_TIMEZONE",
+    "horizon_hours": "SENDTIME_HORIZON_HOURS",
+    "validation_days": "SENDTIME_VALIDATION_DAYS",
+    "snapshot_days": "SENDTIME_SNAPSHOT_DAYS",
+    "max_train_rows": "SENDTIME_MAX_TRAIN_ROWS",
+    "max_train_users": "SENDTIME_MAX_TRAIN_USERS",
+    "tune_profile_users": "SENDTIME_TUNE_PROFILE_USERS",
+    "n_estimators": "SENDTIME_N_ESTIMATORS",
+    "max_depth": "SENDTIME_MAX_DEPTH",
+    "min_samples_leaf": "SENDTIME_MIN_SAMPLES_LEAF",
+    "random_state": "SENDTIME_RANDOM_STATE",
+    "n_jobs": "SENDTIME_N_JOBS",
+    "gate_tolerance": "SENDTIME_GATE_TOLERANCE",
+    "api_key": "SENDTIME_API_KEY",
+    "exploration_rate": "SENDTIME_EXPLORATION_RATE",
+    "holdout_share": "SENDTIME_HOLDOUT_SHARE",
+    "status_quo_utc_hour": "SENDTIME_STATUS_QUO_UTC_HOUR",
+    "policy_salt": "SENDTIME_POLICY_SALT",
+    "max_users_per_request": "SENDTIME_MAX_USERS_PER_REQUEST",
+    "max_window_hours": "SENDTIME_MAX_WINDOW_HOURS",
+    "reload_seconds": "SENDTIME_RELOAD_SECONDS",
+    "use_score_table": "SENDTIME_SCORE_TABLE",
+    "refit": "SENDTIME_REFIT",
+    "engine": "SENDTIME_ENGINE",
+    "spark_master": "SENDTIME_SPARK_MASTER",
+    "events_user_ids": "SENDTIME_EVENTS_USER_IDS",
+    "events_salt": "SENDTIME_EVENTS_SALT",
+}
+_CHOICES = {"refit", "engine", "events_user_ids"}  # read case- and space-insensitively
+_KEEP_EMPTY = {"api_key", "events_salt"}  # an empty value means what it says (no key, no salt)

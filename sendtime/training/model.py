@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
@@ -10,15 +10,25 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from sendtime.settings import Settings
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Settings)}  # the defaults are written once, in Settings
+
 
 @dataclass(frozen=True)
 class ForestParams:
-    n_estimators: int = 120
-    max_depth: int = 14
-    min_samples_leaf: int = 100
+    n_estimators: int = _DEFAULTS["n_estimators"]
+    max_depth: int = _DEFAULTS["max_depth"]
+    min_samples_leaf: int = _DEFAULTS["min_samples_leaf"]
     max_features: float = 0.5
-    random_state: int = 0
-    n_jobs: int = -1
+    random_state: int = _DEFAULTS["random_state"]
+    n_jobs: int = _DEFAULTS["n_jobs"]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ForestParams":
+        """The forest of these settings (every field Settings has; the rest keep their defaults)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)})
 
 
 def monotone_constraints(columns: list[str]) -> list[int]:
