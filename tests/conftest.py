@@ -92,6 +92,9 @@ def fresh_service_metrics() -> None:
     each app registers them once per process, and a second registration is refused."""
     import prometheus_client
 
+    from sendtime.serving.metrics import forget
+
+    forget()  # sendtime's own: a fresh service counts from zero
     registry = prometheus_client.REGISTRY
     for name, collector in list(registry._names_to_collectors.items()):
         if name.startswith("bentoml_"):

@@ -31,6 +31,7 @@ from sendtime.settings import Settings
 from sendtime.serving.capacity import plan_with_caps, uncapped_opens
 from sendtime.serving.event_store import SECOND_SEND, EventStore
 from sendtime.serving.guard import Guard
+from sendtime.serving.metrics import service_metrics
 from sendtime.serving.logs import install as scrub_logs
 from sendtime.serving.model_store import load_scorer, snapshot_key, snapshot_model_version
 from sendtime.serving.policy import ExplorationPolicy
@@ -114,13 +115,11 @@ class SendTime:
         scrub_logs()
         self.settings = Settings.from_env().prepare()
         self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
-        self.answers_by_source = {"table": 0, "model": 0, "prior": 0}
-        self.requests = {"best_send_time": 0, "plan_campaign": 0, "events": 0}
-        self.reloads = {"ok": 0, "refused": 0}
-        self.events_by_result = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        self.metrics = service_metrics()
         self.event_store = EventStore(self.settings.home / "events")
         self._swap = threading.Lock()
         self.state = self._load()  # at first start a bad snapshot stops the service with its message
+        self._mark_served()
         _settle_heap()
         self._stop = threading.Event()
         if self.settings.reload_seconds > 0:
@@ -156,12 +155,13 @@ class SendTime:
             try:
                 new = self._load()
             except Exception as exc:
-                self.reloads["refused"] += 1
+                self.metrics.reloads.labels("refused").inc()
                 msg = f"refused snapshot {wanted[0]} / model v{wanted[1]}: {exc}; still serving {self.state.key}"
                 log.error(msg)
                 return False, msg
             self.state = new
-            self.reloads["ok"] += 1
+            self.metrics.reloads.labels("ok").inc()
+            self._mark_served()
             _settle_heap()
             return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
 
@@ -202,7 +202,7 @@ class SendTime:
         """Answers (``SendTimeAnswer`` fields) without per-row pandas work: times are looked up
         per (zone, hour), and plain dicts are serialized directly (see ``FastJSON``)."""
         version = state.scorer.model_version
-        self.answers_by_source["prior"] += int(np.count_nonzero(res.source == "prior"))
+        self.metrics.answers.labels("prior").inc(int(np.count_nonzero(res.source == "prior")))
         send_iso = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in candidates]
         local_iso = {z: local_slots(candidates, z)[2] for z in set(res.timezone.tolist())}
         ok = res.choice >= 0
@@ -235,7 +235,7 @@ class SendTime:
         before = dict(state.scorer.score_sources)
         g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
         for k in ("table", "model"):
-            self.answers_by_source[k] += state.scorer.score_sources[k] - before[k]
+            self.metrics.answers.labels(k).inc(state.scorer.score_sources[k] - before[k])
         return state, ids, g
 
     # -- routes ------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ class SendTime:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
         state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes)
         res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour)
-        self.requests["best_send_time"] += 1
+        self.metrics.requests.labels("best_send_time").inc()
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
@@ -292,7 +292,7 @@ class SendTime:
             users_unplanned=int((~plan.assigned).sum()),
             hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
         )
-        self.requests["plan_campaign"] += 1
+        self.metrics.requests.labels("plan_campaign").inc()
         return PlanResponse.model_construct(
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
@@ -325,9 +325,9 @@ class SendTime:
         reasons: dict[str, int] = {}
         for _, why in rejects:
             reasons[why] = reasons.get(why, 0) + 1
-        self.requests["events"] += 1
+        self.metrics.requests.labels("events").inc()
         for k, n in (("accepted", stored.stored), ("duplicate", duplicates), ("rejected", len(rejects))):
-            self.events_by_result[k] += n
+            self.metrics.events.labels(k).inc(n)
         log.info("events: received %d, accepted %d, duplicates %d, rejected %d", len(records), stored.stored, duplicates, len(rejects))
         return EventsResponse(
             received=len(records), accepted=stored.stored, duplicates=duplicates, rejected=len(rejects), reasons=reasons,
@@ -367,25 +367,10 @@ class SendTime:
         ok, msg = self.reload_now()
         return ReloadResponse(reloaded=ok, message=msg, model_version=self.state.scorer.model_version, snapshot=str(self.state.key[0]))
 
-    def __metrics__(self, content: str) -> str:
-        """Prometheus text: answers by source, requests by route, model version, reloads."""
-        lines = [content.rstrip("\n"),
-                 "# HELP sendtime_answers_total User-hour scores served, by source.",
-                 "# TYPE sendtime_answers_total counter"]
-        lines += [f'sendtime_answers_total{{source="{k}"}} {v}' for k, v in self.answers_by_source.items()]
-        lines += ["# HELP sendtime_requests_total Requests answered, by route.", "# TYPE sendtime_requests_total counter"]
-        lines += [f'sendtime_requests_total{{route="{k}"}} {v}' for k, v in self.requests.items()]
-        lines += ["# HELP sendtime_events_total Webhook events received, by result.", "# TYPE sendtime_events_total counter"]
-        lines += [f'sendtime_events_total{{result="{k}"}} {v}' for k, v in self.events_by_result.items()]
-        lines += ["# HELP sendtime_reloads_total Snapshot swaps, done or refused.", "# TYPE sendtime_reloads_total counter"]
-        lines += [f'sendtime_reloads_total{{result="{k}"}} {v}' for k, v in self.reloads.items()]
+    def _mark_served(self) -> None:
         state = self.state
-        lines += ["# HELP sendtime_model_info The model version and snapshot being served.", "# TYPE sendtime_model_info gauge",
-                  f'sendtime_model_info{{model="{self.settings.model_name}",version="{state.scorer.model_version}",'
-                  f'snapshot="{state.key[0]}",table="{str(state.manifest.get("table", False)).lower()}"}} 1',
-                  "# HELP sendtime_users_known Users in the served snapshot.", "# TYPE sendtime_users_known gauge",
-                  f"sendtime_users_known {len(state.scorer.features.table)}"]
-        return "\n".join(lines) + "\n"
+        self.metrics.serving(self.settings.model_name, state.scorer.model_version, state.key[0],
+                             bool(state.manifest.get("table", False)), len(state.scorer.features.table))
 
 
 SendTime.add_asgi_middleware(Guard)

@@ -41,7 +41,8 @@ def test_built_bento_serves_from_a_clean_folder(trained, tmp_path):
     tag = build(bentoml_home=str(bento_home))
     assert tag.startswith("sendtime:")
     src = next(bento_home.glob("bentos/sendtime/*/src"))
-    assert (src / "serving" / "service.py").exists() and not (src / "tests").exists()
+    assert (src / "sendtime" / "serving" / "service.py").exists() and not (src / "tests").exists()
+    assert not (src / "sendtime" / "training").exists()  # the service never imports training
     reqs = (next(bento_home.glob("bentos/sendtime/*/env/python/requirements.txt"))).read_text()
     assert "bentoml==" in reqs and "pyspark" not in reqs  # pinned, runtime only
     clean = tmp_path / "clean"
