@@ -175,7 +175,7 @@ def single_user_latency(base: str, ids: list[str], rate: float, seconds: float, 
 
 def million_user_home(src: Path, dst: Path, n_users: int) -> Path:
     """A state folder whose published snapshot has ``n_users`` users (rows tiled from ``src``)."""
-    from sendtime.serving.model_store import current_snapshot, publish_pointer
+    from sendtime.serving.snapshots import current_snapshot, publish_pointer
 
     if (dst / "published" / "CURRENT").exists():
         return dst

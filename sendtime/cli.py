@@ -79,7 +79,7 @@ def _progress():
 
 def _known_errors():
     from sendtime.features.contract import ContractError
-    from sendtime.serving.model_store import NotReady
+    from sendtime.serving.snapshots import NotReady
     from sendtime.training.registry import TrackingUnavailable
 
     return ContractError, NotReady, TrackingUnavailable
@@ -336,7 +336,7 @@ def evaluate(
         if log_run:
             import pandas as pd
 
-            from sendtime.serving.model_store import current_snapshot, read_manifest
+            from sendtime.serving.snapshots import current_snapshot, read_manifest
 
             manifest = read_manifest(current_snapshot(settings.published_dir))
             rep = log_world_evaluation(settings.tracking_uri, manifest["run_id"], world, predictions,
@@ -418,7 +418,7 @@ def serve(
 ) -> None:
     """Start the HTTP API (BentoML) with the champion model and the published features."""
     settings = _settings()
-    from sendtime.serving.model_store import NotReady, current_snapshot
+    from sendtime.serving.snapshots import NotReady, current_snapshot
 
     try:
         current_snapshot(settings.published_dir)

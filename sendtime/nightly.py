@@ -7,7 +7,6 @@ leaves the previous snapshot being served.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from sendtime.features.engagement import build_user_features, build_user_feature
 from sendtime.features.inputs import data_files
 from sendtime.features.messages import build_messages
 from sendtime.features.profiles import ShrinkageParams
-from sendtime.features.store import save_features
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
-from sendtime.serving.model_store import NotReady, champion_profile_params, load_champion, publish_pointer
+from sendtime.serving.model_store import champion_profile_params, load_champion
+from sendtime.serving.snapshots import NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from sendtime.features.engagement import outcomes_at
 from sendtime.training.dataset import HistoryTooShort, build_training_set
@@ -357,15 +356,10 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
                 "scores the hours until a model can be trained")
         scorer = Scorer(model=model, model_version=champ_version, input_columns=columns, features=uf)
         folder_name = f"{as_of.date().isoformat()}_{run.info.run_id[:12]}"
-        staging = settings.published_dir / f".staging_{folder_name}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        save_features(uf, staging / "features")
+        staging = staging_folder(settings.published_dir, folder_name)
         say(f"scoring all 168 weekly slots of {len(uf.table):,} users with champion v{champ_version}")
         scorer.table = scorer.full_table()
-        np.save(staging / "scores.npy", scorer.table)
         predictions = scorer.predict_day(as_of.date())
-        predictions.to_parquet(staging / "predictions.parquet", index=False)
         manifest = {
             "as_of": as_of.isoformat(),
             "run_id": run.info.run_id,
@@ -379,12 +373,8 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             "users": int(len(uf.table)),
             "status_quo_utc_hour": status_quo_hour,
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        final = settings.published_dir / folder_name
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-        publish_pointer(settings.published_dir, folder_name)
+        write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest)
+        final = publish(settings.published_dir, staging, folder_name)
         mlflow.set_tag("published", "true")
         mlflow.log_dict(manifest, "published/manifest.json")
         log_engagement_figures(msgs, uf, mlflow.get_run(run.info.run_id).data.metrics, say)

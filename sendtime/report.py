@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from sendtime import analysis
-from sendtime.serving.model_store import NotReady, current_snapshot, read_manifest
+from sendtime.serving.snapshots import NotReady, current_snapshot, read_manifest
 
 #: Above this many bytes of events the report skips the message-level figures.
 MAX_EVENTS_BYTES = 300_000_000
@@ -147,7 +147,7 @@ def _num(x, fmt: str = "{:.4f}") -> str:
 def write_report(settings, out_path) -> Path:
     """Write the HTML report about the latest nightly run to ``out_path``; returns its path.
 
-    Raises :class:`sendtime.serving.model_store.NotReady` when nothing has been trained yet.
+    Raises :class:`sendtime.serving.snapshots.NotReady` when nothing has been trained yet.
     """
     out_path = Path(out_path)
     client = tracking_client(settings)

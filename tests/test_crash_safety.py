@@ -57,7 +57,8 @@ def test_killed_run_leaves_the_served_pair_intact(state, world_dir, marker):
     from mlflow import MlflowClient
 
     from sendtime.settings import Settings
-    from sendtime.serving.model_store import current_snapshot, read_manifest, snapshot_key, snapshot_model_version
+    from sendtime.serving.model_store import snapshot_key, snapshot_model_version
+    from sendtime.serving.snapshots import current_snapshot, read_manifest
     from sendtime.training.registry import configure
 
     settings = Settings.from_env(make_env(state))

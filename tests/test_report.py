@@ -31,7 +31,7 @@ def test_report_on_trained_home(trained, tmp_path):
 def test_report_not_ready_on_empty_home(tmp_path):
     from sendtime.report import write_report
     from sendtime.settings import Settings
-    from sendtime.serving.model_store import NotReady
+    from sendtime.serving.snapshots import NotReady
 
     home = tmp_path / "empty"
     home.mkdir()

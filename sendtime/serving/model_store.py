@@ -2,49 +2,17 @@
 
 The model comes from the MLflow registry by alias (never a copied file); its input columns come
 from the registered signature. Features come from the published snapshot the nightly run
-pointed ``published/CURRENT`` at, written atomically.
+pointed ``published/CURRENT`` at (:mod:`sendtime.serving.snapshots` owns their layout).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import mlflow
-import numpy as np
 from mlflow import MlflowClient
 
-from sendtime.features.store import load_features
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
-
-CURRENT = "CURRENT"
-
-
-class NotReady(RuntimeError):
-    """Nothing has been trained or published yet, or what is there cannot be used."""
-
-
-def publish_pointer(published_dir: Path, folder_name: str) -> None:
-    """Point CURRENT at a finished snapshot folder, atomically (write a temp file, rename)."""
-    tmp = published_dir / f".{CURRENT}.{os.getpid()}.tmp"
-    tmp.write_text(folder_name + "\n")
-    os.replace(tmp, published_dir / CURRENT)
-
-
-def current_snapshot(published_dir: Path) -> Path:
-    pointer = published_dir / CURRENT
-    if not pointer.exists():
-        raise NotReady(f"no published snapshot in {published_dir}: run `sendtime nightly` first")
-    folder = published_dir / pointer.read_text().strip()
-    if not folder.is_dir():
-        raise NotReady(f"published snapshot {folder} is missing")
-    return folder
-
-
-def read_manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
+from sendtime.serving.snapshots import NotReady, current_name, current_snapshot, read_features, read_manifest, read_scores
 
 def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
     """(model, version, input columns) of the aliased registered model.
@@ -90,23 +58,12 @@ def champion_profile_params(settings, alias: str = "champion"):
                    mixture_k=int(float(params.get("chosen_mixture_k", base.mixture_k))))
 
 
-SCORES = "scores.npy"
-
-
-def load_table(folder: Path, model_version: str, manifest: dict):
-    """The snapshot's 168-slot score table, if it was scored by ``model_version``."""
-    path = folder / SCORES
-    if not path.exists() or str(manifest.get("model_version")) != str(model_version):
-        return None
-    return np.load(path, mmap_mode="r")
-
-
 def load_scorer(settings) -> tuple[Scorer, dict]:
     """The champion model with the currently published features and score table."""
     folder = current_snapshot(settings.published_dir)
     try:
         manifest = read_manifest(folder)
-        features = load_features(folder / "features")
+        features = read_features(folder)
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
     try:
@@ -116,15 +73,14 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
             raise
         # the nightly could not train yet and said so: the profiles' own probabilities
         model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
-    table = load_table(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
+    table = read_scores(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
     return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table), manifest
 
 
 def snapshot_key(settings) -> tuple[str, str]:
     """(published snapshot name, champion version): what a replica should be serving now."""
-    pointer = settings.published_dir / CURRENT
-    name = pointer.read_text().strip() if pointer.exists() else ""
+    name = current_name(settings.published_dir)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)  # no global state
     try:
         version = str(client.get_model_version_by_alias(settings.model_name, "champion").version)

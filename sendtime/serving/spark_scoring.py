@@ -63,7 +63,7 @@ def champion_udf(spark: "SparkSession", tracking_uri: str, registry_uri: str, mo
     from mlflow import MlflowClient
     from pyspark.sql.types import ArrayType, DoubleType
 
-    from sendtime.serving.model_store import NotReady
+    from sendtime.serving.snapshots import NotReady
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
@@ -189,12 +189,11 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
     ``out_dir/manifest.json`` (as-of, model name and version). Nothing is published: moving
     ``published/CURRENT`` stays with the nightly run.
     """
-    import json
     from pathlib import Path
 
     from sendtime.features.spark_engine import build_user_features_spark
     from sendtime.serving.model_store import champion_profile_params
-    from sendtime.features.store import save_features
+    from sendtime.serving.snapshots import write_snapshot
 
     out = Path(out_dir)
     as_of = pd.Timestamp(as_of)
@@ -203,12 +202,9 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
                                    params=champion_profile_params(settings),
                                    default_tz=settings.default_timezone)
     table, version = score_champion_table(spark, settings, uf)
-    out.mkdir(parents=True, exist_ok=True)
-    save_features(uf, out / "features")
-    np.save(out / "scores.npy", table)
     manifest = {"as_of": as_of.isoformat(), "model_name": settings.model_name, "model_version": version,
                 "users": int(len(uf.table)), "engine": "spark"}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_snapshot(out, features=uf, scores=table, manifest=manifest)
     return manifest
 
 

@@ -62,7 +62,8 @@ def test_known_users_come_from_the_table_and_new_ones_from_the_model(client, tra
 def test_table_answers_equal_model_scoring(client, trained, home):
     """The precomputed table is the model's own scores, not an approximation."""
     from sendtime.features.store import load_features
-    from sendtime.serving.model_store import current_snapshot, load_champion
+    from sendtime.serving.model_store import load_champion
+    from sendtime.serving.snapshots import current_snapshot
 
     folder = current_snapshot(home / "published")
     table = np.load(folder / "scores.npy")
@@ -171,7 +172,7 @@ def test_request_size_limit_is_a_413(home):
 
 def _publish_copy(home: Path, transform) -> str:
     """A new snapshot folder: the current one with its score table transformed."""
-    from sendtime.serving.model_store import current_snapshot, publish_pointer
+    from sendtime.serving.snapshots import current_snapshot, publish_pointer
 
     src = current_snapshot(home / "published")
     name = f"{src.name}-swap{np.random.default_rng().integers(1e9)}"
@@ -221,7 +222,7 @@ def test_snapshot_swap_under_traffic_drops_nothing(home, trained):
 
 
 def test_corrupt_snapshot_is_refused_and_the_last_good_one_kept(home, trained):
-    from sendtime.serving.model_store import publish_pointer
+    from sendtime.serving.snapshots import publish_pointer
 
     body = {"users": [{"user_id": u} for u in _ids(trained, 5)], **DAY}
     with service(home) as c:
@@ -238,7 +239,7 @@ def test_corrupt_snapshot_is_refused_and_the_last_good_one_kept(home, trained):
 
 
 def test_first_start_without_a_snapshot_fails_with_a_message(tmp_path):
-    from sendtime.serving.model_store import NotReady
+    from sendtime.serving.snapshots import NotReady
 
     with pytest.raises(NotReady, match="run `sendtime nightly` first"):
         with service(tmp_path / "empty-home"):
@@ -296,7 +297,7 @@ def test_missing_model_artifact_is_refused_and_the_last_good_pair_kept(home, tra
     import mlflow
     from mlflow import MlflowClient
 
-    from sendtime.serving.model_store import current_snapshot, publish_pointer
+    from sendtime.serving.snapshots import current_snapshot, publish_pointer
 
     settings, _ = trained
     uri = f"sqlite:///{home / 'mlflow.db'}"
