@@ -7,7 +7,6 @@ leaves the previous snapshot being served.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from sendtime.features.contract import ContractError, ReadResult, read_events, read_users, write_rejects
+from sendtime.features.contract import ContractError, ReadResult, read_users, write_rejects
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed
+from sendtime.features.engines import build_message_table, choose_engine
 from sendtime.features.inputs import data_files
-from sendtime.features.messages import build_messages
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
@@ -111,48 +110,6 @@ def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParam
     return choice.params
 
 
-def choose_engine(setting: str, events_path: str | Path) -> str:
-    """The feature engine for these inputs: DuckDB for typed Parquet (measured faster), else pandas."""
-    if setting in ("pandas", "spark"):
-        return setting
-    from sendtime.features.duckdb_engine import usable
-
-    why_not = usable(events_path)
-    if why_not is None:
-        return "duckdb"
-    if setting == "duckdb":
-        raise ValueError(f"SENDTIME_ENGINE=duckdb cannot read {events_path}: {why_not}")
-    return "pandas"
-
-
-BUCKET_ABOVE_EVENTS = 5_000_000  # larger histories are processed in user buckets (DuckDB engine)
-EVENTS_PER_BUCKET = 5_000_000
-
-
-def text_buckets(n_buckets: int, n_users: int, max_users: int) -> int:
-    """How many user buckets to write with their text columns: enough to hold the training
-    sample's ``max_users`` users (buckets are random shares of users, so one spare)."""
-    per_bucket = max(n_users, 1) / max(n_buckets, 1)
-    return int(min(n_buckets, np.ceil(max_users / max(per_bucket, 1.0)) + 1))
-
-
-def training_messages(buckets: list, max_users: int, say: Callable[[str], None]) -> pd.DataFrame:
-    """Messages of whole user buckets (each a random share of users, by hash) until they hold
-    ``max_users`` users: the training sample, without ever loading the whole history. Only the
-    buckets written with text columns (:func:`text_buckets`) are read."""
-    parts, n = [], 0
-    for load in buckets:
-        part = load()
-        parts.append(part)
-        n += part["user_id"].nunique()
-        if n >= max_users:
-            break
-    say(f"training messages from {len(parts)} of {len(buckets)} user buckets ({n:,} users)")
-    # ordered by send time, then message id (unique): the same sample and the same model for the
-    # same inputs, whatever order the engine's threads wrote the rows in
-    return pd.concat(parts, ignore_index=True).sort_values(["send_ts", "message_id"], kind="stable").reset_index(drop=True)
-
-
 def log_engagement_figures(msgs: pd.DataFrame, uf, metrics: dict, say: Callable[[str], None]) -> None:
     """The analysts' figures (notebooks/01, the HTML report), logged to the run for people who
     only open the MLflow UI. A figure that cannot be drawn is reported, never fatal."""
@@ -222,72 +179,19 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
     if skipped:
         say(skipped)
     us = read_users(users_path)
-    bucket_dir, n_buckets, buckets = None, 0, None
-    if engine == "spark":
-        from sendtime.features.spark_engine import messages_spark, spark_session, stop_spark
-
-        say(f"reading events from {events_path} (Spark engine, master {settings.spark_master})")
-        pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
-        spark = spark_session(master=settings.spark_master)
-        try:
-            ev = messages_spark(spark, events_path, us.accepted, as_of, settings.default_timezone,
-                                rejects_path=pending)
-        finally:
-            stop_spark(spark)
-        say(ev.summary("events"))
-        say(us.summary("users"))
-        msgs = ev.messages
-        if ev.events_before_cutoff == 0 or msgs.empty:
-            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
-        ignored = ev.n_accepted - ev.events_before_cutoff
-    elif engine == "duckdb":
-        from sendtime.features.duckdb_engine import build_messages_duckdb
-
-        from sendtime.features.duckdb_engine import bucket_loaders, count_rows
-
-        say(f"reading events from {events_path} (DuckDB engine)")
-        pending = settings.runs_dir / f"rejects_events_{fingerprint[:12]}.csv"
-        n_rows = count_rows(events_path)
-        if n_rows > BUCKET_ABOVE_EVENTS:  # features bucket by bucket: memory bounded by one bucket
-            bucket_dir = settings.runs_dir / f"buckets_{fingerprint[:12]}"
-            shutil.rmtree(bucket_dir, ignore_errors=True)
-            n_buckets = int(np.ceil(n_rows / EVENTS_PER_BUCKET))
-            say(f"{n_rows:,} events: messages split into {n_buckets} user buckets")
-        with_text = text_buckets(n_buckets, us.n_accepted, settings.max_train_users)
-        ev = build_messages_duckdb(events_path, us.accepted, as_of, settings.default_timezone,
-                                   rejects_path=pending, progress=say, temp_dir=settings.runs_dir / "duckdb-tmp",
-                                   buckets=n_buckets, bucket_dir=bucket_dir,
-                                   string_buckets=with_text)
-        say(ev.summary("events"))
-        say(us.summary("users"))
-        if bucket_dir is not None:
-            buckets = bucket_loaders(bucket_dir)
-            msgs = training_messages([b for b in buckets if b.number < with_text], settings.max_train_users, say)
-        else:
-            msgs = ev.messages
-        if ev.events_before_cutoff == 0 or msgs.empty:
-            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
-        ignored = ev.n_accepted - ev.events_before_cutoff
-    else:
-        say(f"reading events from {events_path}")
-        ev = read_events(events_path)
-        say(ev.summary("events"))
-        say(us.summary("users"))
-        events = ev.accepted.loc[ev.accepted["timestamp"] < as_of]
-        if events.empty or not (events["event_type"] == "send").any():
-            raise ValueError(f"no sends before the as-of date {as_of.date()}: nothing to learn from")
-        ignored = len(ev.accepted) - len(events)
-    if ignored:
-        say(f"{ignored:,} accepted events at or after the as-of cutoff are not used")
+    tab = build_message_table(engine, events_path, us.accepted, as_of, settings, fingerprint[:12], say)
+    ev, msgs, buckets = tab.events, tab.messages, tab.buckets
+    say(ev.summary("events"))
+    say(us.summary("users"))
+    if tab.ignored:
+        say(f"{tab.ignored:,} accepted events at or after the as-of cutoff are not used")
 
     with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
         run_dir = settings.runs_dir / run.info.run_id
         rejects = {}
-        if ev.n_rejected and engine in ("duckdb", "spark"):
-            run_dir.mkdir(parents=True, exist_ok=True)
-            rejects["events"] = Path(shutil.move(str(ev.rejects_path), run_dir / "rejects_events.csv"))
-        elif ev.n_rejected and engine == "pandas":
-            rejects["events"] = write_rejects(ev, run_dir / "rejects_events.csv")
+        saved = tab.save_rejects(run_dir / "rejects_events.csv")
+        if saved is not None:
+            rejects["events"] = saved
         if us.n_rejected:
             rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")
         for path in rejects.values():
@@ -298,18 +202,17 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         })
         mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint,
                          "feature_engine": engine})
-        if engine == "duckdb":
-            mlflow.log_metrics({f"engine_{k}_seconds": v for k, v in ev.timings.items()})
+        if tab.timings:
+            mlflow.log_metrics({f"engine_{k}_seconds": v for k, v in tab.timings.items()})
 
-        say("building messages and training rows (point-in-time snapshots)")
-        if engine == "pandas":
-            msgs = build_messages(events, us.accepted, settings.default_timezone)
+        say("building training rows (point-in-time snapshots)")
         params = ShrinkageParams(horizon_hours=settings.horizon_hours)
         # with user buckets, training sees the sampled buckets' users only
         train_users = us.accepted if buckets is None else us.accepted.loc[us.accepted["user_id"].isin(msgs["user_id"].unique())]
         params = tune_profiles(msgs, train_users, as_of, settings, params, say)
-        sq_engine = getattr(ev, "status_quo_utc_hour", None)
-        status_quo_hour = sq_engine if sq_engine is not None else int(msgs["send_ts"].dt.hour.mode().iloc[0])
+        status_quo_hour = tab.status_quo_utc_hour
+        if status_quo_hour is None:
+            status_quo_hour = int(msgs["send_ts"].dt.hour.mode().iloc[0])
         not_trained = None
         try:
             ts = build_training_set(
@@ -336,7 +239,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         if buckets is not None:
             uf = build_user_features_bucketed(buckets, us.accepted, as_of, params=serve_params,
                                               default_tz=settings.default_timezone, progress=say)
-            shutil.rmtree(bucket_dir, ignore_errors=True)
+            tab.close()
         else:
             uf = build_user_features(msgs, us.accepted, as_of, params=serve_params, default_tz=settings.default_timezone)
         if uf.prior.machine is not None:

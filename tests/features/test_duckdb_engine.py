@@ -156,12 +156,13 @@ def test_bucketed_features_equal_the_in_memory_build(world_dir, tmp_path, n_buck
 def test_nightly_in_user_buckets_publishes_the_same_features(world_dir, trained, tmp_path, monkeypatch):
     """A history above the bucket threshold goes through user buckets; the served features are
     the ones the in-memory build publishes."""
+    import sendtime.features.engines as engines
     import sendtime.nightly as nightly
     from sendtime.settings import Settings
     from tests.conftest import make_env
 
-    monkeypatch.setattr(nightly, "BUCKET_ABOVE_EVENTS", 1000)
-    monkeypatch.setattr(nightly, "EVENTS_PER_BUCKET", 6000)
+    monkeypatch.setattr(engines, "BUCKET_ABOVE_EVENTS", 1000)
+    monkeypatch.setattr(engines, "EVENTS_PER_BUCKET", 6000)
     said = []
     settings = Settings.from_env({**make_env(tmp_path / "home")})
     result = nightly.run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet", AS_OF, say=said.append)
@@ -232,7 +233,7 @@ def test_buckets_hold_the_same_messages_as_the_table_on_dirty_input(world_dir, t
 def test_training_messages_do_not_depend_on_the_row_order_of_the_buckets(world_dir):
     """The engine's threads write bucket rows in any order; the training sample (and so the
     model) must come out the same."""
-    from sendtime.nightly import training_messages
+    from sendtime.features.engines import training_messages
 
     msgs = build_messages_duckdb(world_dir / "events.parquet", read_users(world_dir / "users.parquet").accepted,
                                  AS_OF, now=NOW).messages

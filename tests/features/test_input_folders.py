@@ -13,7 +13,7 @@ from sendtime.features.contract import ContractError, read_events
 from sendtime.features.duckdb_engine import build_messages_duckdb, usable
 from sendtime.features.inputs import data_files
 from sendtime.features.messages import build_messages
-from sendtime.nightly import choose_engine
+from sendtime.features.engines import choose_engine
 
 AS_OF = pd.Timestamp("2026-04-13", tz="UTC")
 NOW = pd.Timestamp("2026-04-20", tz="UTC")

@@ -237,7 +237,8 @@ def test_nightly_reads_the_inbox(tmp_path):
     """`sendtime nightly --events $SENDTIME_HOME/events/inbox`: a small world's history arrives
     in overlapping, replayed batches; the nightly run reads the folder (DuckDB engine) and trains."""
     from sendtime.features.duckdb_engine import usable
-    from sendtime.nightly import choose_engine, run_nightly
+    from sendtime.features.engines import choose_engine
+    from sendtime.nightly import run_nightly
     from sendtime.settings import Settings
     from sendtime.simulation.simulate import simulate_world, world_config
     from tests.conftest import AS_OF, make_env
