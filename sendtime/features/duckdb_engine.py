@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPTIONAL_EVENT_COLUMNS, ContractError
+from sendtime.features import inputs as I
 from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files
 from sendtime.features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
 from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
@@ -30,6 +31,20 @@ from sendtime.features.repeats import repeated_values
 # "NULL": a column that holds only nulls (written from an all-missing object column)
 _ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", "HUGEINT", "NULL")
 
+
+
+def _sql_text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+#: the contract's reject reasons (sendtime.features.inputs), as SQL literals for the statements below
+_REASONS = {name: _sql_text(v) for name, v in (
+    ("MISSING_EVENT_ID", I.MISSING.format("event_id")), ("MISSING_USER_ID", I.MISSING.format("user_id")),
+    ("MISSING_MESSAGE_ID", I.MISSING.format("message_id")), ("MISSING_EVENT_TYPE", I.MISSING.format("event_type")),
+    ("UNKNOWN_EVENT_TYPE", I.UNKNOWN_EVENT_TYPE), ("MISSING_TIMESTAMP", I.MISSING_TIMESTAMP),
+    ("BEFORE_1990", I.BEFORE_1990), ("IN_THE_FUTURE", I.IN_THE_FUTURE), ("BAD_PROPENSITY", I.BAD_PROPENSITY),
+    ("DUPLICATE_EVENT", I.DUPLICATE_EVENT), ("CONFLICTING_EVENT_ID", I.CONFLICTING_EVENT_ID), ("NO_SEND", I.NO_SEND),
+    ("BEFORE_SEND", I.BEFORE_SEND), ("SECOND_SEND", I.SECOND_SEND))}
 
 class NotForThisEngine(ValueError):
     """The input is valid for the contract but not in the typed form this engine reads."""
@@ -465,19 +480,19 @@ _EV_PLAIN_VIEW = {k: v.replace("CREATE OR REPLACE TEMP VIEW _ev AS", "CREATE OR 
 _R1_VIEW = """
     CREATE OR REPLACE TEMP VIEW _r1 AS
     SELECT *, CASE
-        WHEN event_id IS NULL THEN 'missing event_id'
-        WHEN user_id IS NULL THEN 'missing user_id'
-        WHEN message_id IS NULL THEN 'missing message_id'
-        WHEN event_type IS NULL THEN 'missing event_type'
-        WHEN NOT list_contains(getvariable('event_types'), event_type) THEN 'unknown event_type'
-        WHEN ts IS NULL THEN 'missing timestamp'
-        WHEN ts < getvariable('earliest')::TIMESTAMPTZ THEN 'timestamp before 1990'
-        WHEN ts > getvariable('future')::TIMESTAMPTZ THEN 'timestamp in the future'
+        WHEN event_id IS NULL THEN {MISSING_EVENT_ID}
+        WHEN user_id IS NULL THEN {MISSING_USER_ID}
+        WHEN message_id IS NULL THEN {MISSING_MESSAGE_ID}
+        WHEN event_type IS NULL THEN {MISSING_EVENT_TYPE}
+        WHEN NOT list_contains(getvariable('event_types'), event_type) THEN {UNKNOWN_EVENT_TYPE}
+        WHEN ts IS NULL THEN {MISSING_TIMESTAMP}
+        WHEN ts < getvariable('earliest')::TIMESTAMPTZ THEN {BEFORE_1990}
+        WHEN ts > getvariable('future')::TIMESTAMPTZ THEN {IN_THE_FUTURE}
         WHEN raw_propensity IS NOT NULL AND NOT isnan(raw_propensity)
-             AND (raw_propensity <= 0 OR raw_propensity > 1) THEN 'propensity is not a probability in (0, 1]'
+             AND (raw_propensity <= 0 OR raw_propensity > 1) THEN {BAD_PROPENSITY}
         END AS reason
     FROM _ev
-"""
+""".format(**_REASONS)
 # every event id's 64-bit hash (the repeats are found in numpy, :mod:`sendtime.features.repeats`), and
 # whether the row breaks a row-level rule (the reasons of _r1, as one condition)
 _ID_HASHES = """
@@ -500,10 +515,10 @@ _DUP_REJ = """
                  row_number() OVER (PARTITION BY event_id ORDER BY src) > 1 AS dup_any,
                  row_number() OVER (PARTITION BY event_id, user_id, message_id, event_type, ts ORDER BY src) > 1 AS same
           FROM rows)
-    SELECT src, CASE WHEN same THEN 'duplicate event (kept once)'
-                     ELSE 'duplicate event_id with different contents' END AS reason
+    SELECT src, CASE WHEN same THEN {DUPLICATE_EVENT}
+                     ELSE {CONFLICTING_EVENT_ID} END AS reason
     FROM w WHERE dup_any AND reason IS NULL
-"""
+""".format(**_REASONS)
 _NO_DUP = "CREATE OR REPLACE TEMP TABLE _dup_rej (src BIGINT, reason VARCHAR)"
 _CUT = "getvariable('cut')::TIMESTAMPTZ"
 _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
@@ -594,12 +609,12 @@ _SUB_CHECKED = """
                    FROM r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id)
     SELECT r.*, CASE
         WHEN r.reason IS NOT NULL THEN NULL
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN 'no send for message_id'
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN 'before its send'
-        WHEN r.event_type = 'send' AND r.src <> f.first_src THEN 'second send for message_id'
+        WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN {NO_SEND}
+        WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN {BEFORE_SEND}
+        WHEN r.event_type = 'send' AND r.src <> f.first_src THEN {SECOND_SEND}
         END AS late_reason
     FROM r2 r LEFT JOIN first_send f USING (message_id)
-"""
+""".format(**_REASONS)
 _FIX_TEMPLATE = """
     WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND late_reason IS NULL AND ts < CUT),
     sends AS (SELECT message_id, user_id, ts AS send_ts, propensity, event_id AS send_event FROM ok WHERE event_type = 'send'),

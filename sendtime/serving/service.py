@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from sendtime.features.importers import import_sendgrid
+from sendtime.features.inputs import DUPLICATE_EVENT
 from sendtime.settings import Settings
 from sendtime.serving.capacity import plan_with_caps, uncapped_opens
 from sendtime.serving.event_store import SECOND_SEND, EventStore
@@ -312,7 +313,7 @@ class SendTime:
         imported = import_sendgrid(records, user_ids=self.settings.events_user_ids, salt=self.settings.events_salt,
                                    require_sends=False)
         stored = self.event_store.append(imported.events)
-        in_batch = imported.rejects["reason"] == "duplicate event (kept once)"
+        in_batch = imported.rejects["reason"] == DUPLICATE_EVENT
         rejects = [(int(r.source_row), str(r.reason)) for r in imported.rejects.loc[~in_batch].itertuples()]
         if len(stored.refused):
             index = {}
