@@ -18,7 +18,7 @@ import pandas as pd
 
 from sendtime.features.contract import ContractError, ReadResult, read_users, write_rejects
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed
-from sendtime.features.engines import build_message_table, choose_engine
+from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
@@ -164,8 +164,40 @@ def run_nightly(
 
 
 def _run_nightly(settings, events_path, users_path, as_of, say, force) -> NightlyResult:
+    """The night as named steps (each below is one, testable on its own)."""
     t0 = time.time()
     configure(settings.tracking_uri, settings.registry_uri, settings.experiment, settings.artifact_root)
+    fingerprint = check_not_done(settings, events_path, users_path, as_of, force)
+    us, tab = read_inputs(settings, events_path, users_path, as_of, fingerprint, say)
+    with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
+        rejects = log_inputs(settings, run.info.run_id, events_path, as_of, fingerprint, us, tab)
+        train_users = training_users(us, tab)
+        params = tune_profiles(tab.messages, train_users, as_of, settings,
+                               ShrinkageParams(horizon_hours=settings.horizon_hours), say)
+        status_quo_hour = tab.status_quo_utc_hour
+        if status_quo_hour is None:
+            status_quo_hour = int(tab.messages["send_ts"].dt.hour.mode().iloc[0])
+        result, not_trained = train(settings, tab.messages, train_users, as_of, params, status_quo_hour, say)
+        uf = serving_features(settings, tab, us, as_of, say)
+        scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)
+        final, predictions = publish_snapshot(settings, run.info.run_id, scorer, as_of, result, policy, not_trained,
+                                              status_quo_hour, say)
+        log_engagement_figures(tab.messages, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
+        mlflow.log_metrics({"users_scored": len(predictions),
+                            "users_prior": int((predictions["source"] == "prior").sum())})
+
+    return NightlyResult(
+        as_of=as_of, events=tab.events, users=us, run_id=run.info.run_id,
+        model_version=result.model_version if result is not None else "", champion_version=scorer.model_version,
+        promoted=bool(result is not None and result.decision.promoted),
+        reason=result.decision.reason if result is not None else f"not trained: {not_trained}",
+        metrics=result.metrics if result is not None else {}, published=final, predictions=final / "predictions.parquet",
+        rejects=rejects, seconds=time.time() - t0,
+    )
+
+
+def check_not_done(settings: Settings, events_path, users_path, as_of: pd.Timestamp, force: bool) -> str:
+    """The inputs' fingerprint; :class:`AlreadyDone` if they were already run and published."""
     fingerprint = input_fingerprint(Path(events_path), Path(users_path), as_of.isoformat(), settings)
     done = None if force else find_done_run(settings, fingerprint)
     if done:
@@ -173,124 +205,140 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
             f"as-of {as_of.date()} was already run on identical inputs and settings (MLflow run {done}); "
             "nothing changed. Use --force to train again."
         )
+    return fingerprint
 
+
+def read_inputs(settings: Settings, events_path, users_path, as_of: pd.Timestamp, fingerprint: str,
+                say: Callable[[str], None]) -> tuple[ReadResult, MessageTable]:
+    """Validate users and events and build the message table (whichever engine the setting picks)."""
     engine = choose_engine(settings.engine, events_path)
     skipped = data_files(events_path).ignored_summary()
     if skipped:
         say(skipped)
     us = read_users(users_path)
     tab = build_message_table(engine, events_path, us.accepted, as_of, settings, fingerprint[:12], say)
-    ev, msgs, buckets = tab.events, tab.messages, tab.buckets
-    say(ev.summary("events"))
+    say(tab.events.summary("events"))
     say(us.summary("users"))
     if tab.ignored:
         say(f"{tab.ignored:,} accepted events at or after the as-of cutoff are not used")
+    return us, tab
 
-    with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
-        run_dir = settings.runs_dir / run.info.run_id
-        rejects = {}
-        saved = tab.save_rejects(run_dir / "rejects_events.csv")
-        if saved is not None:
-            rejects["events"] = saved
-        if us.n_rejected:
-            rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")
-        for path in rejects.values():
-            mlflow.log_artifact(str(path), artifact_path="rejects")
-        mlflow.log_metrics({
-            "events_read": ev.read, "events_accepted": ev.n_accepted, "events_rejected": ev.n_rejected,
-            "users_read": us.read, "users_accepted": us.n_accepted, "users_rejected": us.n_rejected,
-        })
-        mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint,
-                         "feature_engine": engine})
-        if tab.timings:
-            mlflow.log_metrics({f"engine_{k}_seconds": v for k, v in tab.timings.items()})
 
-        say("building training rows (point-in-time snapshots)")
-        params = ShrinkageParams(horizon_hours=settings.horizon_hours)
-        # with user buckets, training sees the sampled buckets' users only
-        train_users = us.accepted if buckets is None else us.accepted.loc[us.accepted["user_id"].isin(msgs["user_id"].unique())]
-        params = tune_profiles(msgs, train_users, as_of, settings, params, say)
-        status_quo_hour = tab.status_quo_utc_hour
-        if status_quo_hour is None:
-            status_quo_hour = int(msgs["send_ts"].dt.hour.mode().iloc[0])
-        not_trained = None
-        try:
-            ts = build_training_set(
-                msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
-                settings.snapshot_days, settings.max_train_rows, settings.random_state,
-                settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
-            )
-            forest = ForestParams.from_settings(settings)
-            off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
-            result = train_and_register(
-                ts, forest, settings.model_name, settings.gate_tolerance,
-                extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
-                progress=say, off_policy=off_policy,
-                refit=refit_wanted(settings.refit, ts.validation_window, settings.validation_days),
-            )
-            say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
-        except HistoryTooShort as exc:  # a history of hours: no labelled send yet
-            not_trained, result = str(exc), None
-            mlflow.set_tags({"trained": "false", "not_trained_reason": not_trained})
-            say(f"no model trained: {not_trained}")
+def log_inputs(settings: Settings, run_id: str, events_path, as_of: pd.Timestamp, fingerprint: str,
+               us: ReadResult, tab: MessageTable) -> dict[str, Path]:
+    """The rejects files, input counts, tags and engine timings, logged to the run."""
+    run_dir = settings.runs_dir / run_id
+    ev, rejects = tab.events, {}
+    saved = tab.save_rejects(run_dir / "rejects_events.csv")
+    if saved is not None:
+        rejects["events"] = saved
+    if us.n_rejected:
+        rejects["users"] = write_rejects(us, run_dir / "rejects_users.csv")
+    for path in rejects.values():
+        mlflow.log_artifact(str(path), artifact_path="rejects")
+    mlflow.log_metrics({
+        "events_read": ev.read, "events_accepted": ev.n_accepted, "events_rejected": ev.n_rejected,
+        "users_read": us.read, "users_accepted": us.n_accepted, "users_rejected": us.n_rejected,
+    })
+    mlflow.set_tags({"as_of": as_of.isoformat(), "events_path": str(events_path), "input_fingerprint": fingerprint, "feature_engine": tab.engine})
+    if tab.timings:
+        mlflow.log_metrics({f"engine_{k}_seconds": v for k, v in tab.timings.items()})
+    return rejects
 
-        say("building serving features as of the cutoff and publishing")
-        serve_params = champion_profile_params(settings)  # the features the champion was trained on
-        if buckets is not None:
-            uf = build_user_features_bucketed(buckets, us.accepted, as_of, params=serve_params,
-                                              default_tz=settings.default_timezone, progress=say)
-            tab.close()
-        else:
-            uf = build_user_features(msgs, us.accepted, as_of, params=serve_params, default_tz=settings.default_timezone)
-        if uf.prior.machine is not None:
-            mo = uf.prior.machine.summary()
-            mlflow.log_metrics({f"machine_open_{k}": v for k, v in mo.items()})
-            say(f"machine openers: {mo['machine_share']:.1%} of users with settled sends by the open-delay mixture "
-                f"({int(mo['labelled_users']):,} users labelled by flags)")
+
+def training_users(us: ReadResult, tab: MessageTable) -> pd.DataFrame:
+    """The users training sees: all of them, or with user buckets the sampled buckets' users."""
+    if tab.buckets is None:
+        return us.accepted
+    return us.accepted.loc[us.accepted["user_id"].isin(tab.messages["user_id"].unique())]
+
+
+def train(settings: Settings, msgs: pd.DataFrame, train_users: pd.DataFrame, as_of: pd.Timestamp,
+          params: ShrinkageParams, status_quo_hour: int, say: Callable[[str], None]):
+    """Training rows, the forests, the gate: (TrainResult, None), or (None, why) when the
+    history holds no labelled send yet (the night then publishes the prior-only policy)."""
+    say("building training rows (point-in-time snapshots)")
+    try:
+        ts = build_training_set(
+            msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
+            settings.snapshot_days, settings.max_train_rows, settings.random_state,
+            settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
+        )
+        off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
+        result = train_and_register(
+            ts, ForestParams.from_settings(settings), settings.model_name, settings.gate_tolerance,
+            extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
+            progress=say, off_policy=off_policy,
+            refit=refit_wanted(settings.refit, ts.validation_window, settings.validation_days),
+        )
+    except HistoryTooShort as exc:  # a history of hours: no labelled send yet
+        mlflow.set_tags({"trained": "false", "not_trained_reason": str(exc)})
+        say(f"no model trained: {exc}")
+        return None, str(exc)
+    say(("promoted" if result.decision.promoted else "not promoted") + f" v{result.model_version}: {result.decision.reason}")
+    return result, None
+
+
+def serving_features(settings: Settings, tab: MessageTable, us: ReadResult, as_of: pd.Timestamp,
+                     say: Callable[[str], None]):
+    """Every user's features as of the cutoff, with the profile settings the champion was trained on."""
+    say("building serving features as of the cutoff and publishing")
+    serve_params = champion_profile_params(settings)
+    if tab.buckets is not None:
+        uf = build_user_features_bucketed(tab.buckets, us.accepted, as_of, params=serve_params,
+                                          default_tz=settings.default_timezone, progress=say)
+        tab.close()
+    else:
+        uf = build_user_features(tab.messages, us.accepted, as_of, params=serve_params,
+                                 default_tz=settings.default_timezone)
+    if uf.prior.machine is not None:
+        mo = uf.prior.machine.summary()
+        mlflow.log_metrics({f"machine_open_{k}": v for k, v in mo.items()})
+        say(f"machine openers: {mo['machine_share']:.1%} of users with settled sends by the open-delay mixture "
+            f"({int(mo['labelled_users']):,} users labelled by flags)")
+    return uf
+
+
+def champion_scorer(settings: Settings, uf, trained: bool, say: Callable[[str], None]) -> tuple[Scorer, str]:
+    """The champion over these features, or (nothing registered, nothing trainable) the
+    profiles' own probabilities, said so: (scorer, policy)."""
+    try:
+        model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
         policy = "model"
-        try:
-            model, champ_version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
-        except NotReady:
-            if result is not None:
-                raise
-            # nothing registered and nothing trainable: the profiles' own probabilities, said so
-            model, champ_version, columns, policy = ProfilePolicy(), PROFILE_POLICY, ["p_struct"], PROFILE_POLICY
-            say("publishing the prior-only policy: each user's profile (shrunk to the population's rhythms) "
-                "scores the hours until a model can be trained")
-        scorer = Scorer(model=model, model_version=champ_version, input_columns=columns, features=uf)
-        folder_name = f"{as_of.date().isoformat()}_{run.info.run_id[:12]}"
-        staging = staging_folder(settings.published_dir, folder_name)
-        say(f"scoring all 168 weekly slots of {len(uf.table):,} users with champion v{champ_version}")
-        scorer.table = scorer.full_table()
-        predictions = scorer.predict_day(as_of.date())
-        manifest = {
-            "as_of": as_of.isoformat(),
-            "run_id": run.info.run_id,
-            "model_name": settings.model_name,
-            "model_version": champ_version,
-            "trained_version": result.model_version if result is not None else None,
-            "promoted": bool(result is not None and result.decision.promoted),
-            "policy": policy,
-            "not_trained": not_trained,
-            "prediction_date": as_of.date().isoformat(),
-            "users": int(len(uf.table)),
-            "status_quo_utc_hour": status_quo_hour,
-        }
-        write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest)
-        final = publish(settings.published_dir, staging, folder_name)
-        mlflow.set_tag("published", "true")
-        mlflow.log_dict(manifest, "published/manifest.json")
-        log_engagement_figures(msgs, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
-        mlflow.log_metrics({
-            "users_scored": len(predictions),
-            "users_prior": int((predictions["source"] == "prior").sum()),
-        })
+    except NotReady:
+        if trained:
+            raise
+        model, version, columns, policy = ProfilePolicy(), PROFILE_POLICY, ["p_struct"], PROFILE_POLICY
+        say("publishing the prior-only policy: each user's profile (shrunk to the population's rhythms) "
+            "scores the hours until a model can be trained")
+    return Scorer(model=model, model_version=version, input_columns=columns, features=uf), policy
 
-    return NightlyResult(
-        as_of=as_of, events=ev, users=us, run_id=run.info.run_id,
-        model_version=result.model_version if result is not None else "", champion_version=champ_version,
-        promoted=bool(result is not None and result.decision.promoted),
-        reason=result.decision.reason if result is not None else f"not trained: {not_trained}",
-        metrics=result.metrics if result is not None else {}, published=final, predictions=final / "predictions.parquet",
-        rejects=rejects, seconds=time.time() - t0,
-    )
+
+def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.Timestamp, result, policy: str,
+                     not_trained: str | None, status_quo_hour: int, say: Callable[[str], None]):
+    """Score every user's 168 slots, predict the as-of day, write and publish the snapshot:
+    (published folder, predictions)."""
+    uf = scorer.features
+    folder_name = f"{as_of.date().isoformat()}_{run_id[:12]}"
+    staging = staging_folder(settings.published_dir, folder_name)
+    say(f"scoring all 168 weekly slots of {len(uf.table):,} users with champion v{scorer.model_version}")
+    scorer.table = scorer.full_table()
+    predictions = scorer.predict_day(as_of.date())
+    manifest = {
+        "as_of": as_of.isoformat(),
+        "run_id": run_id,
+        "model_name": settings.model_name,
+        "model_version": scorer.model_version,
+        "trained_version": result.model_version if result is not None else None,
+        "promoted": bool(result is not None and result.decision.promoted),
+        "policy": policy,
+        "not_trained": not_trained,
+        "prediction_date": as_of.date().isoformat(),
+        "users": int(len(uf.table)),
+        "status_quo_utc_hour": status_quo_hour,
+    }
+    write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest)
+    final = publish(settings.published_dir, staging, folder_name)
+    mlflow.set_tag("published", "true")
+    mlflow.log_dict(manifest, "published/manifest.json")
+    return final, predictions

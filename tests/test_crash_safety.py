@@ -49,7 +49,7 @@ def state(trained, tmp_path_factory):
 
 
 @pytest.mark.parametrize("marker", [
-    pytest.param("building messages and training rows", marks=pytest.mark.slow),  # during feature build (the same guard)
+    pytest.param("building training rows", marks=pytest.mark.slow),  # during feature build (the same guard)
     pytest.param("fitting RandomForest", marks=pytest.mark.slow),  # during training (the same guard)
     "scoring all 168 weekly slots",  # during publish (after the gate)
 ])
