@@ -16,6 +16,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from sendtime import analysis
+from sendtime.dates import parse_iso_date
 from sendtime.features.contract import ContractError, ReadResult, read_users, write_rejects
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
@@ -27,10 +29,12 @@ from sendtime.serving.model_store import champion_profile_params, load_champion
 from sendtime.serving.snapshots import NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from sendtime.features.engagement import outcomes_at
-from sendtime.training.dataset import HistoryTooShort, build_training_set
+from sendtime.features.definitions import MODEL_FEATURES
+from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from sendtime.training.model import ForestParams
 from sendtime.training.registry import configure
+from sendtime.training.shrinkage_search import choose_shrinkage
 from sendtime.training.train import refit_wanted, train_and_register
 
 
@@ -53,8 +57,6 @@ class NightlyResult:
 
 def parse_as_of(text: str) -> pd.Timestamp:
     """The --as-of cutoff: a strict ISO 8601 date at 00:00 UTC (see sendtime.dates)."""
-    from sendtime.dates import parse_iso_date
-
     return parse_iso_date(text, "--as-of")
 
 
@@ -65,10 +67,6 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     Features are frozen at the start of the validation weeks, so the policy only knows what it
     would have known then. Returns None when the history holds no propensities.
     """
-    from sendtime.features.definitions import MODEL_FEATURES
-
-    from sendtime.training.dataset import sample_users
-
     msgs, users = sample_users(msgs, users, settings.max_train_users, settings.random_state)
     horizon = pd.Timedelta(hours=settings.horizon_hours)
     val = msgs.loc[(msgs["send_ts"] >= validation_start) & (msgs["send_ts"] < as_of - horizon)]
@@ -92,9 +90,6 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
 def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParams, say) -> ShrinkageParams:
     """The profile hyperparameters this history supports best (sendtime.training.shrinkage_search), on
     a sample of ``settings.tune_profile_users`` users, logged to the active MLflow run."""
-    from sendtime.training.dataset import fit_windows
-    from sendtime.training.shrinkage_search import choose_shrinkage
-
     if settings.tune_profile_users <= 0 or msgs.empty:
         return params
     last = as_of - pd.Timedelta(hours=settings.horizon_hours)
@@ -113,8 +108,6 @@ def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParam
 def log_engagement_figures(msgs: pd.DataFrame, uf, metrics: dict, say: Callable[[str], None]) -> None:
     """The analysts' figures (notebooks/01, the HTML report), logged to the run for people who
     only open the MLflow UI. A figure that cannot be drawn is reported, never fatal."""
-    from sendtime import analysis
-
     figures = {
         "plots/opens_by_local_hour.png": lambda: analysis.engagement_heatmap(msgs, "opens"),
         "plots/clicks_by_local_hour.png": lambda: analysis.engagement_heatmap(msgs, "clicks"),

@@ -15,7 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from sendtime.features.profiles import H, ShrinkageParams, smoothing_weights
+from sendtime.features.machine_opens import classify, machine_stats
+from sendtime.features.messages import MACHINE_OPEN_WINDOW
+from sendtime.features.outcomes import OutcomesAt, activity_from_counts
+from sendtime.features.profiles import H, ShrinkageParams, at_risk_beyond, smoothing_weights
 
 _JIT = {"cache": True, "nogil": True}
 
@@ -315,9 +318,6 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_
 def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int,
              machine=None, settle_us: int | None = None):
     """:func:`sendtime.features.engagement.outcomes_of`, compiled: the same arrays."""
-    from sendtime.features.outcomes import OutcomesAt
-    from sendtime.features.machine_opens import classify, machine_stats
-    from sendtime.features.messages import MACHINE_OPEN_WINDOW
 
     window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
     uidx = np.asarray(user_idx, np.int64)
@@ -378,8 +378,6 @@ def activity_and_decay(send: np.ndarray, click: np.ndarray, how: np.ndarray, uid
                        horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """:func:`sendtime.features.engagement.activity_columns` and :func:`sendtime.features.profiles.decay_counts`
     in one compiled pass over the messages: the same columns and counts."""
-    from sendtime.features.outcomes import activity_from_counts
-    from sendtime.features.profiles import at_risk_beyond
 
     counts, last, first, hist, Bc = _message_stats(
         np.asarray(uidx, np.int64), send, np.asarray(how), oc.opened, oc.open_delay_hour, oc.at_risk_hours, oc.clicked,
