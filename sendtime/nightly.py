@@ -22,6 +22,7 @@ from sendtime.features.contract import ContractError, ReadResult, read_users, wr
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
+from sendtime.features.messages import status_quo_hour as status_quo_hour_of
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
@@ -167,9 +168,8 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         train_users = training_users(us, tab)
         params = tune_profiles(tab.messages, train_users, as_of, settings,
                                ShrinkageParams(horizon_hours=settings.horizon_hours), say)
-        status_quo_hour = tab.status_quo_utc_hour
-        if status_quo_hour is None:
-            status_quo_hour = int(tab.messages["send_ts"].dt.hour.mode().iloc[0])
+        status_quo_hour = next(h for h in (settings.status_quo_utc_hour, tab.status_quo_utc_hour,
+                                           status_quo_hour_of(tab.messages)) if h is not None)
         result, not_trained = train(settings, tab.messages, train_users, as_of, params, status_quo_hour, say)
         uf = serving_features(settings, tab, us, as_of, say)
         scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)

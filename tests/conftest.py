@@ -88,20 +88,11 @@ def served_env(trained, monkeypatch):
 
 
 def fresh_service_metrics() -> None:
-    """Forget BentoML's request metrics before building another in-process app (test-only):
-    each app registers them once per process, and a second registration is refused."""
-    import prometheus_client
-
+    """Forget sendtime's and BentoML's metrics before building another in-process app
+    (test-only): each app registers them once per process, and a second registration is refused."""
     from sendtime.serving.metrics import forget
 
-    forget()  # sendtime's own: a fresh service counts from zero
-    registry = prometheus_client.REGISTRY
-    for name, collector in list(registry._names_to_collectors.items()):
-        if name.startswith("bentoml_"):
-            try:
-                registry.unregister(collector)
-            except KeyError:
-                pass
+    forget(("sendtime_", "bentoml_"))
 
 
 @pytest.fixture(autouse=True)

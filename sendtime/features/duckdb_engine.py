@@ -33,18 +33,17 @@ _ID_TYPES = ("VARCHAR", "BIGINT", "INTEGER", "UBIGINT", "UINTEGER", "SMALLINT", 
 
 
 
-def _sql_text(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+#: the contract's reject reasons (sendtime.features.inputs), bound as DuckDB variables for the
+#: statements below (``getvariable('reason_...')``): one wording, no copies in the SQL
+REASONS = {
+    "reason_missing_event_id": I.MISSING.format("event_id"), "reason_missing_user_id": I.MISSING.format("user_id"),
+    "reason_missing_message_id": I.MISSING.format("message_id"), "reason_missing_event_type": I.MISSING.format("event_type"),
+    "reason_unknown_event_type": I.UNKNOWN_EVENT_TYPE, "reason_missing_timestamp": I.MISSING_TIMESTAMP,
+    "reason_before_1990": I.BEFORE_1990, "reason_in_the_future": I.IN_THE_FUTURE, "reason_bad_propensity": I.BAD_PROPENSITY,
+    "reason_duplicate_event": I.DUPLICATE_EVENT, "reason_conflicting_event_id": I.CONFLICTING_EVENT_ID,
+    "reason_no_send": I.NO_SEND, "reason_before_send": I.BEFORE_SEND, "reason_second_send": I.SECOND_SEND,
+}
 
-
-#: the contract's reject reasons (sendtime.features.inputs), as SQL literals for the statements below
-_REASONS = {name: _sql_text(v) for name, v in (
-    ("MISSING_EVENT_ID", I.MISSING.format("event_id")), ("MISSING_USER_ID", I.MISSING.format("user_id")),
-    ("MISSING_MESSAGE_ID", I.MISSING.format("message_id")), ("MISSING_EVENT_TYPE", I.MISSING.format("event_type")),
-    ("UNKNOWN_EVENT_TYPE", I.UNKNOWN_EVENT_TYPE), ("MISSING_TIMESTAMP", I.MISSING_TIMESTAMP),
-    ("BEFORE_1990", I.BEFORE_1990), ("IN_THE_FUTURE", I.IN_THE_FUTURE), ("BAD_PROPENSITY", I.BAD_PROPENSITY),
-    ("DUPLICATE_EVENT", I.DUPLICATE_EVENT), ("CONFLICTING_EVENT_ID", I.CONFLICTING_EVENT_ID), ("NO_SEND", I.NO_SEND),
-    ("BEFORE_SEND", I.BEFORE_SEND), ("SECOND_SEND", I.SECOND_SEND))}
 
 class NotForThisEngine(ValueError):
     """The input is valid for the contract but not in the typed form this engine reads."""
@@ -213,7 +212,7 @@ def build_messages_duckdb(
               event_types=list(EVENT_TYPES), cut=as_of.isoformat(),
               fast_us=int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000), default_tz=default_tz,
               buckets=n_buckets,
-              string_buckets=string_buckets, ws=WHITESPACE, missing=list(MISSING_TEXT))
+              string_buckets=string_buckets, ws=WHITESPACE, missing=list(MISSING_TEXT), **REASONS)
         _register_users(con, users)
         n_rows = _register_offsets(con, files)
         optional = ("machine_open" in cols, "propensity" in cols, cols["timestamp"] == "TIMESTAMPTZ_NS")
@@ -480,19 +479,19 @@ _EV_PLAIN_VIEW = {k: v.replace("CREATE OR REPLACE TEMP VIEW _ev AS", "CREATE OR 
 _R1_VIEW = """
     CREATE OR REPLACE TEMP VIEW _r1 AS
     SELECT *, CASE
-        WHEN event_id IS NULL THEN {MISSING_EVENT_ID}
-        WHEN user_id IS NULL THEN {MISSING_USER_ID}
-        WHEN message_id IS NULL THEN {MISSING_MESSAGE_ID}
-        WHEN event_type IS NULL THEN {MISSING_EVENT_TYPE}
-        WHEN NOT list_contains(getvariable('event_types'), event_type) THEN {UNKNOWN_EVENT_TYPE}
-        WHEN ts IS NULL THEN {MISSING_TIMESTAMP}
-        WHEN ts < getvariable('earliest')::TIMESTAMPTZ THEN {BEFORE_1990}
-        WHEN ts > getvariable('future')::TIMESTAMPTZ THEN {IN_THE_FUTURE}
+        WHEN event_id IS NULL THEN getvariable('reason_missing_event_id')
+        WHEN user_id IS NULL THEN getvariable('reason_missing_user_id')
+        WHEN message_id IS NULL THEN getvariable('reason_missing_message_id')
+        WHEN event_type IS NULL THEN getvariable('reason_missing_event_type')
+        WHEN NOT list_contains(getvariable('event_types'), event_type) THEN getvariable('reason_unknown_event_type')
+        WHEN ts IS NULL THEN getvariable('reason_missing_timestamp')
+        WHEN ts < getvariable('earliest')::TIMESTAMPTZ THEN getvariable('reason_before_1990')
+        WHEN ts > getvariable('future')::TIMESTAMPTZ THEN getvariable('reason_in_the_future')
         WHEN raw_propensity IS NOT NULL AND NOT isnan(raw_propensity)
-             AND (raw_propensity <= 0 OR raw_propensity > 1) THEN {BAD_PROPENSITY}
+             AND (raw_propensity <= 0 OR raw_propensity > 1) THEN getvariable('reason_bad_propensity')
         END AS reason
     FROM _ev
-""".format(**_REASONS)
+"""
 # every event id's 64-bit hash (the repeats are found in numpy, :mod:`sendtime.features.repeats`), and
 # whether the row breaks a row-level rule (the reasons of _r1, as one condition)
 _ID_HASHES = """
@@ -515,10 +514,10 @@ _DUP_REJ = """
                  row_number() OVER (PARTITION BY event_id ORDER BY src) > 1 AS dup_any,
                  row_number() OVER (PARTITION BY event_id, user_id, message_id, event_type, ts ORDER BY src) > 1 AS same
           FROM rows)
-    SELECT src, CASE WHEN same THEN {DUPLICATE_EVENT}
-                     ELSE {CONFLICTING_EVENT_ID} END AS reason
+    SELECT src, CASE WHEN same THEN getvariable('reason_duplicate_event')
+                     ELSE getvariable('reason_conflicting_event_id') END AS reason
     FROM w WHERE dup_any AND reason IS NULL
-""".format(**_REASONS)
+"""
 _NO_DUP = "CREATE OR REPLACE TEMP TABLE _dup_rej (src BIGINT, reason VARCHAR)"
 _CUT = "getvariable('cut')::TIMESTAMPTZ"
 _FAST = "epoch_us(t_unk) - epoch_us(send_ts) <= getvariable('fast_us')"
@@ -609,12 +608,12 @@ _SUB_CHECKED = """
                    FROM r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id)
     SELECT r.*, CASE
         WHEN r.reason IS NOT NULL THEN NULL
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN {NO_SEND}
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN {BEFORE_SEND}
-        WHEN r.event_type = 'send' AND r.src <> f.first_src THEN {SECOND_SEND}
+        WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN getvariable('reason_no_send')
+        WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN getvariable('reason_before_send')
+        WHEN r.event_type = 'send' AND r.src <> f.first_src THEN getvariable('reason_second_send')
         END AS late_reason
     FROM r2 r LEFT JOIN first_send f USING (message_id)
-""".format(**_REASONS)
+"""
 _FIX_TEMPLATE = """
     WITH ok AS (SELECT * FROM _checked WHERE reason IS NULL AND late_reason IS NULL AND ts < CUT),
     sends AS (SELECT message_id, user_id, ts AS send_ts, propensity, event_id AS send_event FROM ok WHERE event_type = 'send'),

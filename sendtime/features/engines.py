@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import ReadResult, read_events, write_rejects
-from sendtime.features.messages import build_messages
+from sendtime.features.messages import build_messages, status_quo_hour
 from sendtime.settings import Settings
 
 BUCKET_ABOVE_EVENTS = 5_000_000  # larger histories are processed in user buckets (DuckDB engine)
@@ -39,7 +39,7 @@ class MessageTable:
     ignored: int  # accepted events at or after the cutoff, not used
     buckets: list | None = None  # user-bucket loaders (the serving features read them); None: messages is all
     bucket_dir: Path | None = None
-    status_quo_utc_hour: int | None = None  # the most frequent send hour, when the engine counted it
+    status_quo_utc_hour: int | None = None  # the most frequent send hour of the history (messages.status_quo_hour)
     timings: dict[str, float] = field(default_factory=dict)
 
     def save_rejects(self, path: Path) -> Path | None:
@@ -160,5 +160,5 @@ def _pandas(events_path, users, as_of, settings: Settings, work_name: str, say) 
     if events.empty or not (events["event_type"] == "send").any():
         return MessageTable("pandas", ev, pd.DataFrame(), len(ev.accepted) - len(events))
     say("building messages (pandas reference engine)")
-    return MessageTable("pandas", ev, build_messages(events, users, settings.default_timezone),
-                        len(ev.accepted) - len(events))
+    msgs = build_messages(events, users, settings.default_timezone)
+    return MessageTable("pandas", ev, msgs, len(ev.accepted) - len(events), status_quo_utc_hour=status_quo_hour(msgs))

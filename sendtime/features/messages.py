@@ -91,6 +91,15 @@ NAT = np.iinfo(np.int64).min  # a missing instant, as pandas stores NaT
 OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
 
 
+def status_quo_hour(msgs: pd.DataFrame) -> int | None:
+    """The status quo: the most common UTC hour of the sends (the earliest on ties; the DuckDB
+    engine counts it the same way in SQL); None with no sends."""
+    if msgs.empty:
+        return None
+    hours = np.bincount(msgs["send_ts"].dt.hour.to_numpy(dtype=np.int64), minlength=24)
+    return int(np.argmax(hours))
+
+
 def micros(ts: pd.Series) -> np.ndarray:
     """UTC instants as int64 microseconds since the epoch; NaT as :data:`NAT`."""
     return ts.to_numpy(dtype="datetime64[us]").view(np.int64)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import EARLIEST, EVENT_TYPES, ContractError, known_timezone, read_users
-from sendtime.features.messages import MACHINE_OPEN_WINDOW
+from sendtime.features.messages import MACHINE_OPEN_WINDOW, status_quo_hour
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -797,15 +797,6 @@ def empty_messages() -> pd.DataFrame:
         else:
             cols[c] = pd.Series([], dtype=object).astype(str)
     return pd.DataFrame(cols, columns=list(MESSAGE_COLUMNS))
-
-
-def status_quo_hour(msgs: pd.DataFrame) -> int | None:
-    """The most common UTC hour of the sends (the earliest on ties), as the DuckDB engine counts
-    it; None with no sends."""
-    if msgs.empty:
-        return None
-    hours = np.bincount(msgs["send_ts"].dt.hour.to_numpy(dtype=np.int64), minlength=24)
-    return int(np.argmax(hours))
 
 
 def messages_spark(

@@ -60,11 +60,12 @@ def service_metrics() -> ServiceMetrics:
     return _METRICS
 
 
-def forget() -> None:
-    """Unregister the metrics (test-only: a fresh in-process service starts from zero)."""
+def forget(prefixes: tuple[str, ...] = ("sendtime_",)) -> None:
+    """Unregister the process's metrics whose names start with ``prefixes`` (test-only: a fresh
+    in-process service starts from zero, and BentoML's own register again)."""
     global _METRICS
     for name, collector in list(REGISTRY._names_to_collectors.items()):
-        if name.startswith("sendtime_"):
+        if name.startswith(prefixes):
             try:
                 REGISTRY.unregister(collector)
             except KeyError:
