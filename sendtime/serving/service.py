@@ -26,11 +26,9 @@ from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from sendtime.features.importers import import_sendgrid
-from sendtime.features.inputs import DUPLICATE_EVENT
 from sendtime.settings import Settings
 from sendtime.serving.capacity import plan_with_caps, uncapped_opens
-from sendtime.serving.event_store import SECOND_SEND, EventStore
+from sendtime.serving.event_store import EventStore
 from sendtime.serving.guard import Guard
 from sendtime.serving.metrics import service_metrics
 from sendtime.serving.logs import install as scrub_logs
@@ -52,6 +50,7 @@ from sendtime.serving.schemas import (
     parse_quiet_hours,
 )
 from sendtime.serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
+from sendtime.serving.webhooks import take_sendgrid_batch
 
 log = logging.getLogger("sendtime.service")
 MAX_CAP = 1_000_000_000  # sends per hour; larger caps mean "no cap"
@@ -310,30 +309,17 @@ class SendTime:
         and are not stored again. Events the contract refuses come back with their reasons;
         opens whose send came in an earlier batch are fine."""
         records = [e.model_dump(mode="json", exclude_unset=True) for e in batch.root]
-        imported = import_sendgrid(records, user_ids=self.settings.events_user_ids, salt=self.settings.events_salt,
-                                   require_sends=False)
-        stored = self.event_store.append(imported.events)
-        in_batch = imported.rejects["reason"] == DUPLICATE_EVENT
-        rejects = [(int(r.source_row), str(r.reason)) for r in imported.rejects.loc[~in_batch].itertuples()]
-        if len(stored.refused):
-            index = {}
-            for i, rec in enumerate(records):
-                if isinstance(rec.get("sg_event_id"), str):
-                    index.setdefault(rec["sg_event_id"].strip(), i)
-            rejects += [(index[e], SECOND_SEND) for e in stored.refused["event_id"]]
-        rejects.sort()
-        duplicates = stored.duplicates + int(in_batch.sum())
-        reasons: dict[str, int] = {}
-        for _, why in rejects:
-            reasons[why] = reasons.get(why, 0) + 1
+        got = take_sendgrid_batch(records, self.event_store, self.settings.events_user_ids, self.settings.events_salt)
         self.metrics.requests.labels("events").inc()
-        for k, n in (("accepted", stored.stored), ("duplicate", duplicates), ("rejected", len(rejects))):
+        for k, n in (("accepted", got.accepted), ("duplicate", got.duplicates), ("rejected", len(got.rejects))):
             self.metrics.events.labels(k).inc(n)
-        log.info("events: received %d, accepted %d, duplicates %d, rejected %d", len(records), stored.stored, duplicates, len(rejects))
+        log.info("events: received %d, accepted %d, duplicates %d, rejected %d", got.received, got.accepted,
+                 got.duplicates, len(got.rejects))
         return EventsResponse(
-            received=len(records), accepted=stored.stored, duplicates=duplicates, rejected=len(rejects), reasons=reasons,
+            received=got.received, accepted=got.accepted, duplicates=got.duplicates, rejected=len(got.rejects),
+            reasons=got.reasons,
             rejects=[RejectedEvent(index=i, sg_event_id=records[i].get("sg_event_id") if isinstance(records[i].get("sg_event_id"), str) else None,
-                                   reason=why) for i, why in rejects],
+                                   reason=why) for i, why in got.rejects],
         )
 
     @bentoml.api(route="/info")
