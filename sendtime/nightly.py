@@ -19,18 +19,16 @@ import pandas as pd
 from sendtime import analysis
 from sendtime.dates import parse_iso_date
 from sendtime.features.contract import ContractError, ReadResult, read_users, write_rejects
-from sendtime.features.engagement import build_user_features, build_user_features_bucketed
+from sendtime.features.definitions import MODEL_FEATURES
+from sendtime.features.engagement import build_user_features, build_user_features_bucketed, outcomes_at
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
-from sendtime.features.messages import status_quo_hour as status_quo_hour_of
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
 from sendtime.serving.model_store import champion_profile_params, load_champion
-from sendtime.serving.snapshots import NotReady, publish, staging_folder, write_snapshot
+from sendtime.serving.snapshots import PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
-from sendtime.features.engagement import outcomes_at
-from sendtime.features.definitions import MODEL_FEATURES
 from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from sendtime.training.model import ForestParams
@@ -168,8 +166,9 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         train_users = training_users(us, tab)
         params = tune_profiles(tab.messages, train_users, as_of, settings,
                                ShrinkageParams(horizon_hours=settings.horizon_hours), say)
-        status_quo_hour = next(h for h in (settings.status_quo_utc_hour, tab.status_quo_utc_hour,
-                                           status_quo_hour_of(tab.messages)) if h is not None)
+        status_quo_hour = settings.status_quo_utc_hour
+        if status_quo_hour is None:
+            status_quo_hour = tab.status_quo_utc_hour  # every engine counts it (features.messages.status_quo_hour)
         result, not_trained = train(settings, tab.messages, train_users, as_of, params, status_quo_hour, say)
         uf = serving_features(settings, tab, us, as_of, say)
         scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)
@@ -184,7 +183,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
         model_version=result.model_version if result is not None else "", champion_version=scorer.model_version,
         promoted=bool(result is not None and result.decision.promoted),
         reason=result.decision.reason if result is not None else f"not trained: {not_trained}",
-        metrics=result.metrics if result is not None else {}, published=final, predictions=final / "predictions.parquet",
+        metrics=result.metrics if result is not None else {}, published=final, predictions=final / PREDICTIONS,
         rejects=rejects, seconds=time.time() - t0,
     )
 

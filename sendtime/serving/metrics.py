@@ -7,7 +7,7 @@ a second service object in the same process (tests) reuses them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
@@ -25,10 +25,11 @@ class ServiceMetrics:
     reloads: Counter  # snapshot swaps, by result
     model_info: Gauge  # 1 for the (model, version, snapshot, table) served
     users_known: Gauge  # users in the served snapshot
+    _served: list[tuple[str, ...]] = field(default_factory=list)  # the model_info label sets set to 1
 
     def serving(self, model: str, version: str, snapshot: str, table: bool, users: int) -> None:
         """Mark what this worker serves now (the previous label set drops to 0)."""
-        for labels in list(getattr(self, "_served", [])):
+        for labels in self._served:
             self.model_info.labels(*labels).set(0)
         labels = (model, str(snapshot), str(bool(table)).lower(), str(version))
         self.model_info.labels(*labels).set(1)

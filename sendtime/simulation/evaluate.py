@@ -157,7 +157,7 @@ def log_world_evaluation(tracking_uri: str, run_id: str, world_dir: str | Path, 
     client = MlflowClient(tracking_uri=tracking_uri)
     metrics = {f"sim_rate_{k}": v for k, v in rep.rates.items()} | {"sim_capture": rep.capture}
     if (world_dir / "open_truth.parquet").exists():
-        _, _, users = load_world(world_dir)
+        users = read_users(world_dir / "users.parquet").accepted
         metrics |= machine_open_report(events, users, pd.read_parquet(world_dir / "open_truth.parquet"), as_of)
     for k, v in metrics.items():
         if np.isfinite(v):
