@@ -25,7 +25,13 @@ from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPT
 from sendtime.features import inputs as I
 from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files
 from sendtime.features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
-from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS
+from sendtime.features.messages import (
+    EPOCH_HOUR_OF_WEEK,
+    HOURS_PER_WEEK,
+    MACHINE_OPEN_WINDOW,
+    OUTCOME_COLUMNS,
+    US_PER_HOUR,
+)
 from sendtime.features.repeats import repeated_values
 
 # "NULL": a column that holds only nulls (written from an all-missing object column)
@@ -590,10 +596,10 @@ _TEXT_TEMPLATE = """
            HOW AS send_how, s.send_event, t.bucket
     FROM read_parquet(getvariable('text_rows')) t JOIN sends s USING (mh)
 """
-# local hour of the week (Monday 00:00 = 0) from one time-zone conversion: hours since the epoch,
-# which began on a Thursday (3 days = 72 hours after a Monday midnight); as
-# :func:`sendtime.features.messages.hour_of_week_us` computes it for the bucket files
-_HOW = "CAST((epoch_us(timezone(timezone, send_ts)) // 3600000000 + 72) % 168 AS SMALLINT)"
+# local hour of the week (Monday 00:00 = 0) from one time-zone conversion, by the one rule of
+# :func:`sendtime.features.messages.hour_of_week_us` (which computes it for the bucket files)
+_HOW = (f"CAST((epoch_us(timezone(timezone, send_ts)) // {US_PER_HOUR} + {EPOCH_HOUR_OF_WEEK}) "
+        f"% {HOURS_PER_WEEK} AS SMALLINT)")
 _TEXT_MESSAGES = {clean: _TEXT_TEMPLATE.replace("OK_ROWS", _OK_ROWS[clean]).replace("PART", _PART).replace("HOW", _HOW)
                   for clean in (False, True)}
 _SUB = """

@@ -110,7 +110,7 @@ def build_message_table(engine: str, events_path: str | Path, users: pd.DataFram
 
 
 def _spark(events_path, users, as_of, settings: Settings, work_name: str, say) -> MessageTable:
-    from sendtime.features.spark_engine import messages_spark, spark_session, stop_spark
+    from sendtime.features.spark import messages_spark, spark_session, stop_spark
 
     say(f"reading events from {events_path} (Spark engine, master {settings.spark_master})")
     spark = spark_session(master=settings.spark_master)

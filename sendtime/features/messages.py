@@ -18,6 +18,16 @@ from sendtime.features.contract import known_timezone
 #: Opens this soon after delivery with no flag are candidates for machine (MPP) opens.
 MACHINE_OPEN_WINDOW = pd.Timedelta(minutes=10)
 HOURS_PER_WEEK = 168
+US_PER_HOUR = 3_600_000_000
+#: The epoch (1970-01-01 00:00) was a Thursday: hour 72 of a week that starts on Monday 00:00. Every
+#: engine computes the local hour of the week as (local hours since the epoch + this) % 168.
+EPOCH_HOUR_OF_WEEK = 72
+
+#: A message's outcomes: its first open of each kind, first click and first bounce (UTC instants).
+OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
+TIME_COLUMNS = ("send_ts", *OUTCOME_COLUMNS)
+#: The message table's columns, in order: every engine (pandas, DuckDB, Spark) writes exactly these.
+MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
 
 
 def hour_of_week(ts_utc: pd.Series, tz: pd.Series) -> np.ndarray:
@@ -39,7 +49,7 @@ def hour_of_week_us(send_us: np.ndarray, zone_code: np.ndarray, zones: np.ndarra
     for idx in np.split(order, ends):
         utc = pd.DatetimeIndex(send_us[idx].view("datetime64[us]"), tz="UTC")
         local = utc.tz_convert(str(zones[zone_code[idx[0]]])).tz_localize(None).as_unit("us").asi8
-        out[idx] = (local // 3_600_000_000 + 72) % HOURS_PER_WEEK  # the epoch began on a Thursday
+        out[idx] = (local // US_PER_HOUR + EPOCH_HOUR_OF_WEEK) % HOURS_PER_WEEK
     return out
 
 
@@ -78,17 +88,31 @@ def build_messages(events: pd.DataFrame, users: pd.DataFrame, default_tz: str = 
     bounces = ev.loc[ev["event_type"] == "bounce", ["message_id", "timestamp"]]
     msgs["t_bounce"] = bounces.groupby("message_id")["timestamp"].min()
     msgs = msgs.reset_index()
-    for c in ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce"):
+    for c in OUTCOME_COLUMNS:
         msgs[c] = msgs[c].astype("datetime64[us, UTC]")
 
     zone, _ = resolve_timezones(msgs["user_id"], users, default_tz)
     msgs["timezone"] = zone.to_numpy()
     msgs["send_how"] = hour_of_week(msgs["send_ts"], msgs["timezone"])
-    return msgs.sort_values("send_ts", kind="stable").reset_index(drop=True)
+    return msgs.sort_values("send_ts", kind="stable").reset_index(drop=True)[list(MESSAGE_COLUMNS)]
+
+
+def empty_messages() -> pd.DataFrame:
+    """A message table with no rows: the columns and dtypes of a full one."""
+    cols: dict[str, pd.Series] = {}
+    for c in MESSAGE_COLUMNS:
+        if c in TIME_COLUMNS:
+            cols[c] = pd.Series([], dtype="datetime64[us, UTC]")
+        elif c == "propensity":
+            cols[c] = pd.Series([], dtype="float64")
+        elif c == "send_how":
+            cols[c] = pd.Series([], dtype=np.int16)
+        else:
+            cols[c] = pd.Series([], dtype=object).astype(str)
+    return pd.DataFrame(cols, columns=list(MESSAGE_COLUMNS))
 
 
 NAT = np.iinfo(np.int64).min  # a missing instant, as pandas stores NaT
-OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
 
 
 def status_quo_hour(msgs: pd.DataFrame) -> int | None:

@@ -191,7 +191,7 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
     """
     from pathlib import Path
 
-    from sendtime.features.spark_engine import build_user_features_spark
+    from sendtime.features.spark import build_user_features_spark
     from sendtime.serving.model_store import champion_profile_params
     from sendtime.serving.snapshots import write_snapshot
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import os
 
-    from sendtime.features.spark_engine import spark_session
+    from sendtime.features.spark import spark_session
     from sendtime.settings import TELEMETRY_OFF, Settings
 
     ap = argparse.ArgumentParser(

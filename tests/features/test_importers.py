@@ -1,4 +1,4 @@
-"""Importers of the email platforms' exports (features/importers.py) on the samples in
+"""Importers of the email platforms' exports (features/importers/) on the samples in
 tests/formats/: exact counts, types, known timestamps, the machine-open flag, and malformed
 input either rejected row by row with a reason or stopped with a one-line ContractError."""
 

@@ -20,7 +20,7 @@ if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
 from sendtime.features.contract import read_events, read_users  # noqa: E402
 from sendtime.features.engagement import build_user_features  # noqa: E402
 from sendtime.features.messages import build_messages  # noqa: E402
-from sendtime.features.spark_engine import (  # noqa: E402
+from sendtime.features.spark import (  # noqa: E402
     MESSAGE_COLUMNS,
     TIME_COLUMNS,
     build_messages_spark,

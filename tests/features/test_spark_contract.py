@@ -22,7 +22,7 @@ if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
 from sendtime.features import inputs as I  # noqa: E402
 from sendtime.features.contract import ContractError, read_events  # noqa: E402
 from sendtime.features.messages import build_messages  # noqa: E402
-from sendtime.features.spark_engine import (  # noqa: E402
+from sendtime.features.spark import (  # noqa: E402
     MESSAGE_COLUMNS,
     messages_spark,
     read_events_spark,

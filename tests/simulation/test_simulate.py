@@ -270,6 +270,23 @@ def test_dst_shifts_local_hour(world):
     assert list(local_how(["2026-03-02 14:00Z", "2026-03-09 14:00Z"], ["America/New_York"] * 2)) == [9, 10]
 
 
+def test_the_worlds_hour_of_week_agrees_with_the_products():
+    """The simulator computes local hours of the week on its own (the world is the judge); the
+    product's one rule (every engine's) must give the same hours, across DST changes and the
+    epoch's own week."""
+    from sendtime.features.messages import hour_of_week
+
+    rng = np.random.default_rng(7)
+    zones = np.array(["UTC", "America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kolkata",
+                      "Pacific/Chatham", "America/St_Johns"], dtype=object)
+    start = pd.Timestamp("1969-12-25", tz="UTC").value // 1000
+    us = rng.integers(start, pd.Timestamp("2027-12-31", tz="UTC").value // 1000, 20_000)
+    us[:500] = start + rng.integers(0, 14 * 86_400_000_000, 500)
+    ts = pd.Series(pd.DatetimeIndex(us.view("datetime64[us]"), tz="UTC"))
+    tz = pd.Series(rng.choice(zones, len(us)))
+    assert np.array_equal(local_how(ts, tz), hour_of_week(ts, tz).astype(np.int64))
+
+
 # ---------------------------------------------------------------- MPP / flags
 
 
