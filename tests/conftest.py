@@ -30,7 +30,15 @@ FAST_FOREST = {"SENDTIME_N_ESTIMATORS": "30", "SENDTIME_MAX_DEPTH": "10", "SENDT
 
 
 def make_env(home: Path) -> dict[str, str]:
-    env = {"SENDTIME_HOME": str(home), **FAST_FOREST}
+    """The variables that point sendtime at ``home`` (to lay over an environment)."""
+    return {"SENDTIME_HOME": str(home), **FAST_FOREST}
+
+
+def home_env(home: Path) -> dict[str, str]:
+    """This process's environment pointed at ``home``, without the MLFLOW_TRACKING_URI that an
+    earlier ``mlflow.set_tracking_uri`` in this process (a fixture's nightly run) exported: it
+    would send the run into that other store."""
+    env = {**os.environ, **make_env(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     return env
@@ -54,7 +62,7 @@ def trained(tmp_path_factory, world_dir):
     from sendtime.settings import Settings
 
     home = tmp_path_factory.mktemp("home")
-    env = {**os.environ, **make_env(home)}
+    env = {**home_env(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     settings = Settings.from_env(env)
@@ -170,9 +178,6 @@ def real_server(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None
     once /readyz answers, and stops the whole process group afterwards."""
     import signal
     import subprocess
-    import time
-
-    import httpx
 
     port = free_port()
     with open(log, "w") as fh:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pandas as pd
 
-from tests.conftest import AS_OF, make_env
+from tests.conftest import AS_OF, home_env
 
 
 def test_the_status_quo_hour_setting_wins_over_the_history(world_dir, tmp_path):
@@ -23,7 +22,7 @@ def test_the_status_quo_hour_setting_wins_over_the_history(world_dir, tmp_path):
     usual = status_quo_hour(sends.rename(columns={"timestamp": "send_ts"}))
     wanted = (usual + 5) % 24
     for hour, home in ((None, tmp_path / "a"), (wanted, tmp_path / "b")):
-        env = {k: v for k, v in {**os.environ, **make_env(home)}.items() if not k.startswith("MLFLOW_TRACKING")}
+        env = {k: v for k, v in {**home_env(home)}.items() if not k.startswith("MLFLOW_TRACKING")}
         env.pop("MLFLOW_REGISTRY_URI", None)
         if hour is not None:
             env["SENDTIME_STATUS_QUO_UTC_HOUR"] = str(hour)

@@ -3,7 +3,6 @@ registry and one published store pick up a nightly promotion without a restart."
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import AS_OF, make_env, real_server
+from tests.conftest import AS_OF, home_env, real_server
 
 BODY = {"users": [{"user_id": "u000001"}, {"user_id": "u000002"}, {"user_id": "nobody-yet"}],
         "window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
@@ -27,7 +26,7 @@ def serving(cmd: list[str], env: dict[str, str], cwd: Path, log: Path):
 
 
 def _env(home: Path, **extra) -> dict[str, str]:
-    env = {**os.environ, **make_env(home), **extra}
+    env = {**home_env(home), **extra}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     return env

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -241,7 +240,7 @@ def test_nightly_reads_the_inbox(tmp_path):
     from sendtime.nightly import run_nightly
     from sendtime.settings import Settings
     from sendtime.simulation.simulate import simulate_world, world_config
-    from tests.conftest import AS_OF, make_env
+    from tests.conftest import AS_OF, home_env
 
     world = simulate_world(world_config("default", n_users=150, days=42, seed=5, end=AS_OF))
     home = tmp_path / "home"
@@ -255,7 +254,7 @@ def test_nightly_reads_the_inbox(tmp_path):
     assert usable(store.inbox) is None and choose_engine("auto", store.inbox) == "duckdb"
     users = tmp_path / "users.parquet"
     world.users.to_parquet(users)
-    env = {**os.environ, **make_env(home)}
+    env = {**home_env(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     result = run_nightly(Settings.from_env(env), store.inbox, users, pd.Timestamp(AS_OF, tz="UTC"), say=lambda m: None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,14 +10,14 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_env, real_server
+from tests.conftest import free_port, home_env, real_server
 
 
 @pytest.fixture(scope="module")
 def server(trained, private_home, tmp_path_factory):
     """A real server on a private copy of the trained state (the fuzzed /events writes there)."""
     settings, result = trained
-    env = {**os.environ, **make_env(private_home)}
+    env = {**home_env(private_home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     log = tmp_path_factory.mktemp("serve") / "serve.log"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_env, wait_ready
+from tests.conftest import free_port, home_env, wait_ready
 
 pytestmark = pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="needs POSIX exec and /proc")
 
@@ -61,7 +61,7 @@ def _listening(port: int) -> list[str]:
 def started_server(trained, private_home, tmp_path):
     """`sendtime serve` as a supervisor would start it; yields (process, port, base URL, log,
     the server's worker PIDs). Whatever is left of it is killed afterwards."""
-    env = {**os.environ, **make_env(private_home)}
+    env = {**home_env(private_home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
     port = free_port()

@@ -43,8 +43,12 @@ def test_first_model_becomes_champion(trained):
     assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == result.champion_version
 
 
-def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir):
-    settings, result = trained
+def test_worse_model_gets_challenger_and_champion_stays(trained, world_dir, private_home):
+    """In a private copy of the trained state: the challenger it registers stays there."""
+    from sendtime.settings import Settings
+    from tests.conftest import home_env
+
+    settings = Settings.from_env(home_env(private_home))
     client = _client(settings)
     champion_before = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
     rng = np.random.default_rng(0)
@@ -92,15 +96,14 @@ def test_a_refitted_champion_is_judged_by_its_validation_twin(trained, world_dir
     """With a refit the registered model has seen the validation weeks; its twin, fitted
     without them, is what the run's validation figures describe and what a later gate
     compares against."""
-    import os
 
     from sendtime.nightly import run_nightly
     from sendtime.settings import Settings
     from sendtime.serving.model_store import champion_profile_params
-    from tests.conftest import make_env
+    from tests.conftest import home_env
     from sendtime.training.registry import TWIN_TAG, judged_model
 
-    env = {**os.environ, **make_env(tmp_path / "home"), "SENDTIME_REFIT": "always"}
+    env = {**home_env(tmp_path / "home"), "SENDTIME_REFIT": "always"}
     settings = Settings.from_env(env)
     result = run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet",
                          trained[1].as_of, say=lambda m: None)
