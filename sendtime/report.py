@@ -21,6 +21,9 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from sendtime import analysis
+from sendtime.features.contract import read_events
+from sendtime.features.messages import build_messages
+from sendtime.features.store import load_features
 from sendtime.serving.snapshots import NotReady, current_snapshot, read_manifest
 
 #: Above this many bytes of events the report skips the message-level figures.
@@ -85,8 +88,6 @@ def logged_json(client: MlflowClient, run_id: str, path: str):
 
 def run_messages(run, snapshot_table: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
     """The run's messages (events before the as-of date), if its events file is still readable."""
-    from sendtime.features.contract import read_events
-    from sendtime.features.messages import build_messages
 
     path = Path(run.data.tags.get("events_path", ""))
     if not str(path) or not path.exists():
@@ -227,7 +228,6 @@ def write_report(settings, out_path) -> Path:
     try:
         folder = current_snapshot(settings.published_dir)
         manifest = read_manifest(folder)
-        from sendtime.features.store import load_features
 
         uf = load_features(folder / "features")
     except (NotReady, OSError, ValueError, KeyError) as exc:

@@ -21,8 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, OPTIONAL_EVENT_COLUMNS, ContractError
 from sendtime.features import inputs as I
+from sendtime.features.contract import (
+    EARLIEST,
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    OPTIONAL_EVENT_COLUMNS,
+    ContractError,
+    known_timezone,
+)
 from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files
 from sendtime.features.message_buckets import BucketWriter, MessageBucket, bucket_loaders, load_frame  # noqa: F401 (re-exported)
 from sendtime.features.messages import (
@@ -209,7 +216,6 @@ def build_messages_duckdb(
     try:
         cols = _check_schema(con, files, hive)
         now = pd.Timestamp.now(tz="UTC") if now is None else now
-        from sendtime.features.contract import known_timezone
 
         if not known_timezone(default_tz):
             raise ValueError(f"default time zone {default_tz!r} is not an IANA time zone")

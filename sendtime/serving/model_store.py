@@ -11,8 +11,16 @@ from __future__ import annotations
 import mlflow
 from mlflow import MlflowClient
 
+from sendtime.features.profiles import ShrinkageParams
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
-from sendtime.serving.snapshots import NotReady, current_name, current_snapshot, read_features, read_manifest, read_scores
+from sendtime.serving.snapshots import (
+    NotReady,
+    current_name,
+    current_snapshot,
+    read_features,
+    read_manifest,
+    read_scores,
+)
 
 def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
     """(model, version, input columns) of the aliased registered model.
@@ -42,8 +50,6 @@ def champion_profile_params(settings, alias: str = "champion"):
     ``chosen_*`` params, see sendtime.training.shrinkage_search): serving features must be built the
     way the model's training rows were. Defaults when the run chose none (or no model yet)."""
     from dataclasses import replace
-
-    from sendtime.features.profiles import ShrinkageParams
 
     base = ShrinkageParams(horizon_hours=settings.horizon_hours)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)

@@ -33,6 +33,10 @@ import pandas as pd
 from sendtime.features.definitions import USER_FEATURE_NAMES
 from sendtime.features.engagement import UserFeatures
 from sendtime.features.profiles import PopulationPrior
+from sendtime.features.spark import build_user_features_spark, spark_session
+from sendtime.serving.model_store import champion_profile_params
+from sendtime.serving.snapshots import NotReady, write_snapshot
+from sendtime.settings import TELEMETRY_OFF, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -62,8 +66,6 @@ def champion_udf(spark: "SparkSession", tracking_uri: str, registry_uri: str, mo
     import mlflow
     from mlflow import MlflowClient
     from pyspark.sql.types import ArrayType, DoubleType
-
-    from sendtime.serving.snapshots import NotReady
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
@@ -191,10 +193,6 @@ def run_batch(spark: "SparkSession", settings, events_path, users_path, as_of, o
     """
     from pathlib import Path
 
-    from sendtime.features.spark import build_user_features_spark
-    from sendtime.serving.model_store import champion_profile_params
-    from sendtime.serving.snapshots import write_snapshot
-
     out = Path(out_dir)
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
@@ -212,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     """``spark-submit serving/spark_scoring.py --events E --users U --as-of D --out DIR``."""
     import argparse
     import os
-
-    from sendtime.features.spark import spark_session
-    from sendtime.settings import TELEMETRY_OFF, Settings
 
     ap = argparse.ArgumentParser(
         prog="spark_scoring",

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import read_events, read_users
-from sendtime.features.messages import hour_of_week
+from sendtime.features.engagement import outcomes_at
+from sendtime.features.messages import build_messages, hour_of_week
 
 
 @dataclass
@@ -190,8 +191,6 @@ def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: p
     open of a message to a user the mixture calls a machine opener and no flagged machine open
     came before it (the rule of :func:`sendtime.features.engagement.outcomes_of`).
     """
-    from sendtime.features.engagement import outcomes_at
-    from sendtime.features.messages import build_messages
 
     msgs = build_messages(events, users, default_tz)
     index = pd.Index(pd.concat([users["user_id"], msgs["user_id"]]).unique())

@@ -29,9 +29,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from sendtime.simulation.real_rhythms import SOURCES, activity_instants
+from sendtime.nightly import run_nightly
+from sendtime.serving.model_store import load_scorer
 from sendtime.settings import Settings
-from sendtime.simulation.simulate import HELD_OUT_SOURCES  # the sources kept out of all tuning, as in the world family
+from sendtime.simulation.real_rhythms import SOURCES, activity_instants
+from sendtime.simulation.simulate import HELD_OUT_SOURCES
 #: the replayed trial starts on this Monday (a whole number of weeks after each person's window,
 #: so the local hour-of-week of every activity is kept)
 START = pd.Timestamp("2026-01-05")
@@ -212,8 +214,6 @@ def judge(test: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
 def run_replay(cfg: ReplayConfig, realdata_dir: str | Path, workdir: Path | None = None,
                say: Callable[[str], None] = print) -> ReplayResult:
     """Replay the trial, run the nightly on its history, judge the held-out prompts."""
-    from sendtime.nightly import run_nightly
-    from sendtime.serving.model_store import load_scorer
 
     t0 = time.time()
     events, users, prompts = replay_events(activity_instants(cfg.source, Path(realdata_dir)), cfg)

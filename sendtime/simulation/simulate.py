@@ -37,6 +37,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from sendtime.simulation.real_rhythms import default_realdata_dir, real_shapes
+
 __all__ = [
     "WorldConfig",
     "World",
@@ -278,7 +280,6 @@ def family_config(seed: int, n_users: int = 2000, days: int | None = None, reald
     weekend shapes (bumps, random or real people's), 14 to 365 days of history, one to three
     campaign hours. Seeds >= HELD_OUT_SEED_FROM draw real rhythms only from HELD_OUT_SOURCES.
     """
-    from sendtime.simulation.real_rhythms import default_realdata_dir
 
     r = np.random.default_rng([int(seed), 2026])
     root = Path(realdata_dir) if realdata_dir else default_realdata_dir()
@@ -424,7 +425,6 @@ def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.nd
     if rhythm == "flat":  # the send hour does not matter: every hour is alike
         return np.ones((n, 168))
     if rhythm.startswith("real:"):
-        from sendtime.simulation.real_rhythms import default_realdata_dir, real_shapes
 
         shapes, _ = real_shapes(tuple(rhythm[5:].split(",")), realdata_dir or default_realdata_dir())
         own = np.random.default_rng([int(rng.integers(2**31)), 7])

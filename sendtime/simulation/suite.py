@@ -21,8 +21,23 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.contract import validate_events, validate_users
-from sendtime.simulation.evaluate import capture_by_confidence, evaluate_day, group_rates, machine_open_report, reference_policy
+from sendtime.nightly import run_nightly
 from sendtime.settings import Settings
+from sendtime.simulation.evaluate import (
+    capture_by_confidence,
+    evaluate_day,
+    group_rates,
+    machine_open_report,
+    reference_policy,
+)
+from sendtime.simulation.simulate import (
+    HELD_OUT_SEED_FROM,
+    family_config,
+    simulate_world,
+    world_config,
+    write_world,
+)
+from sendtime.training.registry import TrackingUnavailable, configure
 
 WORLDS = ("default", "no-flags", "one-hour", "random-rhythms")
 #: the bar each world must clear (capture of the oracle's gain over the status quo)
@@ -71,7 +86,6 @@ class WorldResult:
 def world_of(name: str, seed: int, n_users: int, days: int):
     """(config, group) of a preset name, or of ``family`` (the seed picks the member; its
     history length is drawn too)."""
-    from sendtime.simulation.simulate import HELD_OUT_SEED_FROM, family_config, world_config
 
     if name == "family":
         group = "family: held out" if seed >= HELD_OUT_SEED_FROM else "family: tuned on"
@@ -81,8 +95,6 @@ def world_of(name: str, seed: int, n_users: int, days: int):
 
 def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
               say: Callable[[str], None] = print) -> WorldResult:
-    from sendtime.nightly import run_nightly
-    from sendtime.simulation.simulate import simulate_world, write_world
 
     t0 = time.time()
     wdir = workdir / f"{preset}-s{seed}"
@@ -241,8 +253,6 @@ def log_suite(rows: pd.DataFrame, fam: pd.DataFrame, out_dir: Path, say: Callabl
     """The suite's tables and figure as one run of the ``sendtime-suite`` experiment, in the
     MLflow store of the environment's settings (SENDTIME_HOME's SQLite store by default)."""
     import mlflow
-
-    from sendtime.training.registry import TrackingUnavailable, configure
 
     settings = Settings.from_env()
     try:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from sendtime.features.engagement import build_user_features, outcomes_at
 from sendtime.features.profiles import ShrinkageParams, decayed_sums
+from sendtime.training.dataset import sample_users
 
 #: candidates: x the default shape strength, smoothing hours, rhythm components
 SHAPE_FACTORS = (0.25, 1.0, 4.0, 16.0, 64.0)
@@ -69,7 +70,6 @@ def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: 
     """Grid search over :data:`SHAPE_FACTORS` x :data:`SMOOTH_HOURS`, then :data:`MIXTURE_K` at
     the best of those, on at most ``max_users`` users (a seeded sample). With fewer than
     ``min_sends`` held-out sends the base parameters stay (too little to choose by)."""
-    from sendtime.training.dataset import sample_users
 
     say = progress or (lambda _m: None)
     msgs, users = sample_users(msgs, users, max_users, seed)

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sendtime.features.contract import EARLIEST, EVENT_TYPES, ContractError
+from sendtime.features import inputs as I
+from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
+from sendtime.features.duckdb_engine import NotForThisEngine
+from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files, is_parquet
 from sendtime.features.spark.messages import ts_literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +65,6 @@ class EventFiles:
 
 
 def _not_for_spark(message: str) -> Exception:
-    from sendtime.features.duckdb_engine import NotForThisEngine
 
     return NotForThisEngine(message)
 
@@ -92,9 +94,6 @@ def event_files(path: str | Path) -> EventFiles:
     :class:`ContractError` (no such path, a required column missing, an unreadable file) or
     ``NotForThisEngine`` (a ``ValueError``: CSV, text or naive timestamps, ...), one line each."""
     import pyarrow.parquet as pq
-
-    from sendtime.features.contract import EVENT_COLUMNS
-    from sendtime.features.inputs import data_files, is_parquet
 
     p = Path(path)
     if not p.exists():
@@ -254,8 +253,6 @@ def _clean_text(c):
     when it is one of the texts exports write for missing (:data:`sendtime.features.inputs.MISSING_TEXT`)."""
     from pyspark.sql import functions as F
 
-    from sendtime.features.inputs import MISSING_TEXT, WHITESPACE
-
     t = F.btrim(c, F.lit(WHITESPACE))
     return F.when(F.lower(t).isin(*MISSING_TEXT), F.lit(None).cast("string")).otherwise(t)
 
@@ -294,8 +291,6 @@ def check_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestam
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from sendtime.features import inputs as I
 
     ef = event_files(path)
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)

@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from sendtime.features.contract import known_timezone
+from sendtime.features.duckdb_engine import EngineResult
 from sendtime.features.messages import empty_messages, status_quo_hour
-from sendtime.features.spark.messages import ts_literal, build_messages_spark, messages_to_pandas, users_to_spark
 from sendtime.features.spark.contract import SparkEvents, check_events_spark, write_rejects_spark
+from sendtime.features.spark.messages import (
+    build_messages_spark,
+    messages_to_pandas,
+    ts_literal,
+    users_to_spark,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -41,8 +47,6 @@ def messages_spark(
 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-
-    from sendtime.features.duckdb_engine import EngineResult
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from sendtime.features.contract import read_users
-from sendtime.features.spark.messages import ts_literal, build_messages_spark, messages_to_pandas, users_to_spark
+from sendtime.features.engagement import build_user_features
 from sendtime.features.spark.contract import read_events_spark
+from sendtime.features.spark.messages import (
+    build_messages_spark,
+    messages_to_pandas,
+    ts_literal,
+    users_to_spark,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -57,7 +63,6 @@ def build_user_features_spark(
     (:func:`sendtime.features.contract.read_users`) on the driver: it has one row per user, like the
     feature table itself.
     """
-    from sendtime.features.engagement import build_user_features
 
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
