@@ -125,11 +125,13 @@ def build_user_features(
     params: ShrinkageParams | None = None,
     default_tz: str = "UTC",
     prior: PopulationPrior | None = None,
+    machine: MachineOpenModel | None = None,
 ) -> UserFeatures:
     """Features of every user in ``users`` (and every user with a send) as of ``as_of``.
 
     With ``prior`` given, the pooled quantities are reused instead of refitted (serving cold
-    users with the prior of the last nightly run).
+    users with the prior of the last nightly run). ``machine``: a machine-open mixture already
+    fitted on these messages at this cutoff (a search over profile settings fits it once).
     """
     params = params or ShrinkageParams()
     H = params.horizon_hours
@@ -142,7 +144,7 @@ def build_user_features(
     uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
 
     oc = outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}, uidx, n,
-                     micros_of(as_of), H, machine=prior.machine if prior is not None else None)
+                     micros_of(as_of), H, machine=prior.machine if prior is not None else machine)
     send_how = msgs["send_how"].to_numpy(dtype=np.int64)
     if prior is None:
         decay, lam_pop = fit_decay(send_how, oc.at_risk_hours, oc.open_delay_hour, H)

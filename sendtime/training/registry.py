@@ -8,6 +8,7 @@ gets the ``challenger`` alias and the reason is recorded on the run and the vers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import version as installed_version
 from typing import Callable
 
 import mlflow
@@ -22,6 +23,15 @@ from sendtime.training.model import classification_metrics
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+#: What loading and scoring the registered model imports (the skops-serialized forest).
+MODEL_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
+
+
+def model_requirements() -> list[str]:
+    """The model's pip requirements, pinned to this environment's versions. Written out rather
+    than inferred: MLflow's inference imports the model in a subprocess (8-10 s of every
+    nightly) and lists whatever the training process had loaded (pytest, rich, psutil)."""
+    return [f"{d}=={installed_version(d)}" for d in MODEL_DISTRIBUTIONS]
 
 
 class TrackingUnavailable(RuntimeError):
@@ -59,6 +69,7 @@ def log_model(model, X_example: pd.DataFrame, model_name: str) -> tuple[str, str
         serialization_format="skops",
         skops_trusted_types=SKOPS_TRUSTED,
         pyfunc_predict_fn="predict_proba",
+        pip_requirements=model_requirements(),
     )
     return info.model_uri, str(info.registered_model_version)
 
@@ -70,7 +81,8 @@ def log_twin(twin, model_name: str, version: str) -> str:
     """Log the version's validation twin (the same model fitted without the validation weeks)
     in the active run and tag the version with its URI: tomorrow's gate judges today's
     champion by its twin, on rows the twin never saw."""
-    info = mlflow.sklearn.log_model(twin, name=TWIN_TAG, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED)
+    info = mlflow.sklearn.log_model(twin, name=TWIN_TAG, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED,
+                                    pip_requirements=model_requirements())
     MlflowClient().set_model_version_tag(model_name, version, TWIN_TAG, info.model_uri)
     return info.model_uri
 

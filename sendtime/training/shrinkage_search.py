@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import build_user_features, outcomes_at
+from sendtime.features.machine_opens import MachineOpenModel
 from sendtime.features.profiles import ShrinkageParams, decayed_sums
 from sendtime.training.dataset import sample_users
 
@@ -41,25 +42,46 @@ class ShrinkageChoice:
                 "chosen_mixture_k": p.mixture_k}
 
 
+@dataclass
+class HeldOutSends:
+    """The held-out sends and their outcomes, the same for every candidate, so the search
+    classifies machine opens once per cutoff instead of once per candidate."""
+
+    later: pd.DataFrame  # sends in [start, as_of - horizon) of users with a profile
+    rows: np.ndarray  # each send's user row in the profiles
+    y: np.ndarray  # a human open within the horizon (float)
+    live: np.ndarray  # at risk for some of the horizon before as_of
+    machine: MachineOpenModel  # the machine-open mixture fitted at ``start`` (the profiles' cutoff)
+
+    @classmethod
+    def of(cls, msgs: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp, as_of: pd.Timestamp,
+           params: ShrinkageParams, default_tz: str = "UTC") -> "HeldOutSends":
+        H = params.horizon_hours
+        uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz)
+        later = msgs.loc[(msgs["send_ts"] >= start) & (msgs["send_ts"] < as_of - pd.Timedelta(hours=H))]
+        rows = uf.rows_of(later["user_id"])
+        ok = rows >= 0
+        later, rows = later.loc[ok], rows[ok]
+        oc = outcomes_at(later, rows, len(uf.table), as_of, H)
+        return cls(later=later, rows=rows, y=oc.opened.astype(np.float64), live=oc.at_risk_hours > 0,
+                   machine=uf.prior.machine)
+
+
 def heldout_loglik(msgs: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp, as_of: pd.Timestamp,
-                   params: ShrinkageParams, default_tz: str = "UTC") -> tuple[float, int, int]:
+                   params: ShrinkageParams, default_tz: str = "UTC",
+                   heldout: HeldOutSends | None = None) -> tuple[float, int, int]:
     """Mean Bernoulli log-likelihood of human opens of the sends in [start, as_of - horizon)
-    under profiles fitted at ``start``; returns (loglik, opens, sends)."""
+    under profiles fitted at ``start``; returns (loglik, opens, sends). ``heldout``: those
+    sends and outcomes computed once (:meth:`HeldOutSends.of`) for a whole search."""
     H = params.horizon_hours
-    horizon = pd.Timedelta(hours=H)
-    uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz)
-    later = msgs.loc[(msgs["send_ts"] >= start) & (msgs["send_ts"] < as_of - horizon)]
-    if later.empty:
+    heldout = heldout or HeldOutSends.of(msgs, users, start, as_of, params, default_tz)
+    if heldout.later.empty:
         return float("nan"), 0, 0
-    rows = uf.rows_of(later["user_id"])
-    ok = rows >= 0
-    later, rows = later.loc[ok], rows[ok]
-    oc = outcomes_at(later, rows, len(uf.table), as_of, H)
+    uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz, machine=heldout.machine)
     S = decayed_sums(uf.lam, uf.prior.decay, H)
-    p = 1.0 - np.exp(-S[rows, later["send_how"].to_numpy(dtype=np.int64) % 168].astype(np.float64))
+    p = 1.0 - np.exp(-S[heldout.rows, heldout.later["send_how"].to_numpy(dtype=np.int64) % 168].astype(np.float64))
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    y = oc.opened.astype(np.float64)
-    live = oc.at_risk_hours > 0
+    y, live = heldout.y, heldout.live
     ll = y * np.log(p) + (1 - y) * np.log1p(-p)
     return float(ll[live].mean()) if live.any() else float("nan"), int(y[live].sum()), int(live.sum())
 
@@ -80,9 +102,10 @@ def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: 
         say(f"profile hyperparameters: {n_val} held-out sends, {before} before them: keeping the defaults")
         return ShrinkageChoice(base, pd.DataFrame(), None)
     rows = []
+    heldout = HeldOutSends.of(msgs, users, validation_start, as_of, base, default_tz)
 
     def score(p: ShrinkageParams) -> float:
-        ll, opens, sends = heldout_loglik(msgs, users, validation_start, as_of, p, default_tz)
+        ll, opens, sends = heldout_loglik(msgs, users, validation_start, as_of, p, default_tz, heldout)
         rows.append({"shape_strength": p.shape_strength, "smooth_hours": p.smooth_hours, "mixture_k": p.mixture_k,
                      "loglik": ll, "opens": opens, "sends": sends})
         return ll if np.isfinite(ll) else -np.inf

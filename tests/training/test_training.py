@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ def _client(settings) -> MlflowClient:
     return MlflowClient()
 
 
-def test_run_logs_params_metrics_model_and_plots(trained):
+def test_run_logs_params_metrics_model_and_plots(trained, tmp_path):
     settings, result = trained
     assert settings.tracking_uri.startswith("sqlite:///") and str(settings.home) in settings.tracking_uri
     client = _client(settings)
@@ -32,6 +34,15 @@ def test_run_logs_params_metrics_model_and_plots(trained):
     assert {"plots/reliability.png", "plots/feature_importance.png"} <= arts
     info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{result.model_version}")
     assert info.signature.inputs.input_names() == list(MODEL_FEATURES)
+    # the model's environment is what loading and scoring it needs, pinned: not what the
+    # training process happened to import (pytest, rich)
+    reqs = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/{result.model_version}/requirements.txt",
+                                                     dst_path=str(tmp_path))).read_text().split()
+    assert [r.split("==")[0] for r in reqs] == ["mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops"]
+    assert all("==" in r for r in reqs)
+    from importlib.metadata import version
+
+    assert f"scikit-learn=={version('scikit-learn')}" in reqs
     # artifacts live under the state folder, not the working directory
     assert str(settings.home) in client.get_run(result.run_id).info.artifact_uri
 
