@@ -33,12 +33,15 @@ demo: setup
 	@echo "Start the API:      make serve            (http://127.0.0.1:$(PORT), docs at /docs)"
 	@echo "Then, elsewhere:    make sample-request"
 
+# one pytest worker per core (pytest-xdist); a test module's tests stay on one worker, so its
+# module fixtures (a Spark session, a private copy of the trained state) are built once
+TEST_WORKERS ?= auto
 test: setup
 	$(BIN)/bandit -q -r sendtime -ll
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadscope
 
 bench: setup
 	$(BIN)/python -m bench.serving

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: installed for tests, notebooks and the Spark engine, never imported by the service
 DEV_ONLY = {
     "pyspark", "py4j", "pytest", "hypothesis", "schemathesis", "bandit", "pip-audit", "ipykernel", "ipython",
-    "jupyter-client", "jupyter-core", "nbclient", "nbformat", "debugpy", "pytest-timeout", "pytest-xdist",
+    "jupyter-client", "jupyter-core", "nbclient", "nbformat", "debugpy", "pytest-timeout", "pytest-xdist", "execnet",
     "import-linter", "grimp", "mkdocs", "mkdocs-material", "mkdocs-material-extensions", "mkdocs-get-deps",
     "pymdown-extensions", "ghp-import", "watchdog", "paginate", "babel", "backrefs", "mergedeep", "pyyaml-env-tag",
 }
