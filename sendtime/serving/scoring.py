@@ -112,6 +112,17 @@ class Scorer:
         self._ids = t.index if t.index.dtype == object else pd.Index(t.index.to_numpy(dtype=object), dtype=object)
         self._ids.get_indexer(self._ids[:1])
 
+    def forests(self) -> list:
+        """Every RandomForest inside the model (a pipeline, the hour blend, the level inside it)."""
+        out, todo = [], [self.model]
+        while todo:
+            m = todo.pop()
+            todo.extend(getattr(m, "estimators_", None) or [])
+            forest = getattr(m, "named_steps", {}).get("forest")
+            if forest is not None:
+                out.append(forest)
+        return out
+
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) from the model, scoring each distinct (row, slot) pair once."""
         if len(rows) == 0:

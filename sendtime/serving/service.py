@@ -128,10 +128,8 @@ class SendTime:
     # -- state -------------------------------------------------------------------------------
     def _load(self) -> ServingState:
         scorer, manifest = load_scorer(self.settings)
-        for part in getattr(scorer.model, "estimators_", None) or [scorer.model]:
-            forest = getattr(part, "named_steps", {}).get("forest")
-            if forest is not None:
-                forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
+        for forest in scorer.forests():
+            forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
         sq = self.settings.status_quo_utc_hour
         sq = sq if sq is not None else int(manifest.get("status_quo_utc_hour", 14))
         key = (manifest.get("snapshot", ""), scorer.model_version)

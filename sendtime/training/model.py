@@ -100,6 +100,62 @@ def make_blind_pipeline(p: ForestParams, user_columns: list[str]) -> Pipeline:
     )
 
 
+#: the hour-blind columns the rate model reads: each person's own smoothed past rates
+RATE_COLUMNS = ("open_rate_28d", "open_rate_90d", "click_rate_90d")
+
+
+def make_rate_pipeline(columns: tuple[str, ...] = RATE_COLUMNS) -> Pipeline:
+    """The simplest level: a logistic regression on the person's own smoothed past rates. It
+    ranks people as their past response rates do, which a forest of a few hundred people and
+    one or two answers each does not (its leaves mix people whose rates differ)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([
+        ("select", ColumnTransformer([("rates", "passthrough", list(columns))], remainder="drop")),
+        ("impute", SimpleImputer(strategy="median")),
+        ("scale", StandardScaler()),
+        ("logistic", LogisticRegression(max_iter=1000)),
+    ])
+
+
+#: the share of the hour-blind forest in the level (the rest is the rate model); 0 first, so the
+#: one-standard-error rule prefers the simpler level
+LEVEL_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def choose_level_weight(y: np.ndarray, p_forest: np.ndarray, p_rate: np.ndarray,
+                        groups: np.ndarray | None = None) -> tuple[float, dict[float, float]]:
+    """The weight b of ``b * p_forest + (1 - b) * p_rate`` (both hour-blind): the smallest whose
+    held-out log loss is within one standard error (clustered by user) of the best's, so the
+    forest's extra columns (recency, tenure, the profile's level) count only as far as the
+    validation weeks show beyond their noise."""
+    y = np.asarray(y)
+    rows = {float(b): _row_loss(y, b * p_forest + (1 - b) * p_rate) for b in LEVEL_WEIGHTS}
+    scores = {b: float(r.mean()) for b, r in rows.items()}
+    best = min(scores, key=lambda b: (scores[b], b))
+    chosen = min(b for b in scores if scores[b] - scores[best] <= _user_se(rows[b] - rows[best], groups))
+    return chosen, scores
+
+
+def level_blend(forest: Pipeline, rate: Pipeline, level_weight: float, y: np.ndarray):
+    """The hour-blind level as one soft-voting classifier: ``b * forest + (1 - b) * rate``."""
+    return _voting([("forest", forest), ("rate", rate)], [level_weight, 1.0 - level_weight], y)
+
+
+def _voting(named: list, weights: list[float], y: np.ndarray):
+    """Fitted estimators as one stock soft-voting classifier (it travels through the registry)."""
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.preprocessing import LabelEncoder
+
+    vc = VotingClassifier(named, voting="soft", weights=weights)
+    vc.estimators_ = [e for _, e in named]
+    vc.le_ = LabelEncoder().fit(y)
+    vc.classes_ = vc.le_.classes_
+    return vc
+
+
 #: the weights the hour effect may get: 1 = the full model's hour modulation; the smallest is
 #: above 0, so a user's hours keep the full model's order however weak the evidence (at 0 they
 #: would all tie) while their spread, the part that competes with other users' levels, shrinks
@@ -142,17 +198,13 @@ def _row_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def blend(full: Pipeline, blind: Pipeline, hour_weight: float, y: np.ndarray):
     """Both fitted pipelines as one soft-voting classifier (stock scikit-learn, so it travels
     through the registry as one model): P = w * full + (1 - w) * blind."""
-    from sklearn.ensemble import VotingClassifier
-    from sklearn.preprocessing import LabelEncoder
-
-    vc = VotingClassifier([("hours", full), ("blind", blind)], voting="soft", weights=[hour_weight, 1.0 - hour_weight])
-    vc.estimators_ = [full, blind]
-    vc.le_ = LabelEncoder().fit(y)
-    vc.classes_ = vc.le_.classes_
-    return vc
+    return _voting([("hours", full), ("blind", blind)], [hour_weight, 1.0 - hour_weight], y)
 
 
 def forests_of(model) -> list:
-    """Every RandomForest inside a model (a pipeline or the blend)."""
-    parts = getattr(model, "estimators_", None) or [model]
-    return [p.named_steps["forest"] for p in parts if hasattr(p, "named_steps") and "forest" in p.named_steps]
+    """Every RandomForest inside a model (a pipeline, the blend, the level blend inside it)."""
+    parts = getattr(model, "estimators_", None)
+    if parts:
+        return [f for p in parts for f in forests_of(p)]
+    steps = getattr(model, "named_steps", {})
+    return [steps["forest"]] if "forest" in steps else []

@@ -13,8 +13,17 @@ from mlflow import MlflowClient
 
 from sendtime.features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES, HOUR_BLIND_FEATURES
 from sendtime.training.dataset import HistoryTooShort, NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
-from sendtime.training.model import (ForestParams, blend, choose_hour_weight, classification_metrics, make_blind_pipeline,
-                            make_pipeline)
+from sendtime.training.model import (
+    ForestParams,
+    blend,
+    choose_hour_weight,
+    choose_level_weight,
+    classification_metrics,
+    level_blend,
+    make_blind_pipeline,
+    make_pipeline,
+    make_rate_pipeline,
+)
 from sendtime.training.offpolicy import OffPolicyReport
 from sendtime.training.plots import hour_profile_figure, importance_figure, reliability_figure
 from sendtime.training.registry import GateDecision, gate, log_model, log_twin
@@ -73,17 +82,27 @@ def train_and_register(
                        "snapshot_hours_used": ts.snapshot_every / pd.Timedelta(hours=1)})
     say(f"fitting RandomForest on {len(X_tr):,} rows x {X_tr.shape[1]} features")
     full = make_pipeline(forest, list(MODEL_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
-    say("fitting the hour-blind forest and weighing the hour effect on the validation weeks")
-    blind = make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    say("fitting the hour-blind level (a forest and a rate model) and weighing the hour effect on the validation weeks")
+    groups = ts.meta.loc[ts.val_mask, "user_id"].to_numpy()
+    blind_forest = make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    rate = make_rate_pipeline().fit(X_tr[list(MODEL_FEATURES)], y_tr)
+    level_weight, by_level = choose_level_weight(y_va, blind_forest.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1],
+                                                 rate.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1], groups)
+    blind = level_blend(blind_forest, rate, level_weight, y_tr)
     p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     p_blind = blind.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
-    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind, ts.meta.loc[ts.val_mask, "user_id"].to_numpy())
+    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_blind, groups)
     twin = blend(full, blind, hour_weight, y_tr)
     p_va = twin.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
     metrics["hour_weight"] = hour_weight
+    metrics["level_weight"] = level_weight  # the hour-blind forest's share of the level (the rest: the rate model)
+    metrics["log_loss_level_rate"] = by_level[0.0]
+    metrics["log_loss_level_forest"] = by_level[1.0]
     metrics["log_loss_hour_blind"] = by_weight[0.0]
     metrics["log_loss_full_hours"] = by_weight[1.0]
+    say(f"level: forest weight {level_weight:.1f} (validation log loss: rate model {by_level[0.0]:.4f}, "
+        f"hour-blind forest {by_level[1.0]:.4f}, chosen {by_level[level_weight]:.4f})")
     say(f"hour effect weight {hour_weight:.1f} (validation log loss: hour-blind {by_weight[0.0]:.4f}, "
         f"full {by_weight[1.0]:.4f}, chosen {by_weight[hour_weight]:.4f})")
     p_tr = twin.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
@@ -105,8 +124,9 @@ def train_and_register(
     if refit:
         say(f"refitting both forests on all {len(ts.y):,} labelled rows (validation weeks included)")
         X_all = ts.X[list(MODEL_FEATURES)]
-        model = blend(make_pipeline(forest, list(MODEL_FEATURES)).fit(X_all, ts.y),
-                      make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_all, ts.y), hour_weight, ts.y)
+        level = level_blend(make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_all, ts.y),
+                            make_rate_pipeline().fit(X_all, ts.y), level_weight, ts.y)
+        model = blend(make_pipeline(forest, list(MODEL_FEATURES)).fit(X_all, ts.y), level, hour_weight, ts.y)
     mlflow.log_param("refit_on_validation", refit)
     say("logging and registering the model")
     _, version = log_model(model, X_tr[list(MODEL_FEATURES)], model_name)
