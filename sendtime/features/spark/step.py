@@ -31,7 +31,7 @@ def messages_spark(
     default_tz: str = "UTC",
     now: pd.Timestamp | None = None,
     rejects_path: str | Path | None = None,
-):
+) -> EngineResult:
     """The nightly run's Spark step: the contract's accounting of every event row and the
     message table of the accepted events before ``as_of``, collected to the driver, as an
     ``EngineResult`` (the DuckDB engine's): read, accepted and rejected counts, the reasons,
