@@ -86,16 +86,15 @@ def train_and_register(
     groups = ts.meta.loc[ts.val_mask, "user_id"].to_numpy()
     blind_forest = make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_tr[list(MODEL_FEATURES)], y_tr)
     rate = make_rate_pipeline().fit(X_tr[list(MODEL_FEATURES)], y_tr)
-    level_weight, by_level = choose_level_weight(y_va, blind_forest.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1],
-                                                 rate.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1], groups)
+    p_forest = blind_forest.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
+    level_weight, by_level = choose_level_weight(y_va, p_forest, rate.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1], groups)
     blind = level_blend(blind_forest, rate, level_weight, y_tr)
     # the hour effect is weighed against the hour-blind forest, its like-for-like twin: how much
     # the candidate hour adds to the same forest. Weighed against the better level instead, a
     # real hour effect lost its weight to the rate model's level (the hour-aware forest's own
     # level is the forest's) and a person's hours stopped counting
     p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
-    hour_weight, by_weight = choose_hour_weight(
-        y_va, p_full, blind_forest.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1], groups)
+    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_forest, groups)
     twin = blend(full, blind, hour_weight, y_tr)
     p_va = twin.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
