@@ -83,6 +83,19 @@ def blend_parts(model) -> tuple[tuple[object, float], tuple[object, float]] | No
     return (model.estimators_[0], float(w[0])), (model.estimators_[1], float(w[1]))
 
 
+
+def forests_in(model) -> list:
+    """Every RandomForest inside a model (a pipeline, the hour blend, the level inside it)."""
+    out, todo = [], [model]
+    while todo:
+        m = todo.pop()
+        todo.extend(getattr(m, "estimators_", None) or [])
+        forest = getattr(m, "named_steps", {}).get("forest")
+        if forest is not None:
+            out.append(forest)
+    return out
+
+
 @dataclass
 class Scorer:
     model: object
@@ -113,15 +126,8 @@ class Scorer:
         self._ids.get_indexer(self._ids[:1])
 
     def forests(self) -> list:
-        """Every RandomForest inside the model (a pipeline, the hour blend, the level inside it)."""
-        out, todo = [], [self.model]
-        while todo:
-            m = todo.pop()
-            todo.extend(getattr(m, "estimators_", None) or [])
-            forest = getattr(m, "named_steps", {}).get("forest")
-            if forest is not None:
-                out.append(forest)
-        return out
+        """Every RandomForest inside the model."""
+        return forests_in(self.model)
 
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) from the model, scoring each distinct (row, slot) pair once."""

@@ -200,11 +200,3 @@ def blend(full: Pipeline, blind: Pipeline, hour_weight: float, y: np.ndarray):
     through the registry as one model): P = w * full + (1 - w) * blind."""
     return _voting([("hours", full), ("blind", blind)], [hour_weight, 1.0 - hour_weight], y)
 
-
-def forests_of(model) -> list:
-    """Every RandomForest inside a model (a pipeline, the blend, the level blend inside it)."""
-    parts = getattr(model, "estimators_", None)
-    if parts:
-        return [f for p in parts for f in forests_of(p)]
-    steps = getattr(model, "named_steps", {})
-    return [steps["forest"]] if "forest" in steps else []

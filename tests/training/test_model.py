@@ -7,11 +7,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from sendtime.features.definitions import HOUR_BLIND_FEATURES, MODEL_FEATURES
+from sendtime.serving.scoring import forests_in
 from sendtime.training.model import (
     ForestParams,
     blend,
     choose_level_weight,
-    forests_of,
     level_blend,
     make_blind_pipeline,
     make_pipeline,
@@ -79,4 +79,4 @@ def test_the_level_blend_is_hour_blind_and_scores_as_its_weighted_parts():
     moved["cand_hour"] = (moved["cand_hour"] + 7) % 24
     moved["act_24"] = moved["act_24"][::-1].to_numpy()
     np.testing.assert_allclose(level.predict_proba(moved)[:, 1], want_level)  # the candidate hour does not reach it
-    assert len(forests_of(model)) == 2  # the hour-aware forest and the level's forest
+    assert len(forests_in(model)) == 2  # the hour-aware forest and the level's forest
