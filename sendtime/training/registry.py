@@ -22,7 +22,8 @@ from sendtime.training.model import classification_metrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree", "sklearn.utils._bunch.Bunch",  # a fitted VotingClassifier's named parts
+                 "sendtime.features.hour_blend.HourModulation"]
 #: What loading and scoring the registered model imports (the skops-serialized forest).
 MODEL_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 
