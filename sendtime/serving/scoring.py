@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import UserFeatures, build_user_features
-from sendtime.features.hour_blend import HourModulation
 from sendtime.serving.policy import ExplorationPolicy
 
 
@@ -74,6 +73,17 @@ class ProfilePolicy:
         return np.column_stack([1.0 - p, p])
 
 
+def blend_parts(model) -> tuple[tuple[object, float], tuple[object, float]] | None:
+    """((full, weight), (hour-blind, weight)) of the training's hour blend (a soft-voting
+    classifier whose estimators are named "hours" and "blind"), else None."""
+    names = [n for n, _ in getattr(model, "estimators", [])]
+    if names != ["hours", "blind"] or getattr(model, "voting", None) != "soft" or not hasattr(model, "estimators_"):
+        return None
+    w = model.weights if model.weights is not None else [1.0, 1.0]
+    return (model.estimators_[0], float(w[0])), (model.estimators_[1], float(w[1]))
+
+
+
 def forests_in(model) -> list:
     """Every RandomForest inside a model (a pipeline, the hour blend, the level inside it)."""
     out, todo = [], [model]
@@ -120,20 +130,13 @@ class Scorer:
         return forests_in(self.model)
 
     def score_model(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
-        """P(open) from the model, scoring each distinct (row, slot) pair once (and the hour
-        blend's hour-blind parts once per distinct row)."""
+        """P(open) from the model, scoring each distinct (row, slot) pair once."""
         if len(rows) == 0:
             return np.zeros(0)
         key = rows.astype(np.int64) * 168 + (how.astype(np.int64) % 168)
         uniq, inv = np.unique(key, return_inverse=True)
         X = uf.model_frame(uniq // 168, uniq % 168)[self.input_columns]
-        if not isinstance(self.model, HourModulation):
-            return self.model.predict_proba(X)[:, 1][inv]
-        users, at = np.unique(uniq // 168, return_inverse=True)
-        p_twin, p_level = self.model.hour_blind_proba(
-            uf.model_frame(users, np.zeros(len(users), dtype=np.int64))[self.input_columns])
-        p = self.model.combine(self.model.hours_.predict_proba(X)[:, 1], p_twin[at], p_level[at])
-        return p[inv]
+        return self.model.predict_proba(X)[:, 1][inv]
 
     def score(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) for (snapshot row, local hour-of-week) pairs: a table lookup when published."""
@@ -148,24 +151,25 @@ class Scorer:
     def full_table(self, chunk_users: int = 20_000) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
 
-        For the hour blend, its hour-blind parts are the same at every slot of a user, so they
-        are scored once per user rather than 168 times (the same numbers as the blend's own
+        For the hour blend, its hour-blind part is the same at every slot of a user, so it is
+        scored once per user rather than 168 times (the same numbers as the blend's own
         ``predict_proba``)."""
         n = len(self.features.table)
         out = np.empty((n, 168), dtype=np.float32)
-        blend = self.model if isinstance(self.model, HourModulation) else None
+        parts = blend_parts(self.model)
         for s in range(0, n, chunk_users):
             e = min(n, s + chunk_users)
             rows = np.repeat(np.arange(s, e), 168)
             how = np.tile(np.arange(168), e - s)
             X = self.features.model_frame(rows, how)[self.input_columns]
-            if blend is None:
+            if parts is None:
                 out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
                 continue
+            (full, w_full), (blind, w_blind) = parts
             once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
-            p_twin, p_level = blend.hour_blind_proba(once)
-            p_hours = blend.hours_.predict_proba(X)[:, 1].reshape(e - s, 168)
-            out[s:e] = blend.combine(p_hours, p_twin[:, None], p_level[:, None])
+            p_blind = blind.predict_proba(once)[:, 1]
+            p_full = full.predict_proba(X)[:, 1].reshape(e - s, 168)
+            out[s:e] = (w_full * p_full + w_blind * p_blind[:, None]) / (w_full + w_blind)
         return out
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,

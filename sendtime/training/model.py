@@ -10,7 +10,6 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from sendtime.features.hour_blend import HourModulation, combine
 from sendtime.settings import Settings
 
 
@@ -145,17 +144,6 @@ def level_blend(forest: Pipeline, rate: Pipeline, level_weight: float, y: np.nda
     return _voting([("forest", forest), ("rate", rate)], [level_weight, 1.0 - level_weight], y)
 
 
-def make_level(p: ForestParams, level_weight: float):
-    """The level unfitted (for a refit): ``level_weight`` of the hour-blind forest, the rest the
-    rate model."""
-    from sklearn.ensemble import VotingClassifier
-
-    from sendtime.features.definitions import HOUR_BLIND_FEATURES
-
-    return VotingClassifier([("forest", make_blind_pipeline(p, list(HOUR_BLIND_FEATURES))), ("rate", make_rate_pipeline())],
-                            voting="soft", weights=[level_weight, 1.0 - level_weight])
-
-
 def _voting(named: list, weights: list[float], y: np.ndarray):
     """Fitted estimators as one stock soft-voting classifier (it travels through the registry)."""
     from sklearn.ensemble import VotingClassifier
@@ -187,20 +175,18 @@ def _user_se(diff: np.ndarray, groups: np.ndarray | None) -> float:
     return float(np.sqrt((per_user ** 2).sum()) / n) if len(per_user) > 1 else float("inf")
 
 
-def choose_hour_weight(y: np.ndarray, p_full: np.ndarray, p_twin: np.ndarray, p_level: np.ndarray | None = None, *,
+def choose_hour_weight(y: np.ndarray, p_full: np.ndarray, p_blind: np.ndarray,
                        groups: np.ndarray | None = None) -> tuple[float, dict[float, float]]:
-    """The weight a of the hour modulation in ``logit P = logit(level) + a * (logit(full) -
-    logit(twin))`` (``p_level`` defaults to the twin: then a = 1 is the full model): the smallest
-    whose held-out log loss is within one standard error (clustered by user, ``groups``) of the
-    best weight's. The hour effect is only as strong as the held-out weeks show beyond their
-    noise: a log loss a hair better by chance does not buy the full hour modulation."""
+    """The weight a of ``a * p_full + (1 - a) * p_blind``: the smallest whose held-out log loss
+    is within one standard error (clustered by user, ``groups``) of the best weight's. The hour
+    effect is only as strong as the held-out weeks show beyond their noise: a log loss a hair
+    better by chance does not buy the full hour modulation."""
     y = np.asarray(y)
-    p_level = p_twin if p_level is None else p_level
-    rows = {float(a): _row_loss(y, combine(p_full, p_twin, p_level, a)) for a in HOUR_WEIGHTS}
+    rows = {float(a): _row_loss(y, a * p_full + (1 - a) * p_blind) for a in HOUR_WEIGHTS}
     scores = {a: float(r.mean()) for a, r in rows.items()}
     best = min(scores, key=lambda a: (scores[a], -a))
     chosen = min(a for a in scores if scores[a] - scores[best] <= _user_se(rows[a] - rows[best], groups))
-    scores[0.0] = float(_row_loss(y, p_level).mean())  # reported: the hour-blind level alone
+    scores[0.0] = float(_row_loss(y, p_blind).mean())  # reported: the hour-blind model alone
     return chosen, scores
 
 
@@ -209,7 +195,8 @@ def _row_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
-def hour_model(full: Pipeline, level, hour_weight: float, classes=(0, 1)) -> HourModulation:
-    """Fitted parts as the registered model: the level, moved by the full forest's hour
-    modulation against the level's own hour-blind forest (its twin)."""
-    return HourModulation.from_fitted(full, level, hour_weight, classes=classes)
+def blend(full: Pipeline, blind: Pipeline, hour_weight: float, y: np.ndarray):
+    """Both fitted pipelines as one soft-voting classifier (stock scikit-learn, so it travels
+    through the registry as one model): P = w * full + (1 - w) * blind."""
+    return _voting([("hours", full), ("blind", blind)], [hour_weight, 1.0 - hour_weight], y)
+

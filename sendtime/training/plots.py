@@ -9,8 +9,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sendtime.features.hour_blend import HourModulation  # noqa: E402
-
 
 def reliability_figure(y: np.ndarray, p: np.ndarray, bins: int = 15):
     order = np.argsort(p)
@@ -30,11 +28,12 @@ def reliability_figure(y: np.ndarray, p: np.ndarray, bins: int = 15):
 
 
 def importance_figure(model, columns: list[str]):
-    """Impurity importances of the hour-aware forest (of the hour blend: its ``hours`` part,
-    with the weight the validation weeks gave the hour effect in the title)."""
+    """Impurity importances of the hour-aware forest (of a blend: its ``hours`` part, with
+    the weight the validation weeks gave the hour effect in the title)."""
+    parts = getattr(model, "estimators_", None)
     weight = None
-    if isinstance(model, HourModulation):
-        model, weight = model.hours_, model.hour_weight
+    if parts:  # the blend of sendtime.training.model.blend: (hour-aware, hour-blind)
+        model, weight = parts[0], model.weights[0]
     forest = model.named_steps["forest"]
     imp = pd.Series(forest.feature_importances_, index=columns).sort_values()
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(imp) + 1))

@@ -22,8 +22,7 @@ from sendtime.training.model import classification_metrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree", "sklearn.utils._bunch.Bunch",  # a fitted VotingClassifier's named parts
-                 "sendtime.features.hour_blend.HourModulation"]
+SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 #: What loading and scoring the registered model imports (the skops-serialized forest).
 MODEL_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 

@@ -12,17 +12,15 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from sendtime.features.definitions import FEATURE_SET_VERSION, MODEL_FEATURES, HOUR_BLIND_FEATURES
-from sendtime.features.hour_blend import HourModulation
 from sendtime.training.dataset import HistoryTooShort, NothingToLearn, TrainingSet  # noqa: F401 (NothingToLearn: raised here too)
 from sendtime.training.model import (
     ForestParams,
+    blend,
     choose_hour_weight,
     choose_level_weight,
     classification_metrics,
-    hour_model,
     level_blend,
     make_blind_pipeline,
-    make_level,
     make_pipeline,
     make_rate_pipeline,
 )
@@ -91,14 +89,13 @@ def train_and_register(
     p_forest = blind_forest.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     level_weight, by_level = choose_level_weight(y_va, p_forest, rate.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1], groups)
     blind = level_blend(blind_forest, rate, level_weight, y_tr)
-    # the hour effect is the hour-aware forest against its hour-blind twin (the same forest
-    # without the candidate hour): only that modulation moves the weighed level. Weighed as the
-    # hour-aware forest's own P against the level, a real hour effect lost its weight to the rate
-    # model's better level, and where it kept its weight the forest's own level came with it
+    # the hour effect is weighed against the hour-blind forest, its like-for-like twin: how much
+    # the candidate hour adds to the same forest. Weighed against the better level instead, a
+    # real hour effect lost its weight to the rate model's level (the hour-aware forest's own
+    # level is the forest's) and a person's hours stopped counting
     p_full = full.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
-    p_level = blind.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
-    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_forest, p_level, groups=groups)
-    twin = hour_model(full, blind, hour_weight, classes=np.unique(y_tr))
+    hour_weight, by_weight = choose_hour_weight(y_va, p_full, p_forest, groups)
+    twin = blend(full, blind, hour_weight, y_tr)
     p_va = twin.predict_proba(X_va[list(MODEL_FEATURES)])[:, 1]
     metrics = classification_metrics(y_va, p_va)
     metrics["hour_weight"] = hour_weight
@@ -109,7 +106,7 @@ def train_and_register(
     metrics["log_loss_full_hours"] = by_weight[1.0]
     say(f"level: forest weight {level_weight:.1f} (validation log loss: rate model {by_level[0.0]:.4f}, "
         f"hour-blind forest {by_level[1.0]:.4f}, chosen {by_level[level_weight]:.4f})")
-    say(f"hour effect weight {hour_weight:.1f} (validation log loss: the level alone {by_weight[0.0]:.4f}, "
+    say(f"hour effect weight {hour_weight:.1f} (validation log loss: hour-blind {by_weight[0.0]:.4f}, "
         f"full {by_weight[1.0]:.4f}, chosen {by_weight[hour_weight]:.4f})")
     p_tr = twin.predict_proba(X_tr[list(MODEL_FEATURES)].head(50_000))[:, 1]
     metrics["train_log_loss"] = classification_metrics(y_tr[:50_000], p_tr)["log_loss"]
@@ -128,9 +125,11 @@ def train_and_register(
         say("off-policy on validation weeks: " + " | ".join(new_ope.lines()[1:]))
     model = twin
     if refit:
-        say(f"refitting the forests and the rate model on all {len(ts.y):,} labelled rows (validation weeks included)")
-        model = HourModulation(make_pipeline(forest, list(MODEL_FEATURES)), make_level(forest, level_weight),
-                               hour_weight).fit(ts.X[list(MODEL_FEATURES)], ts.y)
+        say(f"refitting both forests on all {len(ts.y):,} labelled rows (validation weeks included)")
+        X_all = ts.X[list(MODEL_FEATURES)]
+        level = level_blend(make_blind_pipeline(forest, list(HOUR_BLIND_FEATURES)).fit(X_all, ts.y),
+                            make_rate_pipeline().fit(X_all, ts.y), level_weight, ts.y)
+        model = blend(make_pipeline(forest, list(MODEL_FEATURES)).fit(X_all, ts.y), level, hour_weight, ts.y)
     mlflow.log_param("refit_on_validation", refit)
     say("logging and registering the model")
     _, version = log_model(model, X_tr[list(MODEL_FEATURES)], model_name)

@@ -15,8 +15,7 @@ from sendtime.features.messages import build_messages
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.simulation.simulate import simulate_world, world_config
 from sendtime.training.dataset import build_training_set
-from sendtime.features.hour_blend import HourModulation, combine
-from sendtime.training.model import ForestParams, choose_hour_weight, make_blind_pipeline, make_pipeline
+from sendtime.training.model import ForestParams, blend, choose_hour_weight, make_blind_pipeline, make_pipeline
 from sendtime.training.shrinkage_search import SHAPE_FACTORS, choose_shrinkage
 
 
@@ -49,7 +48,7 @@ def _tuned_model(hist):
     full = make_pipeline(fp, cols).fit(X_tr, y_tr)
     blind = make_blind_pipeline(fp, list(HOUR_BLIND_FEATURES)).fit(X_tr, y_tr)
     weight, scores = choose_hour_weight(y_va, full.predict_proba(X_va)[:, 1], blind.predict_proba(X_va)[:, 1])
-    model = HourModulation.from_fitted(full, blind, weight, twin=blind)
+    model = blend(full, blind, weight, y_tr)
     uf = build_user_features(msgs, us, end, params=choice.params)
     rows, how = np.repeat(np.arange(400), 24), np.tile(np.arange(24) + 48, 400)  # one Wednesday
     p = model.predict_proba(uf.model_frame(rows, how)[cols])[:, 1].reshape(400, 24)
@@ -65,12 +64,11 @@ def test_a_flat_world_gets_flat_hour_scores_and_a_rhythmic_one_keeps_its_hours(f
     assert spread_flat < 0.25 * spread_rhythm, (spread_flat, spread_rhythm)  # a user's hours barely differ
     assert s_rhythm[1.0] < s_rhythm[0.0]  # where hours matter the full model beats hour-blind
     assert w_rhythm >= 0.5
-    # the blend scores as the level moved by the weighted hour modulation, in logit space
-    full, blind = model.hours_, model.level_
+    # the blend is one stock scikit-learn model and scores like the weighted average of its parts
+    full, blind = model.estimators_
     p = model.predict_proba(X_va.head(50))[:, 1]
-    lg = lambda q: np.log(np.clip(q, 1e-6, 1 - 1e-6) / (1 - np.clip(q, 1e-6, 1 - 1e-6)))  # noqa: E731
-    p_full, p_blind = full.predict_proba(X_va.head(50))[:, 1], blind.predict_proba(X_va.head(50))[:, 1]
-    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(lg(p_blind) + w_flat * (lg(p_full) - lg(p_blind))))))
+    want = w_flat * full.predict_proba(X_va.head(50))[:, 1] + (1 - w_flat) * blind.predict_proba(X_va.head(50))[:, 1]
+    np.testing.assert_allclose(p, want)
 
 
 def test_profile_search_scores_every_candidate(flat):
@@ -106,11 +104,11 @@ def test_the_hour_weight_needs_evidence_beyond_the_noise():
     real_full = np.clip(level * (1 + wobble), 0.01, 0.99)
     y_flat = rng.random(len(users)) < level
     y_real = rng.random(len(users)) < real_full
-    w_noise, s_noise = choose_hour_weight(y_flat, noise_full, level, groups=users)
-    w_real, s_real = choose_hour_weight(y_real, real_full, level, groups=users)
+    w_noise, s_noise = choose_hour_weight(y_flat, noise_full, level, users)
+    w_real, s_real = choose_hour_weight(y_real, real_full, level, users)
     assert w_noise == 0.1 and w_real >= 0.8
     assert s_real[1.0] < s_real[0.0] and s_noise[0.0] < s_noise[1.0]
     # the order of a user's hours is kept at any weight: the full model's, shrunk
-    p = combine(noise_full, level, level, w_noise)
+    p = w_noise * noise_full + (1 - w_noise) * level
     first = slice(0, 24)
     assert (np.argsort(p[first]) == np.argsort(noise_full[first])).all()

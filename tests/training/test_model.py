@@ -1,5 +1,4 @@
-"""The hour blend: its level (the hour-blind forest and the rate model, weighed on held-out rows)
-and the hour modulation on top."""
+"""The level of the hour blend: the hour-blind forest and the rate model, weighed on held-out rows."""
 
 from __future__ import annotations
 
@@ -8,15 +7,13 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from sendtime.features.definitions import HOUR_BLIND_FEATURES, MODEL_FEATURES
-from sendtime.features.hour_blend import HourModulation, logit
 from sendtime.serving.scoring import forests_in
 from sendtime.training.model import (
     ForestParams,
+    blend,
     choose_level_weight,
-    hour_model,
     level_blend,
     make_blind_pipeline,
-    make_level,
     make_pipeline,
     make_rate_pipeline,
 )
@@ -66,44 +63,20 @@ def test_sparse_people_are_ranked_by_their_rates_and_the_forest_only_counts_wher
     assert b2 > b
 
 
-def test_the_level_blend_is_hour_blind_and_the_hour_forest_only_moves_it():
+def test_the_level_blend_is_hour_blind_and_scores_as_its_weighted_parts():
     X, y, person = _people(300, 40, seed=5, noise_columns=True)
     fp = ForestParams(n_estimators=10, max_depth=6, min_samples_leaf=10, n_jobs=1)
     forest = make_blind_pipeline(fp, list(HOUR_BLIND_FEATURES)).fit(X, y)
     rate = make_rate_pipeline().fit(X, y)
     level = level_blend(forest, rate, 0.3, y)
     full = make_pipeline(fp, list(MODEL_FEATURES)).fit(X, y)
-    model = hour_model(full, level, 0.6)
+    model = blend(full, level, 0.6, y)
     head = X.head(40)
     want_level = 0.3 * forest.predict_proba(head)[:, 1] + 0.7 * rate.predict_proba(head)[:, 1]
     np.testing.assert_allclose(level.predict_proba(head)[:, 1], want_level)
-    # logit P = logit(level) + w * (logit(full) - logit(its hour-blind twin, the level's forest))
-    want = logit(want_level) + 0.6 * (logit(full.predict_proba(head)[:, 1]) - logit(forest.predict_proba(head)[:, 1]))
-    np.testing.assert_allclose(model.predict_proba(head)[:, 1], 1 / (1 + np.exp(-want)))
+    np.testing.assert_allclose(model.predict_proba(head)[:, 1], 0.6 * full.predict_proba(head)[:, 1] + 0.4 * want_level)
     moved = head.copy()
     moved["cand_hour"] = (moved["cand_hour"] + 7) % 24
     moved["act_24"] = moved["act_24"][::-1].to_numpy()
     np.testing.assert_allclose(level.predict_proba(moved)[:, 1], want_level)  # the candidate hour does not reach it
-    assert len(forests_in(model)) == 2  # the hour-aware forest and the level's forest (also the twin)
-
-
-def test_one_persons_hours_keep_the_hour_forests_order_and_stay_probabilities():
-    X, _, person = _people(300, 40, seed=6, noise_columns=True)
-    rng = np.random.default_rng(6)
-    y = (rng.random(len(X)) < np.clip(X["open_rate_28d"] * 6 * X["act_24"] ** 2, 0, 1)).astype(int)  # the hour matters
-    fp = ForestParams(n_estimators=10, max_depth=6, min_samples_leaf=10, n_jobs=1)
-    model = HourModulation(make_pipeline(fp, list(MODEL_FEATURES)), make_level(fp, 0.5), 0.4).fit(X, y)
-    one = pd.DataFrame(np.repeat(X.iloc[[0]].to_numpy(), 24, axis=0), columns=X.columns)
-    one["cand_hour"] = np.arange(24, dtype="float32")
-    one["act_24"] = np.random.default_rng(0).random(24).astype("float32")
-    p, p_hours = model.predict_proba(one)[:, 1], model.hours_.predict_proba(one)[:, 1]
-    assert np.unique(p_hours).size > 3  # the forest does tell the hours apart
-    assert (np.argsort(p, kind="stable") == np.argsort(p_hours, kind="stable")).all()
-    every = model.predict_proba(X)
-    assert ((every > 0) & (every < 1)).all() and np.allclose(every.sum(1), 1)
-    assert model.twin_ is model.level_.estimators_[0] and model.classes_.tolist() == [0, 1]
-    # fitting the unfitted model is the same as fitting the parts on their own
-    parts = hour_model(make_pipeline(fp, list(MODEL_FEATURES)).fit(X, y),
-                       level_blend(make_blind_pipeline(fp, list(HOUR_BLIND_FEATURES)).fit(X, y), make_rate_pipeline().fit(X, y), 0.5, y),
-                       0.4)
-    np.testing.assert_allclose(parts.predict_proba(X.head(100)), model.predict_proba(X.head(100)))
+    assert len(forests_in(model)) == 2  # the hour-aware forest and the level's forest

@@ -129,13 +129,9 @@ def test_a_refitted_champion_is_judged_by_its_validation_twin(trained, world_dir
     X_val, y_val = _validation_rows((settings, result), world_dir, champion_profile_params(settings))
     cols = list(MODEL_FEATURES)
     twin_loss = classification_metrics(y_val, twin.predict_proba(X_val[cols])[:, 1])["log_loss"]
+    seen_loss = classification_metrics(y_val, registered.predict_proba(X_val[cols])[:, 1])["log_loss"]
     assert np.isclose(twin_loss, run.data.metrics["val_log_loss"], rtol=1e-6)
-    # the refit learned from these very rows: its forests fit them better than the twin's
-    # (the blend need not: it moves the level by the difference of two forests, which both fit them)
-    for part in ("hours_", "twin_"):
-        seen, unseen = (classification_metrics(y_val, getattr(m, part).predict_proba(X_val[cols])[:, 1])["log_loss"]
-                        for m in (registered, twin))
-        assert seen < unseen - 0.01, (part, seen, unseen)
+    assert seen_loss < twin_loss  # the refit learned from these very rows
 
 
 def test_training_sample_is_bounded_in_users_and_rows_and_seeded(world_dir):
