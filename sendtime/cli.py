@@ -131,6 +131,8 @@ def nightly(
     force: bool = typer.Option(False, "--force", help="Train again even if this as-of date already ran on identical inputs."),
     engine: Optional[str] = typer.Option(
         None, "--engine", help="Feature engine: auto (DuckDB for typed Parquet, else pandas), duckdb or pandas. Default: SENDTIME_ENGINE or auto."),
+    activity: Optional[Path] = typer.Option(
+        None, "--activity", help="Activity not tied to a message (user_id, event_type session/app_open/page_view/purchase, timestamp): Parquet or CSV."),
 ) -> None:
     """Validate, build features, train, gate and promote, and publish tomorrow's predictions."""
     import dataclasses
@@ -148,7 +150,7 @@ def nightly(
         settings = dataclasses.replace(settings, engine=engine.strip().lower())
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     try:
-        r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force)
+        r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force, activity_path=activity)
     except AlreadyDone as exc:
         out.print(str(exc))
         raise typer.Exit(0)
@@ -262,6 +264,7 @@ def predict(
     events: Optional[Path] = typer.Option(None, "--events", help="Rebuild features from these events instead of the last nightly run."),
     users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --events)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Feature cutoff YYYY-MM-DD (with --events); default: the date."),
+    activity: Optional[Path] = typer.Option(None, "--activity", help="Activity table (with --events), as given to the nightly."),
 ) -> None:
     """Score the 24 local hours of a date for every user; write best hour and all scores."""
     day_start = _date(date, "--date")
@@ -273,6 +276,8 @@ def predict(
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     if (events is None) != (users is None):
         fail("--events and --users go together")
+    if activity is not None and events is None:
+        fail("--activity needs --events and --users (without them the published features are used)")
     try:
         from sendtime.serving.model_store import load_champion, load_scorer
         from sendtime.serving.scoring import Scorer
@@ -289,7 +294,15 @@ def predict(
             console.print(ev.summary("events"))
             console.print(us.summary("users"))
             msgs = build_messages(ev.accepted.loc[ev.accepted["timestamp"] < cutoff], us.accepted, settings.default_timezone)
-            uf = build_user_features(msgs, us.accepted, cutoff, champion_profile_params(settings), settings.default_timezone)
+            act = None
+            if activity is not None:
+                from sendtime.features.activity import build_activity, read_activity
+
+                read = read_activity(activity)
+                console.print(read.summary("activity"))
+                act = build_activity(read.accepted, us.accepted, settings.default_timezone)
+            uf = build_user_features(msgs, us.accepted, cutoff, champion_profile_params(settings), settings.default_timezone,
+                                     activity=act)
             model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
             scorer = Scorer(model=model, model_version=version, input_columns=columns, features=uf)
         preds = scorer.predict_day(day)
@@ -360,7 +373,8 @@ def suite(
     days: int = typer.Option(180, "--days", min=21, max=3650, help="Days of history per world."),
     seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated seeds."),
     worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds",
-                               help="Comma-separated world presets ('' for none)."),
+                               help="Comma-separated world presets ('' for none); a preset with '-without-activity' "
+                                    "is the same world with its activity withheld."),
     family: int = typer.Option(0, "--family", min=0, max=1000, help="Family members to add, seeds 0..N-1 (tuned on)."),
     held_out: int = typer.Option(0, "--held-out", min=0, max=1000,
                                  help="Held-out family members to add, seeds 1000..1000+N-1 (never used for tuning)."),
@@ -374,7 +388,7 @@ def suite(
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got {seeds!r}")
     world_list = [w.strip() for w in worlds.split(",") if w.strip()]
-    unknown = [w for w in world_list if w not in PRESETS]
+    unknown = [w for w in world_list if w.removesuffix("-without-activity") not in PRESETS]
     family_seeds = list(range(family)) + list(range(HELD_OUT_SEED_FROM, HELD_OUT_SEED_FROM + held_out))
     if unknown or (world_list and not seed_list) or not (world_list or family_seeds):
         fail(f"unknown or empty --worlds {unknown or worlds!r} (and no --family/--held-out); choose from {', '.join(PRESETS)}")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from sendtime import analysis
 from sendtime.dates import parse_iso_date
+from sendtime.features.activity import build_activity, read_activity
 from sendtime.features.contract import ContractError, ReadResult, read_users, write_rejects
 from sendtime.features.definitions import MODEL_FEATURES
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed, outcomes_at
@@ -60,7 +61,7 @@ def parse_as_of(text: str) -> pd.Timestamp:
 
 
 def validation_off_policy(msgs, users, validation_start, as_of, settings: Settings, params, status_quo_hour: int,
-                          max_contexts: int = 20_000, min_matched: int = 50):
+                          max_contexts: int = 20_000, min_matched: int = 50, activity: pd.DataFrame | None = None):
     """A function scoring a model's policy on the validation weeks' randomized logs, or None.
 
     Features are frozen at the start of the validation weeks, so the policy only knows what it
@@ -71,7 +72,8 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     val = msgs.loc[(msgs["send_ts"] >= validation_start) & (msgs["send_ts"] < as_of - horizon)]
     if val["propensity"].notna().sum() < 100 or (val["propensity"] < 0.5).sum() < min_matched:
         return None
-    uf = build_user_features(msgs, users, validation_start, params=params, default_tz=settings.default_timezone)
+    uf = build_user_features(msgs, users, validation_start, params=params, default_tz=settings.default_timezone,
+                             activity=activity)
     uidx = uf.rows_of(msgs["user_id"])
     reward = outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours).opened
     logs = logged_sends(msgs, reward, validation_start, as_of - horizon)
@@ -86,7 +88,8 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     return estimate
 
 
-def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParams, say) -> ShrinkageParams:
+def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParams, say,
+                  activity: pd.DataFrame | None = None) -> ShrinkageParams:
     """The profile hyperparameters this history supports best (sendtime.training.shrinkage_search), on
     a sample of ``settings.tune_profile_users`` users, logged to the active MLflow run."""
     if settings.tune_profile_users <= 0 or msgs.empty:
@@ -97,7 +100,8 @@ def tune_profiles(msgs, users, as_of, settings: Settings, params: ShrinkageParam
         return params
     validation, _ = fit_windows(msgs.loc[labelled, "send_ts"].min(), last, settings.validation_days, settings.snapshot_days)
     choice = choose_shrinkage(msgs, users, last - validation, as_of, params, settings.default_timezone,
-                              max_users=settings.tune_profile_users, seed=settings.random_state, progress=say)
+                              max_users=settings.tune_profile_users, seed=settings.random_state, progress=say,
+                              activity=activity)
     mlflow.log_params(choice.as_params())
     if len(choice.scores):
         mlflow.log_table(choice.scores, "tuning/profile_hyperparameters.json")
@@ -145,32 +149,35 @@ def run_nightly(
     as_of: pd.Timestamp,
     say: Callable[[str], None] = print,
     force: bool = False,
+    activity_path: str | Path | None = None,
 ) -> NightlyResult:
-    """One nightly run, holding the lock; idempotent for the same inputs unless ``force``."""
-    for what, path in (("events", events_path), ("users", users_path)):
-        if not Path(path).exists():
+    """One nightly run, holding the lock; idempotent for the same inputs unless ``force``.
+    ``activity_path``: sessions, app opens, page views, purchases (sendtime.features.activity)."""
+    for what, path in (("events", events_path), ("users", users_path), ("activity", activity_path)):
+        if path is not None and not Path(path).exists():
             raise ContractError(f"{what} file not found: {path}")
     settings.prepare()
     with nightly_lock(settings.home):
-        return _run_nightly(settings, events_path, users_path, as_of, say, force)
+        return _run_nightly(settings, events_path, users_path, as_of, say, force, activity_path)
 
 
-def _run_nightly(settings, events_path, users_path, as_of, say, force) -> NightlyResult:
+def _run_nightly(settings, events_path, users_path, as_of, say, force, activity_path=None) -> NightlyResult:
     """The night as named steps (each below is one, testable on its own)."""
     t0 = time.time()
     configure(settings.tracking_uri, settings.registry_uri, settings.experiment, settings.artifact_root)
-    fingerprint = check_not_done(settings, events_path, users_path, as_of, force)
+    fingerprint = check_not_done(settings, events_path, users_path, as_of, force, activity_path)
     us, tab = read_inputs(settings, events_path, users_path, as_of, fingerprint, say)
     with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
         rejects = log_inputs(settings, run.info.run_id, events_path, as_of, fingerprint, us, tab)
+        activity = read_activity_input(settings, run.info.run_id, activity_path, us, tab, as_of, rejects, say)
         train_users = training_users(us, tab)
         params = tune_profiles(tab.messages, train_users, as_of, settings,
-                               ShrinkageParams(horizon_hours=settings.horizon_hours), say)
+                               ShrinkageParams(horizon_hours=settings.horizon_hours), say, activity)
         status_quo_hour = settings.status_quo_utc_hour
         if status_quo_hour is None:
             status_quo_hour = tab.status_quo_utc_hour  # every engine counts it (features.messages.status_quo_hour)
-        result, not_trained = train(settings, tab.messages, train_users, as_of, params, status_quo_hour, say)
-        uf = serving_features(settings, tab, us, as_of, say)
+        result, not_trained = train(settings, tab.messages, train_users, as_of, params, status_quo_hour, say, activity)
+        uf = serving_features(settings, tab, us, as_of, say, activity)
         scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)
         final, predictions = publish_snapshot(settings, run.info.run_id, scorer, as_of, result, policy, not_trained,
                                               status_quo_hour, say)
@@ -188,9 +195,11 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force) -> Nightl
     )
 
 
-def check_not_done(settings: Settings, events_path, users_path, as_of: pd.Timestamp, force: bool) -> str:
+def check_not_done(settings: Settings, events_path, users_path, as_of: pd.Timestamp, force: bool,
+                   activity_path=None) -> str:
     """The inputs' fingerprint; :class:`AlreadyDone` if they were already run and published."""
-    fingerprint = input_fingerprint(Path(events_path), Path(users_path), as_of.isoformat(), settings)
+    fingerprint = input_fingerprint(Path(events_path), Path(users_path), as_of.isoformat(), settings,
+                                    activity=Path(activity_path) if activity_path is not None else None)
     done = None if force else find_done_run(settings, fingerprint)
     if done:
         raise AlreadyDone(
@@ -238,6 +247,29 @@ def log_inputs(settings: Settings, run_id: str, events_path, as_of: pd.Timestamp
     return rejects
 
 
+def read_activity_input(settings: Settings, run_id: str, activity_path, us: ReadResult, tab: MessageTable,
+                        as_of: pd.Timestamp, rejects: dict[str, Path], say: Callable[[str], None]) -> pd.DataFrame | None:
+    """The activity table (validated, each row's local hour-of-week), its counts and rejects
+    logged; None without one, or when the feature build runs in user buckets (it does not read
+    activity yet, and training and serving must see the same evidence)."""
+    if activity_path is None:
+        return None
+    if tab.buckets is not None:
+        say("activity is not used: the bucketed feature build (large histories) does not read it yet")
+        mlflow.set_tags({"activity_used": "false", "activity_not_used_reason": "bucketed feature build"})
+        return None
+    act = read_activity(activity_path)
+    say(act.summary("activity"))
+    if act.n_rejected:
+        rejects["activity"] = write_rejects(act, settings.runs_dir / run_id / "rejects_activity.csv")
+        mlflow.log_artifact(str(rejects["activity"]), artifact_path="rejects")
+    accepted = act.accepted.loc[act.accepted["timestamp"] < as_of]
+    mlflow.log_metrics({"activity_read": act.read, "activity_accepted": act.n_accepted, "activity_rejected": act.n_rejected,
+                        "activity_users": int(accepted["user_id"].nunique())})
+    mlflow.set_tags({"activity_used": "true", "activity_path": str(activity_path)})
+    return build_activity(accepted, us.accepted, settings.default_timezone)
+
+
 def training_users(us: ReadResult, tab: MessageTable) -> pd.DataFrame:
     """The users training sees: all of them, or with user buckets the sampled buckets' users."""
     if tab.buckets is None:
@@ -246,7 +278,7 @@ def training_users(us: ReadResult, tab: MessageTable) -> pd.DataFrame:
 
 
 def train(settings: Settings, msgs: pd.DataFrame, train_users: pd.DataFrame, as_of: pd.Timestamp,
-          params: ShrinkageParams, status_quo_hour: int, say: Callable[[str], None]):
+          params: ShrinkageParams, status_quo_hour: int, say: Callable[[str], None], activity: pd.DataFrame | None = None):
     """Training rows, the forests, the gate: (TrainResult, None), or (None, why) when the
     history holds no labelled send yet (the night then publishes the prior-only policy)."""
     say("building training rows (point-in-time snapshots)")
@@ -254,9 +286,10 @@ def train(settings: Settings, msgs: pd.DataFrame, train_users: pd.DataFrame, as_
         ts = build_training_set(
             msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
             settings.snapshot_days, settings.max_train_rows, settings.random_state,
-            settings.default_timezone, params, progress=say, max_users=settings.max_train_users,
+            settings.default_timezone, params, progress=say, max_users=settings.max_train_users, activity=activity,
         )
-        off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour)
+        off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour,
+                                           activity=activity)
         result = train_and_register(
             ts, ForestParams.from_settings(settings), settings.model_name, settings.gate_tolerance,
             extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
@@ -272,7 +305,7 @@ def train(settings: Settings, msgs: pd.DataFrame, train_users: pd.DataFrame, as_
 
 
 def serving_features(settings: Settings, tab: MessageTable, us: ReadResult, as_of: pd.Timestamp,
-                     say: Callable[[str], None]):
+                     say: Callable[[str], None], activity: pd.DataFrame | None = None):
     """Every user's features as of the cutoff, with the profile settings the champion was trained on."""
     say("building serving features as of the cutoff and publishing")
     serve_params = champion_profile_params(settings)
@@ -282,7 +315,7 @@ def serving_features(settings: Settings, tab: MessageTable, us: ReadResult, as_o
         tab.close()
     else:
         uf = build_user_features(tab.messages, us.accepted, as_of, params=serve_params,
-                                 default_tz=settings.default_timezone)
+                                 default_tz=settings.default_timezone, activity=activity)
     if uf.prior.machine is not None:
         mo = uf.prior.machine.summary()
         mlflow.log_metrics({f"machine_open_{k}": v for k, v in mo.items()})

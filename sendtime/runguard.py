@@ -54,10 +54,13 @@ def _hash_path(h: "hashlib._Hash", path: Path) -> None:
                 h.update(block)
 
 
-def input_fingerprint(events: Path, users: Path, as_of: str, settings) -> str:
+def input_fingerprint(events: Path, users: Path, as_of: str, settings, activity: Path | None = None) -> str:
     h = hashlib.sha256()
     _hash_path(h, Path(events))
     _hash_path(h, Path(users))
+    if activity is not None:
+        h.update(b"activity")
+        _hash_path(h, Path(activity))
     knobs = {
         "as_of": as_of, "features": FEATURE_SET_VERSION, "horizon": settings.horizon_hours,
         "validation_days": settings.validation_days, "snapshot_days": settings.snapshot_days,

@@ -148,3 +148,9 @@ def test_report_command(trained, tmp_path):
     assert r.returncode == 2 and ".html" in r.stderr
     r = run(["report", "--out", str(out)], {"SENDTIME_HOME": str(tmp_path / "empty")})
     assert r.returncode == 3 and "Traceback" not in r.stderr
+
+
+def test_a_missing_activity_file_stops_nightly_in_one_line(tmp_path, world_dir):
+    r = run(["nightly", "--events", str(world_dir / "events.parquet"), "--users", str(world_dir / "users.parquet"),
+             "--as-of", "2026-04-13", "--activity", str(tmp_path / "sessions.parquet")], make_env(tmp_path / "home"))
+    assert r.returncode == 2 and "activity file not found" in r.stderr and "Traceback" not in r.stderr

@@ -31,3 +31,35 @@ def test_the_status_quo_hour_setting_wins_over_the_history(world_dir, tmp_path):
                           pd.Timestamp(AS_OF, tz="UTC"), say=lambda m: None)
         manifest = json.loads((res.published / "manifest.json").read_text())
         assert manifest["status_quo_utc_hour"] == (usual if hour is None else wanted)
+
+
+def test_the_nightly_reads_activity_weighs_it_and_says_so(tmp_path):
+    """With ``activity_path`` the night validates the activity (rejects kept), chooses its
+    strength on the held-out weeks with the other profile settings, and publishes features
+    that used it; the same inputs without it are another run, not "already done"."""
+    import mlflow
+
+    from sendtime.nightly import run_nightly
+    from sendtime.settings import Settings
+    from sendtime.simulation.simulate import simulate_world, world_config, write_world
+
+    w = simulate_world(world_config("activity", n_users=800, days=42, seed=4))
+    paths = write_world(w, tmp_path / "world")
+    act = w.activity.copy()
+    act.loc[act.index[:3], "event_type"] = "teleport"  # three bad rows among them
+    act.to_parquet(paths["activity"], index=False)
+    env = home_env(tmp_path / "home")
+    env.update(SENDTIME_N_ESTIMATORS="10", SENDTIME_TUNE_PROFILE_USERS="800")
+    settings = Settings.from_env(env)
+    as_of = w.config.end_ts
+    res = run_nightly(settings, paths["events"], paths["users"], as_of, say=lambda m: None, activity_path=paths["activity"])
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(res.run_id)
+    assert run.data.metrics["activity_rejected"] == 3
+    assert run.data.metrics["activity_accepted"] == len(act) - 3
+    assert run.data.tags["activity_used"] == "true"
+    chosen = float(run.data.params["chosen_activity_strength"])
+    assert chosen < float("inf")  # activity that follows the users' rhythm is worth using
+    assert "activity" in res.rejects and res.rejects["activity"].exists()
+    again = run_nightly(settings, paths["events"], paths["users"], as_of, say=lambda m: None)  # no AlreadyDone
+    assert again.run_id != res.run_id
+    assert mlflow.MlflowClient(settings.tracking_uri).get_run(again.run_id).data.tags.get("activity_used") is None

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from sendtime.features.activity import activity_counts, activity_prior
 from sendtime.features.definitions import MODEL_FEATURES, USER_FEATURE_NAMES
 from sendtime.features.machine_opens import MachineOpenModel, machine_stats
 from sendtime.features.messages import MACHINE_OPEN_WINDOW, OUTCOME_COLUMNS, MessageArrays, micros, micros_of
@@ -126,12 +127,15 @@ def build_user_features(
     default_tz: str = "UTC",
     prior: PopulationPrior | None = None,
     machine: MachineOpenModel | None = None,
+    activity: pd.DataFrame | None = None,
 ) -> UserFeatures:
     """Features of every user in ``users`` (and every user with a send) as of ``as_of``.
 
     With ``prior`` given, the pooled quantities are reused instead of refitted (serving cold
     users with the prior of the last nightly run). ``machine``: a machine-open mixture already
     fitted on these messages at this cutoff (a search over profile settings fits it once).
+    ``activity``: sessions and the like (:func:`sendtime.features.activity.build_activity`);
+    those before ``as_of`` pull each user's prior towards the hours they are active.
     """
     params = params or ShrinkageParams()
     H = params.horizon_hours
@@ -170,6 +174,9 @@ def build_user_features(
         group_prior = prior.mixture.prior(O48, E48, segments)
     else:
         group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
+    if activity is not None and len(activity):
+        group_prior = activity_prior(group_prior, activity_counts(activity, index, as_of), params.activity_strength,
+                                     params.smooth_hours)
     lam, level = user_profiles(O, E, group_prior, params)
 
     cols = activity_columns(micros(msgs["send_ts"]), micros(msgs["t_click"]), uidx, n, oc, micros_of(as_of))

@@ -34,6 +34,7 @@ class ShrinkageParams:
     smooth_hours: float = 1.0  # Gaussian kernel width pooling evidence from neighbouring hours
     mixture_k: int = 10  # reading rhythms learned from the data for the prior (0: group profiles only)
     mixture_fit_users: int = 50_000  # the rhythm EM runs on at most this many users (a seeded sample)
+    activity_strength: float = 40.0  # pseudo-events of the prior's shape against a user's own activity (features.activity)
 
 
 @dataclass

@@ -48,20 +48,26 @@ def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: 
 def champion_profile_params(settings, alias: str = "champion"):
     """The profile hyperparameters the aliased model was trained with (its run's
     ``chosen_*`` params, see sendtime.training.shrinkage_search): serving features must be built the
-    way the model's training rows were. Defaults when the run chose none (or no model yet)."""
+    way the model's training rows were. Defaults when the run chose none (or no model yet); no
+    activity (strength inf) unless the run used it."""
     from dataclasses import replace
 
     base = ShrinkageParams(horizon_hours=settings.horizon_hours)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     try:
         mv = client.get_model_version_by_alias(settings.model_name, alias)
-        params = client.get_run(mv.run_id).data.params if mv.run_id else {}
+        run = client.get_run(mv.run_id) if mv.run_id else None
     except Exception:
         return base
+    params = run.data.params if run is not None else {}
+    # a champion trained without activity is served without it (its rows never saw it)
+    used = run is not None and run.data.tags.get("activity_used") == "true"
     return replace(base,
                    shape_strength=float(params.get("chosen_shape_strength", base.shape_strength)),
                    smooth_hours=float(params.get("chosen_smooth_hours", base.smooth_hours)),
-                   mixture_k=int(float(params.get("chosen_mixture_k", base.mixture_k))))
+                   mixture_k=int(float(params.get("chosen_mixture_k", base.mixture_k))),
+                   activity_strength=float(params.get("chosen_activity_strength", base.activity_strength)) if used
+                   else float("inf"))
 
 
 def load_scorer(settings) -> tuple[Scorer, dict]:

@@ -135,6 +135,8 @@ PRESETS: dict[str, dict] = {
     "real-email": {"rhythm": "real:enron,radoslaw"},
     "no-flags-late": {"machine_flags": False, "machine_delay_s": (2.0, 14_400.0), "late_fetch_share": 0.5,
                       "fetch_share": 0.9, "eager_share": 0.15},
+    # about 30 sessions per user per month beside the mail (sendtime.features.activity)
+    "activity": {"activity_per_week": 7.0},
 }
 
 # Fixed behavioural constants.
@@ -184,6 +186,10 @@ class WorldConfig:
     engagement_median: float = 0.33
     # rhythm "real:git,studentlife": each user's shape is one real person's (sendtime.simulation.real_rhythms)
     realdata_dir: str = ""
+    # activity not tied to any message (sessions, page views): events per user per week (0: none),
+    # and the share of it that follows the user's own reading rhythm (the rest is spread evenly)
+    activity_per_week: float = 0.0
+    activity_fidelity: float = 0.8
 
     def __post_init__(self) -> None:
         ch = tuple((int(h), float(w)) for h, w in self.campaign_hours)
@@ -207,8 +213,10 @@ class WorldConfig:
             raise ValueError("engagement_median must be > 0 and eager_boost >= 1")
         if self.n_users < 0 or self.days < 1 or self.horizon_hours < 1:
             raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
+        if self.activity_per_week < 0:
+            raise ValueError(f"activity_per_week must be >= 0, got {self.activity_per_week}")
         for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share", "late_fetch_share",
-                     "flag_share", "eager_share", "fetch_share"):
+                     "flag_share", "eager_share", "fetch_share", "activity_fidelity"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -336,6 +344,8 @@ class World:
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     timings: dict = field(default_factory=dict)
+    # activity: event_id, user_id, event_type (session, page_view), timestamp; None without any
+    activity: pd.DataFrame | None = None
 
     @property
     def is_mpp(self) -> pd.Series:
@@ -728,6 +738,12 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         }
     )
     timings["tables"] = time.perf_counter() - t4
+    activity = None
+    if cfg.activity_per_week > 0:
+        say("activity: sessions and page views")
+        t5 = time.perf_counter()
+        activity = _activity(cfg, shape, signup_us, how_table, tz_idx, user_ids, start_us, end_us)
+        timings["activity"] = time.perf_counter() - t5
     timings["total"] = time.perf_counter() - t0
     say(f"done: {ne} events, {m} sends in {timings['total']:.1f}s")
     return World(
@@ -742,7 +758,44 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         start=start_ts,
         end=end_ts,
         timings=timings,
+        activity=activity,
     )
+
+
+ACTIVITY_LEAD_DAYS = 30  # activity begins this long before a user's sign-up to the mail (app users who subscribe later)
+
+
+def _activity(cfg: WorldConfig, shape: np.ndarray, signup_us: np.ndarray, how_table: np.ndarray, tz_idx: np.ndarray,
+              user_ids: np.ndarray, start_us: int, end_us: int, chunk: int = 2000) -> pd.DataFrame:
+    """Poisson activity per (user, UTC hour) with rate ``activity_per_week`` / 168 times a
+    lognormal per-user factor times the user's relative rhythm at that local hour-of-week
+    (``activity_fidelity`` of it; the rest flat). Its own random stream: the mail stays the same."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    n, n_hours = shape.shape[0], how_table.shape[1]
+    sigma = 0.8
+    rate = cfg.activity_per_week / 168.0 * rng.lognormal(-0.5 * sigma ** 2, sigma, n)
+    rel = cfg.activity_fidelity * shape / np.maximum(shape.mean(1, keepdims=True), 1e-12) + (1 - cfg.activity_fidelity)
+    first_hour = np.clip((signup_us - ACTIVITY_LEAD_DAYS * US_DAY - start_us) // US_HOUR, 0, n_hours)
+    hours = np.arange(n_hours)
+    users, at = [], []
+    for s in range(0, n, chunk):
+        u = np.arange(s, min(n, s + chunk))
+        lam = rate[u, None] * np.take_along_axis(rel[u], how_table[tz_idx[u]], axis=1)
+        lam[hours[None, :] < first_hour[u, None]] = 0.0
+        k = rng.poisson(lam)
+        uu, hh = np.nonzero(k)
+        reps = k[uu, hh]
+        users.append(np.repeat(u[uu], reps))
+        at.append(np.repeat(hh, reps))
+    u_all, h_all = np.concatenate(users), np.concatenate(at)
+    ts = start_us + h_all.astype(np.int64) * US_HOUR + rng.integers(0, US_HOUR, len(h_all))
+    keep = ts < end_us
+    u_all, ts = u_all[keep], ts[keep]
+    order = np.lexsort((u_all, ts))
+    u_all, ts = u_all[order], ts[order]
+    kinds = np.where(rng.random(len(ts)) < 0.8, "session", "page_view").astype(object)
+    return pd.DataFrame({"event_id": _ids("a", np.arange(len(ts)), _width(len(ts), 9)), "user_id": user_ids[u_all],
+                         "event_type": kinds, "timestamp": _utc(ts)})
 
 
 # --------------------------------------------------------------------------- I/O
@@ -757,6 +810,7 @@ def _counts(world: World) -> dict:
         **{f"{t}s": int(by_type.get(t, 0)) for t in EVENT_TYPES},
         "machine_opens": int(world.open_truth["is_machine"].sum()) if world.open_truth is not None else None,
         "users_with_events": int(ev["user_id"].nunique()),
+        "activity_events": int(len(world.activity)) if world.activity is not None else 0,
     }
 
 
@@ -771,6 +825,7 @@ def write_world(world: World, out_dir: str | Path) -> dict[str, Path]:
         "open_truth": world.open_truth,
         "user_truth": world.user_truth,
         "message_truth": world.message_truth,
+        "activity": world.activity,
     }
     for name, df in tables.items():
         if df is None:

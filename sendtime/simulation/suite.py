@@ -40,6 +40,9 @@ from sendtime.simulation.simulate import (
 from sendtime.training.registry import TrackingUnavailable, configure
 
 WORLDS = ("default", "no-flags", "one-hour", "random-rhythms")
+#: a world name with this suffix is the same world with its activity withheld from the nightly
+#: (``activity`` against ``activity-without-activity``: what the activity events are worth)
+WITHOUT_ACTIVITY = "-without-activity"
 #: the bar each world must clear (capture of the oracle's gain over the status quo)
 TARGETS = {"default": 0.75, "no-flags": 0.70, "one-hour": 0.60, "random-rhythms": 0.50,
            "real-email": 0.50, "no-flags-late": 0.70}
@@ -67,6 +70,7 @@ class WorldResult:
             "days": c["days"], "rhythm": c["rhythm"].split(":")[0] + (":" + c["rhythm"].split(":")[1] if ":" in c["rhythm"] else ""),
             "mpp_share": c["mpp_share"], "flags": "absent" if not c["machine_flags"] else ("partial" if c["flag_share"] < 1 else "present"),
             "late_fetch_share": c["late_fetch_share"], "eager_share": c["eager_share"],
+            "activity_per_week": c.get("activity_per_week", 0.0) if not self.world.endswith(WITHOUT_ACTIVITY) else 0.0,
             "capture": self.capture, "reference_capture": self.reference_capture,
             "status_quo": self.rates["status_quo"], "sendtime": self.rates["sendtime"],
             "reference": self.rates["reference_rf_histogram"], "oracle": self.rates["oracle"],
@@ -90,7 +94,7 @@ def world_of(name: str, seed: int, n_users: int, days: int):
     if name == "family":
         group = "family: held out" if seed >= HELD_OUT_SEED_FROM else "family: tuned on"
         return family_config(seed, n_users=n_users), group
-    return world_config(name, n_users=n_users, days=days, seed=seed), "preset"
+    return world_config(name.removesuffix(WITHOUT_ACTIVITY), n_users=n_users, days=days, seed=seed), "preset"
 
 
 def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
@@ -106,8 +110,10 @@ def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
     env.pop("MLFLOW_REGISTRY_URI", None)
     settings = Settings.from_env(env)
     as_of = pd.Timestamp(world.config.end_ts)
+    activity = wdir / "world" / "activity.parquet"
+    use_activity = world.activity is not None and not preset.endswith(WITHOUT_ACTIVITY)
     res = run_nightly(settings, wdir / "world" / "events.parquet", wdir / "world" / "users.parquet", as_of,
-                      say=lambda m: say(f"[{preset} s{seed}] {m}"))
+                      say=lambda m: say(f"[{preset} s{seed}] {m}"), activity_path=activity if use_activity else None)
     pred = pd.read_parquet(res.predictions)
     day = str(pred["date"].iloc[0])
     ev, us = validate_events(world.events).accepted, validate_users(world.users).accepted

@@ -102,6 +102,7 @@ def build_training_set(
     params: ShrinkageParams | None = None,
     progress: Callable[[str], None] | None = None,
     max_users: int | None = None,
+    activity: pd.DataFrame | None = None,
 ) -> TrainingSet:
     """Training rows, bounded however long the history and however many users.
 
@@ -155,7 +156,7 @@ def build_training_set(
         sel = keep & (send_ts >= c).to_numpy() & (send_ts < nxt).to_numpy()
         if not sel.any():
             continue
-        uf = build_user_features(msgs, users, c, params=params, default_tz=default_tz)
+        uf = build_user_features(msgs, users, c, params=params, default_tz=default_tz, activity=activity)
         part = labelled.loc[sel]
         frames.append(uf.model_frame(uf.rows_of(part["user_id"]), part["send_how"].to_numpy()))
         meta = part[["message_id", "user_id", "send_ts", "propensity", "send_how"]].copy()

@@ -28,6 +28,8 @@ from sendtime.training.dataset import sample_users
 SHAPE_FACTORS = (0.25, 1.0, 4.0, 16.0, 64.0)
 SMOOTH_HOURS = (1.0, 2.5)
 MIXTURE_K = (5, 10, 20)
+#: x the default activity strength (inf: activity not used), searched only when there is activity
+ACTIVITY_FACTORS = (1 / 32, 0.125, 0.5, 2.0, 8.0, float("inf"))
 
 
 @dataclass
@@ -35,11 +37,15 @@ class ShrinkageChoice:
     params: ShrinkageParams
     scores: pd.DataFrame  # one row per candidate: shape_strength, smooth_hours, mixture_k, loglik, opens, sends
     validation_start: pd.Timestamp | None
+    activity_searched: bool = False  # the activity strength was chosen too (there was activity)
 
     def as_params(self) -> dict[str, float]:
         p = self.params
-        return {"chosen_shape_strength": p.shape_strength, "chosen_smooth_hours": p.smooth_hours,
-                "chosen_mixture_k": p.mixture_k}
+        out = {"chosen_shape_strength": p.shape_strength, "chosen_smooth_hours": p.smooth_hours,
+               "chosen_mixture_k": p.mixture_k}
+        if self.activity_searched:
+            out["chosen_activity_strength"] = p.activity_strength
+        return out
 
 
 @dataclass
@@ -55,9 +61,9 @@ class HeldOutSends:
 
     @classmethod
     def of(cls, msgs: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp, as_of: pd.Timestamp,
-           params: ShrinkageParams, default_tz: str = "UTC") -> "HeldOutSends":
+           params: ShrinkageParams, default_tz: str = "UTC", activity: pd.DataFrame | None = None) -> "HeldOutSends":
         H = params.horizon_hours
-        uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz)
+        uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz, activity=activity)
         later = msgs.loc[(msgs["send_ts"] >= start) & (msgs["send_ts"] < as_of - pd.Timedelta(hours=H))]
         rows = uf.rows_of(later["user_id"])
         ok = rows >= 0
@@ -69,15 +75,16 @@ class HeldOutSends:
 
 def heldout_loglik(msgs: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp, as_of: pd.Timestamp,
                    params: ShrinkageParams, default_tz: str = "UTC",
-                   heldout: HeldOutSends | None = None) -> tuple[float, int, int]:
+                   heldout: HeldOutSends | None = None, activity: pd.DataFrame | None = None) -> tuple[float, int, int]:
     """Mean Bernoulli log-likelihood of human opens of the sends in [start, as_of - horizon)
     under profiles fitted at ``start``; returns (loglik, opens, sends). ``heldout``: those
     sends and outcomes computed once (:meth:`HeldOutSends.of`) for a whole search."""
     H = params.horizon_hours
-    heldout = heldout or HeldOutSends.of(msgs, users, start, as_of, params, default_tz)
+    heldout = heldout or HeldOutSends.of(msgs, users, start, as_of, params, default_tz, activity)
     if heldout.later.empty:
         return float("nan"), 0, 0
-    uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz, machine=heldout.machine)
+    uf = build_user_features(msgs, users, start, params=params, default_tz=default_tz, machine=heldout.machine,
+                             activity=activity)
     S = decayed_sums(uf.lam, uf.prior.decay, H)
     p = 1.0 - np.exp(-S[heldout.rows, heldout.later["send_how"].to_numpy(dtype=np.int64) % 168].astype(np.float64))
     p = np.clip(p, 1e-4, 1 - 1e-4)
@@ -88,10 +95,12 @@ def heldout_loglik(msgs: pd.DataFrame, users: pd.DataFrame, start: pd.Timestamp,
 
 def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: pd.Timestamp, as_of: pd.Timestamp,
                      base: ShrinkageParams, default_tz: str = "UTC", max_users: int = 20_000, seed: int = 0,
-                     progress: Callable[[str], None] | None = None, min_sends: int = 200) -> ShrinkageChoice:
+                     progress: Callable[[str], None] | None = None, min_sends: int = 200,
+                     activity: pd.DataFrame | None = None) -> ShrinkageChoice:
     """Grid search over :data:`SHAPE_FACTORS` x :data:`SMOOTH_HOURS`, then :data:`MIXTURE_K` at
-    the best of those, on at most ``max_users`` users (a seeded sample). With fewer than
-    ``min_sends`` held-out sends the base parameters stay (too little to choose by)."""
+    the best of those, then (with ``activity``) :data:`ACTIVITY_FACTORS`, on at most
+    ``max_users`` users (a seeded sample). With fewer than ``min_sends`` held-out sends the base
+    parameters stay (too little to choose by)."""
 
     say = progress or (lambda _m: None)
     msgs, users = sample_users(msgs, users, max_users, seed)
@@ -102,11 +111,14 @@ def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: 
         say(f"profile hyperparameters: {n_val} held-out sends, {before} before them: keeping the defaults")
         return ShrinkageChoice(base, pd.DataFrame(), None)
     rows = []
-    heldout = HeldOutSends.of(msgs, users, validation_start, as_of, base, default_tz)
+    has_activity = activity is not None and bool((activity["timestamp"] < validation_start).any())
+    activity = activity if has_activity else None
+    heldout = HeldOutSends.of(msgs, users, validation_start, as_of, base, default_tz, activity)
 
     def score(p: ShrinkageParams) -> float:
-        ll, opens, sends = heldout_loglik(msgs, users, validation_start, as_of, p, default_tz, heldout)
+        ll, opens, sends = heldout_loglik(msgs, users, validation_start, as_of, p, default_tz, heldout, activity)
         rows.append({"shape_strength": p.shape_strength, "smooth_hours": p.smooth_hours, "mixture_k": p.mixture_k,
+                     "activity_strength": p.activity_strength if has_activity else float("nan"),
                      "loglik": ll, "opens": opens, "sends": sends})
         return ll if np.isfinite(ll) else -np.inf
 
@@ -124,6 +136,12 @@ def choose_shrinkage(msgs: pd.DataFrame, users: pd.DataFrame, validation_start: 
         ll = score(p)
         if ll > best_ll:
             best, best_ll = p, ll
+    for f in ACTIVITY_FACTORS if has_activity else ():
+        p = replace(best, activity_strength=base.activity_strength * f)
+        ll = score(p)
+        if ll > best_ll:
+            best, best_ll = p, ll
+    activity_said = f", activity strength {best.activity_strength:g}" if has_activity else ""
     say(f"profile hyperparameters by held-out likelihood ({len(rows)} candidates, {n_val:,} held-out sends): "
-        f"shape strength {best.shape_strength:g}, smoothing {best.smooth_hours:g} h, {best.mixture_k} rhythms")
-    return ShrinkageChoice(best, pd.DataFrame(rows), validation_start)
+        f"shape strength {best.shape_strength:g}, smoothing {best.smooth_hours:g} h, {best.mixture_k} rhythms{activity_said}")
+    return ShrinkageChoice(best, pd.DataFrame(rows), validation_start, activity_searched=has_activity)
