@@ -257,6 +257,44 @@ def build(
     out.print(f"  containerize it: BENTOML_HOME={home} bentoml containerize {tag}")
 
 
+@app.command(name="import-activity")
+def import_activity_cmd(
+    fmt: str = typer.Option("segment", "--format", help="segment (Segment or RudderStack calls as JSON lines)."),
+    source: Path = typer.Option(..., "--in", help="The calls, one JSON object per line (.jsonl or .jsonl.gz)."),
+    out_file: Path = typer.Option(..., "--out", help="Activity Parquet to write (rejects go beside it)."),
+    users_out: Optional[Path] = typer.Option(None, "--users-out", help="Also write user_id, timezone from the calls' device zones (CSV or Parquet)."),
+    user_ids: str = typer.Option("userId", "--user-ids", help="userId (default), email or sha256 of traits.email (as the mail importers' --user-ids)."),
+    salt: str = typer.Option("", "--salt", help="Salt for --user-ids sha256."),
+) -> None:
+    """Turn a product-analytics stream (see docs/importers.md) into the activity table for nightly --activity."""
+    from sendtime.features.contract import ContractError
+    from sendtime.features.importers.segment import import_segment
+
+    if fmt.strip().lower() not in ("segment", "rudderstack"):
+        fail(f"unknown --format {fmt!r}: use segment (RudderStack writes the same calls)")
+    try:
+        res = import_segment(source, user_ids=user_ids, salt=salt)
+    except (ContractError, OSError, ValueError) as exc:
+        fail(str(exc))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    res.activity.to_parquet(tmp, index=False)
+    tmp.replace(out_file)
+    rejects = out_file.with_name(f"{out_file.stem}_rejects.csv")
+    res.rejects.to_csv(rejects, index=False)
+    out.print(res.summary())
+    for reason, n in res.rejects["reason"].value_counts().items():
+        out.print(f"  rejected {n:,}: {reason}")
+    out.print(f"  activity -> {out_file}\n  rejects -> {rejects}")
+    if users_out is not None:
+        users_out.parent.mkdir(parents=True, exist_ok=True)
+        if users_out.suffix.lower() == ".csv":
+            res.users.to_csv(users_out, index=False)
+        else:
+            res.users.to_parquet(users_out, index=False)
+        out.print(f"  users ({len(res.users):,} with a device zone) -> {users_out}")
+
+
 @app.command()
 def predict(
     date: str = typer.Option(..., "--date", help="Local date to score, YYYY-MM-DD."),

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import AS_OF, make_env
 
-COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "report", "build"]
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "import-activity", "report", "build"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -154,3 +154,16 @@ def test_a_missing_activity_file_stops_nightly_in_one_line(tmp_path, world_dir):
     r = run(["nightly", "--events", str(world_dir / "events.parquet"), "--users", str(world_dir / "users.parquet"),
              "--as-of", "2026-04-13", "--activity", str(tmp_path / "sessions.parquet")], make_env(tmp_path / "home"))
     assert r.returncode == 2 and "activity file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_import_activity_writes_the_activity_its_rejects_and_the_users_zones(tmp_path):
+    sample = Path(__file__).resolve().parent / "formats" / "segment_calls.jsonl"
+    r = run(["import-activity", "--in", str(sample), "--out", str(tmp_path / "act" / "activity.parquet"),
+             "--users-out", str(tmp_path / "zones.csv")], make_env(tmp_path / "home"))
+    assert r.returncode == 0, r.stderr
+    assert "read 13 = activity 6 + not activity 1 + rejected 6" in r.stdout
+    assert len(pd.read_parquet(tmp_path / "act" / "activity.parquet")) == 6
+    assert len(pd.read_csv(tmp_path / "act" / "activity_rejects.csv")) == 6
+    assert pd.read_csv(tmp_path / "zones.csv")["timezone"].tolist() == ["Europe/Berlin", "Asia/Tokyo"]
+    bad = run(["import-activity", "--format", "amplitude", "--in", str(sample), "--out", str(tmp_path / "x.parquet")])
+    assert bad.returncode == 2 and "unknown --format" in bad.stderr
