@@ -30,7 +30,7 @@ from sendtime.settings import Settings
 from sendtime.serving.model_store import champion_profile_params, load_champion
 from sendtime.serving.snapshots import PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
-from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, sample_users
+from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, objective_label, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from sendtime.training.model import ForestParams
 from sendtime.training.registry import configure
@@ -75,7 +75,7 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     uf = build_user_features(msgs, users, validation_start, params=params, default_tz=settings.default_timezone,
                              activity=activity)
     uidx = uf.rows_of(msgs["user_id"])
-    reward = outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours).opened
+    reward = objective_label(outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours), settings.objective)
     logs = logged_sends(msgs, reward, validation_start, as_of - horizon)
     if len(logs) > max_contexts:
         logs = logs.take(np.random.default_rng(settings.random_state).choice(len(logs), max_contexts, replace=False))
@@ -287,12 +287,14 @@ def train(settings: Settings, msgs: pd.DataFrame, train_users: pd.DataFrame, as_
             msgs, train_users, as_of, settings.horizon_hours, settings.validation_days,
             settings.snapshot_days, settings.max_train_rows, settings.random_state,
             settings.default_timezone, params, progress=say, max_users=settings.max_train_users, activity=activity,
+            objective=settings.objective,
         )
         off_policy = validation_off_policy(msgs, train_users, ts.validation_start, as_of, settings, params, status_quo_hour,
                                            activity=activity)
         result = train_and_register(
             ts, ForestParams.from_settings(settings), settings.model_name, settings.gate_tolerance,
-            extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat()},
+            extra_params={"horizon_hours": settings.horizon_hours, "as_of": as_of.date().isoformat(),
+                          "objective": settings.objective},
             progress=say, off_policy=off_policy,
             refit=refit_wanted(settings.refit, ts.validation_window, settings.validation_days),
         )
@@ -353,6 +355,7 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         "as_of": as_of.isoformat(),
         "run_id": run_id,
         "model_name": settings.model_name,
+        "objective": settings.objective,
         "model_version": scorer.model_version,
         "trained_version": result.model_version if result is not None else None,
         "promoted": bool(result is not None and result.decision.promoted),

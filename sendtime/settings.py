@@ -44,6 +44,9 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 ENGINES = ("auto", "duckdb", "pandas", "spark")
+#: what a send is optimized for (SENDTIME_OBJECTIVE): a human open (or a click) within the horizon,
+#: or a click within the horizon; one objective per deployment (its own registered model)
+OBJECTIVES = ("open", "click")
 REFIT_CHOICES = ("auto", "always", "never")  # SENDTIME_REFIT; decided by sendtime.training.train.refit_wanted
 
 
@@ -82,6 +85,7 @@ class Settings:
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
     events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
     events_salt: str = field(default="", repr=False)
+    objective: str = "open"  # open | click; the default model name follows it (sendtime-click-model)
 
     @property
     def published_dir(self) -> Path:
@@ -124,6 +128,8 @@ class Settings:
                 values[f.name] = _float(env, key, default)
             else:
                 values[f.name] = raw.strip().lower() if f.name in _CHOICES else raw
+        if "model_name" not in values and values.get("objective", "open") != "open":
+            values["model_name"] = f"sendtime-{values['objective']}-model"  # an objective's own registered model
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -135,6 +141,8 @@ class Settings:
             raise ValueError(f"SENDTIME_ENGINE must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.refit not in REFIT_CHOICES:
             raise ValueError(f"SENDTIME_REFIT must be one of {', '.join(REFIT_CHOICES)}, got {self.refit!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"SENDTIME_OBJECTIVE must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.events_user_ids not in ("email", "sha256"):
             raise ValueError(f"SENDTIME_EVENTS_USER_IDS must be email or sha256, got {self.events_user_ids!r}")
         if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
@@ -185,6 +193,7 @@ ENV_VARS: dict[str, str] = {
     "spark_master": "SENDTIME_SPARK_MASTER",
     "events_user_ids": "SENDTIME_EVENTS_USER_IDS",
     "events_salt": "SENDTIME_EVENTS_SALT",
+    "objective": "SENDTIME_OBJECTIVE",
 }
-_CHOICES = {"refit", "engine", "events_user_ids"}  # read case- and space-insensitively
+_CHOICES = {"refit", "engine", "events_user_ids", "objective"}  # read case- and space-insensitively
 _KEEP_EMPTY = {"api_key", "events_salt"}  # an empty value means what it says (no key, no salt)

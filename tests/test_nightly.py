@@ -63,3 +63,40 @@ def test_the_nightly_reads_activity_weighs_it_and_says_so(tmp_path):
     again = run_nightly(settings, paths["events"], paths["users"], as_of, say=lambda m: None)  # no AlreadyDone
     assert again.run_id != res.run_id
     assert mlflow.MlflowClient(settings.tracking_uri).get_run(again.run_id).data.tags.get("activity_used") is None
+
+
+def test_a_click_deployment_trains_on_clicks_and_says_so_in_every_answer(world_dir, tmp_path):
+    """SENDTIME_OBJECTIVE=click: the label is a click within the horizon, the model is registered
+    under its own name, the snapshot and every answer name the objective, and a request asking
+    for another objective is refused."""
+    import mlflow
+
+    from sendtime.nightly import run_nightly
+    from sendtime.settings import Settings
+    from tests.conftest import in_process_service
+
+    home = tmp_path / "home"
+    env = {**home_env(home), "SENDTIME_OBJECTIVE": "click", "SENDTIME_N_ESTIMATORS": "10", "SENDTIME_TUNE_PROFILE_USERS": "0"}
+    settings = Settings.from_env(env)
+    res = run_nightly(settings, world_dir / "events.parquet", world_dir / "users.parquet", pd.Timestamp(AS_OF, tz="UTC"),
+                      say=lambda m: None)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    run = client.get_run(res.run_id)
+    assert run.data.params["objective"] == "click"
+    assert client.get_registered_model("sendtime-click-model").name == "sendtime-click-model"
+    manifest = json.loads((res.published / "manifest.json").read_text())
+    assert manifest["objective"] == "click" and manifest["model_name"] == "sendtime-click-model"
+    # clicks are rarer than opens: the labels are the clicks, not the opens
+    from sendtime.features.contract import read_events
+
+    ev = read_events(world_dir / "events.parquet").accepted
+    ev = ev.loc[ev["timestamp"] < pd.Timestamp(AS_OF, tz="UTC")]
+    n_send, n_click = (ev["event_type"] == "send").sum(), ev.loc[ev["event_type"] == "click", "message_id"].nunique()
+    assert run.data.metrics["val_positive_rate"] < 1.5 * n_click / n_send
+    body = {"users": [{"user_id": "u000001"}], "window_start": "2026-04-13T06:00:00Z", "window_end": "2026-04-13T22:00:00Z"}
+    with in_process_service(home, SENDTIME_OBJECTIVE="click", SENDTIME_MODEL_NAME=None) as c:
+        r = c.post("/best_send_time", json=body)
+        assert r.status_code == 200 and r.json()["objective"] == "click"
+        assert c.post("/info", json={}).json()["objective"] == "click"
+        wrong = c.post("/best_send_time", json={**body, "objective": "open"})
+        assert wrong.status_code == 400 and "not served here" in wrong.text

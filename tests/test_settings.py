@@ -43,3 +43,13 @@ def test_values_are_parsed_by_the_type_of_their_default(tmp_path):
 def test_bad_values_name_their_variable(tmp_path, key, value, fragment):
     with pytest.raises(ValueError, match=fragment):
         Settings.from_env({"SENDTIME_HOME": str(tmp_path), key: value})
+
+
+def test_the_objective_picks_its_own_model_name_unless_one_is_set(tmp_path):
+    home = {"SENDTIME_HOME": str(tmp_path)}
+    assert Settings.from_env(home).objective == "open" and Settings.from_env(home).model_name == "sendtime-open-model"
+    click = Settings.from_env({**home, "SENDTIME_OBJECTIVE": " Click "})
+    assert click.objective == "click" and click.model_name == "sendtime-click-model"
+    assert Settings.from_env({**home, "SENDTIME_OBJECTIVE": "click", "SENDTIME_MODEL_NAME": "mine"}).model_name == "mine"
+    with pytest.raises(ValueError, match="SENDTIME_OBJECTIVE must be one of open, click"):
+        Settings.from_env({**home, "SENDTIME_OBJECTIVE": "revenue"})

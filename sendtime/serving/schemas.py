@@ -95,14 +95,20 @@ def _nested(obj):
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
+OBJECTIVE_FIELD = Field(description="What the hours were ranked by: open (a human open or a click within the horizon) or click.",
+                        examples=["open"])
+
+
 class BestSendTimeResponse(FastJSON, BaseModel):
     model_version: str = Field(description="Champion model version used.", examples=["3"])
+    objective: str = OBJECTIVE_FIELD
     features_as_of: str = Field(description="Cutoff of the feature snapshot used.", examples=["2026-04-13T00:00:00+00:00"])
     results: list[SendTimeAnswer] = Field(description="One answer per requested user, in request order.")
 
 
 class ServiceInfo(BaseModel):
     model_name: str = Field(description="Registered model name.", examples=["sendtime-open-model"])
+    objective: str = OBJECTIVE_FIELD
     model_version: str = Field(description="Champion version being served.", examples=["3"])
     features_as_of: str = Field(description="Cutoff of the served feature snapshot.", examples=["2026-04-13T00:00:00+00:00"])
     snapshot: str = Field(description="Published snapshot folder being served.", examples=["2026-04-13_5452ae07365e"])
@@ -126,6 +132,7 @@ class PlanSummary(BaseModel):
 
 class PlanResponse(FastJSON, BaseModel):
     model_version: str = Field(description="Champion model version used.", examples=["3"])
+    objective: str = OBJECTIVE_FIELD
     features_as_of: str = Field(description="Cutoff of the feature snapshot used.", examples=["2026-04-13T00:00:00+00:00"])
     summary: PlanSummary = Field(description="Expected opens of the plan and the alternatives, and the hourly load.")
     results: list[SendTimeAnswer] = Field(description="One answer per requested user, in request order.")

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import bentoml
 import numpy as np
@@ -66,6 +66,11 @@ QuietHours = Annotated[
 LeadMinutes = Annotated[
     Optional[int], Field(ge=0, le=7 * 24 * 60, description="Earliest send is now + this many minutes.", examples=[30])
 ]
+ObjectiveAsked = Annotated[
+    Optional[Literal["open", "click"]],
+    Field(description="What to rank hours by; must be the deployment's (SENDTIME_OBJECTIVE), which answers say. Default: it.",
+          examples=["open"]),
+]
 
 
 def _settle_heap() -> None:
@@ -86,6 +91,11 @@ class ServingState:
     manifest: dict
     key: tuple[str, str]
     status_quo_utc_hour: int
+
+    @property
+    def objective(self) -> str:
+        """What the published snapshot was trained for (snapshots before objectives: open)."""
+        return str(self.manifest.get("objective", "open"))
 
 
 def _workers() -> int:
@@ -224,11 +234,14 @@ class SendTime:
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": None})
         return out
 
-    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes):
+    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes, objective=None):
         """Validate the request and score its users over the window: (state, ids, grid)."""
         self._check_users(users)
         rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
         state = self.state  # one consistent (snapshot, model) pair for the whole request
+        if objective is not None and objective != state.objective:
+            raise InvalidArgument(f"objective {objective!r} is not served here: this deployment serves {state.objective!r} "
+                                  "(SENDTIME_OBJECTIVE; one deployment and registered model per objective)")
         ids = [u.user_id for u in users]
         before = dict(state.scorer.score_sources)
         g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
@@ -245,13 +258,15 @@ class SendTime:
         window_end: WindowEnd,
         quiet_hours: QuietHours = None,
         min_lead_minutes: LeadMinutes = None,
+        objective: ObjectiveAsked = None,
     ) -> BestSendTimeResponse:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
-        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes)
+        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
         res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour)
         self.metrics.requests.labels("best_send_time").inc()
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
+            objective=state.objective,
             features_as_of=state.scorer.features.as_of.isoformat(),
             results=self._respond(state, res, g.candidates),
         )
@@ -268,9 +283,10 @@ class SendTime:
         ],
         quiet_hours: QuietHours = None,
         min_lead_minutes: LeadMinutes = None,
+        objective: ObjectiveAsked = None,
     ) -> PlanResponse:
         """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
-        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes)
+        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
         m = len(g.candidates)
         if isinstance(hourly_cap, list):
             if len(hourly_cap) != m:
@@ -293,6 +309,7 @@ class SendTime:
         self.metrics.requests.labels("plan_campaign").inc()
         return PlanResponse.model_construct(
             model_version=state.scorer.model_version,
+            objective=state.objective,
             features_as_of=state.scorer.features.as_of.isoformat(),
             summary=summary,
             results=self._respond(state, res, g.candidates),
@@ -326,6 +343,7 @@ class SendTime:
         state = self.state
         return ServiceInfo(
             model_name=self.settings.model_name,
+            objective=state.objective,
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
             snapshot=str(state.key[0]),

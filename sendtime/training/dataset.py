@@ -89,6 +89,16 @@ def fit_windows(first_send: pd.Timestamp, last_send: pd.Timestamp, validation_da
     return validation, min(snapshot, max((span / 6).floor("h"), hour))
 
 
+def objective_label(outcomes, objective: str) -> np.ndarray:
+    """The label of each send for an objective (sendtime.settings.OBJECTIVES): ``open``, a human
+    open or a click within the horizon; ``click``, a click within the horizon."""
+    if objective == "open":
+        return outcomes.opened.astype(np.int8)
+    if objective == "click":
+        return outcomes.clicked.astype(np.int8)
+    raise ValueError(f"unknown objective {objective!r}: use open or click")
+
+
 def build_training_set(
     msgs: pd.DataFrame,
     users: pd.DataFrame,
@@ -103,6 +113,7 @@ def build_training_set(
     progress: Callable[[str], None] | None = None,
     max_users: int | None = None,
     activity: pd.DataFrame | None = None,
+    objective: str = "open",
 ) -> TrainingSet:
     """Training rows, bounded however long the history and however many users.
 
@@ -135,7 +146,7 @@ def build_training_set(
     index = pd.Index(users["user_id"])
     uidx = index.get_indexer(labelled["user_id"]).astype(np.int64)
     final = outcomes_at(labelled, uidx, len(index), as_of, horizon_hours)
-    y_all = final.opened.astype(np.int8)
+    y_all = objective_label(final, objective)
 
     # Sample up front (bounded training time however long the history): all of validation up to
     # half the budget, a uniform sample of the rest.
