@@ -120,6 +120,8 @@ def simulate(
         f"world '{world}': {len(w.users):,} users, {len(w.events):,} events ({n_send:,} sends) "
         f"from {cfg.start_ts.date()} to {cfg.end_ts.date()} (as-of), status-quo hour {w.status_quo_utc_hour:02d}:00 UTC"
     )
+    if w.activity is not None:
+        out.print(f"activity: {len(w.activity):,} sessions and page views (nightly --activity {paths['activity']})")
     out.print(f"written to {paths['events'].parent}")
 
 
@@ -411,22 +413,22 @@ def suite(
     days: int = typer.Option(180, "--days", min=21, max=3650, help="Days of history per world."),
     seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated seeds."),
     worlds: str = typer.Option("default,no-flags,one-hour,random-rhythms", "--worlds",
-                               help="Comma-separated world presets ('' for none); a preset with '-without-activity' "
-                                    "is the same world with its activity withheld."),
+                               help="Comma-separated world presets ('' for none); '<preset>-without-activity' is the "
+                                    "same world with its activity withheld, '<preset>-click' trains for clicks and is judged on them."),
     family: int = typer.Option(0, "--family", min=0, max=1000, help="Family members to add, seeds 0..N-1 (tuned on)."),
     held_out: int = typer.Option(0, "--held-out", min=0, max=1000,
                                  help="Held-out family members to add, seeds 1000..1000+N-1 (never used for tuning)."),
 ) -> None:
     """Proof of lift: simulate each world, run the nightly job, judge against the truth and a reference policy."""
     from sendtime.simulation.simulate import HELD_OUT_SEED_FROM, PRESETS
-    from sendtime.simulation.suite import run_suite
+    from sendtime.simulation.suite import parse_world, run_suite
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got {seeds!r}")
     world_list = [w.strip() for w in worlds.split(",") if w.strip()]
-    unknown = [w for w in world_list if w.removesuffix("-without-activity") not in PRESETS]
+    unknown = [w for w in world_list if parse_world(w)[0] not in PRESETS]
     family_seeds = list(range(family)) + list(range(HELD_OUT_SEED_FROM, HELD_OUT_SEED_FROM + held_out))
     if unknown or (world_list and not seed_list) or not (world_list or family_seeds):
         fail(f"unknown or empty --worlds {unknown or worlds!r} (and no --family/--held-out); choose from {', '.join(PRESETS)}")

@@ -137,6 +137,8 @@ PRESETS: dict[str, dict] = {
                       "fetch_share": 0.9, "eager_share": 0.15},
     # about 30 sessions per user per month beside the mail (sendtime.features.activity)
     "activity": {"activity_per_week": 7.0},
+    # people open on the phone all day but click at a desk: the click objective's best hours differ
+    "desk-clicks": {"click_desk_contrast": 1.5},
 }
 
 # Fixed behavioural constants.
@@ -190,6 +192,10 @@ class WorldConfig:
     # and the share of it that follows the user's own reading rhythm (the rest is spread evenly)
     activity_per_week: float = 0.0
     activity_fidelity: float = 0.8
+    # clicks: a human open is clicked with the user's click probability times a factor of the
+    # open's local hour: 1 + click_desk_contrast on weekdays 09:00-17:59 (at a desk), lower
+    # elsewhere so the week's mean factor is 1 (0: clicks do not depend on the hour)
+    click_desk_contrast: float = 0.0
 
     def __post_init__(self) -> None:
         ch = tuple((int(h), float(w)) for h, w in self.campaign_hours)
@@ -213,6 +219,8 @@ class WorldConfig:
             raise ValueError("engagement_median must be > 0 and eager_boost >= 1")
         if self.n_users < 0 or self.days < 1 or self.horizon_hours < 1:
             raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
+        if not 0.0 <= self.click_desk_contrast <= 3.0:
+            raise ValueError(f"click_desk_contrast must be in [0, 3], got {self.click_desk_contrast}")
         if self.activity_per_week < 0:
             raise ValueError(f"activity_per_week must be >= 0, got {self.activity_per_week}")
         for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share", "late_fetch_share",
@@ -464,6 +472,32 @@ def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.nd
     return shape + BASELINE
 
 
+def click_factor(cfg: "WorldConfig") -> np.ndarray:
+    """(168,) factor on the click probability of an open at each local hour-of-week (mean 1)."""
+    desk = np.zeros(168)
+    for d in range(5):
+        desk[d * 24 + 9:d * 24 + 18] = 1.0
+    c = cfg.click_desk_contrast
+    if c == 0:
+        return np.ones(168)
+    share = desk.mean()
+    low = (1.0 - share * (1.0 + c)) / (1.0 - share)  # keeps the mean at 1
+    return np.where(desk > 0, 1.0 + c, max(low, 0.0))
+
+
+def _click_truth(lam: np.ndarray, decay: float, horizon: int, click_prob: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """P(click within the horizon | delivered at each how): the first open's hour k has
+    P = exp(-C_{k-1}) - exp(-C_k), and is clicked with click_prob times the factor of its hour."""
+    out = np.zeros_like(lam)
+    prev = np.zeros_like(lam)
+    for k in range(horizon):
+        rolled = np.roll(lam, -k, axis=1)
+        cur = prev + rolled * decay ** k
+        out += (np.exp(-prev) - np.exp(-cur)) * np.roll(factor, -k)[None, :]
+        prev = cur
+    return out * click_prob[:, None]
+
+
 def _integrated(lam: np.ndarray, decay: float, horizon: int) -> np.ndarray:
     """S[u, h] = sum_{k<horizon} lam[u, (h+k) % 168] * decay**k."""
     out = np.zeros_like(lam)
@@ -586,7 +620,8 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     eager_now = is_eager[u_idx] & (k_open == 0)
     if eager_now.any():  # the notification: open within a minute of delivery
         human_open_us = np.where(eager_now, send_us + extra.integers(3 * US_SEC, 60 * US_SEC, m), human_open_us)
-    clicked = human_open & (rng.random(m) < click_prob[u_idx])
+    open_how = (how + np.maximum(k_open, 0)) % 168
+    clicked = human_open & (rng.random(m) < click_prob[u_idx] * click_factor(cfg)[open_how])
     click_us = human_open_us + rng.integers(US_SEC, 600 * US_SEC, m)
     mpp_s = is_mpp[u_idx]
     machine = mpp_s & ~bounced
@@ -698,6 +733,7 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
             "user_id": np.repeat(user_ids, 168),
             "how": np.tile(np.arange(168, dtype=np.int64), n),
             "p_open": p_open.ravel(),
+            "p_click": _click_truth(lam, cfg.decay, H, click_prob, click_factor(cfg)).ravel(),
         }
     )
     nat = np.iinfo(np.int64).min
