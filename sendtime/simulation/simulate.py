@@ -137,6 +137,8 @@ PRESETS: dict[str, dict] = {
                       "fetch_share": 0.9, "eager_share": 0.15},
     # about 30 sessions per user per month beside the mail (sendtime.features.activity)
     "activity": {"activity_per_week": 7.0},
+    # a check on the same lever away from its own settings: fewer events, most of them unrelated to the rhythm
+    "activity-sparse": {"activity_per_week": 2.0, "activity_fidelity": 0.4},
     # people open on the phone all day but click at a desk: the click objective's best hours differ
     "desk-clicks": {"click_desk_contrast": 1.5},
 }
