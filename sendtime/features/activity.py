@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features import inputs as R
-from sendtime.features.contract import EARLIEST, ReadResult, _as_text, _read_table, _require, parse_utc
+from sendtime.features.contract import ReadResult, _as_text, _read_table, _require, flag_row_basics, parse_utc
 from sendtime.features.messages import hour_of_week, resolve_timezones
 from sendtime.features.profiles import smooth_ring
 
@@ -54,13 +54,7 @@ def validate_activity(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> Rea
     def flag(mask: pd.Series, text: str) -> None:
         reason[mask & reason.isna()] = text
 
-    for c in ("user_id", "event_type"):
-        flag(df[c].isna(), R.MISSING.format(c))
-    flag(~df["event_type"].isin(ACTIVITY_TYPES) & df["event_type"].notna(), R.UNKNOWN_EVENT_TYPE)
-    ts_bad = ts_reason.notna() & reason.isna()
-    reason[ts_bad] = ts_reason[ts_bad]
-    flag(df["timestamp"] < EARLIEST, R.BEFORE_1990)
-    flag(df["timestamp"] > now + pd.Timedelta(days=1), R.IN_THE_FUTURE)
+    flag_row_basics(df, reason, ("user_id", "event_type"), ACTIVITY_TYPES, ts_reason, now)
     flag(bad_value, BAD_VALUE)
     ok = reason.isna()
     has_id = ok & df["event_id"].notna()

@@ -210,6 +210,23 @@ def _parse_bool(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, reason
 
 
+def flag_row_basics(df: pd.DataFrame, reason: pd.Series, required: tuple[str, ...], types: tuple[str, ...],
+                    ts_reason: pd.Series, now: pd.Timestamp) -> None:
+    """The checks every row of a table of events shares, in order (a row keeps its first
+    reason): required ids, a known ``event_type``, and a usable timestamp (parsed, after 1990,
+    not more than a day in the future). Writes into ``reason`` where it is still empty."""
+    def flag(mask: pd.Series, text: str) -> None:
+        reason[mask & reason.isna()] = text
+
+    for c in required:
+        flag(df[c].isna(), R.MISSING.format(c))
+    flag(~df["event_type"].isin(types) & df["event_type"].notna(), R.UNKNOWN_EVENT_TYPE)
+    ts_bad = ts_reason.notna() & reason.isna()
+    reason[ts_bad] = ts_reason[ts_bad]
+    flag(df["timestamp"] < EARLIEST, R.BEFORE_1990)
+    flag(df["timestamp"] > now + pd.Timedelta(days=1), R.IN_THE_FUTURE)
+
+
 def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, require_sends: bool = True) -> ReadResult:
     """Validate an event table already in memory (see :func:`read_events`).
 
@@ -243,13 +260,7 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
         m = mask & reason.isna()
         reason[m] = text
 
-    for c in ("event_id", "user_id", "message_id", "event_type"):
-        flag(df[c].isna(), R.MISSING.format(c))
-    flag(~df["event_type"].isin(EVENT_TYPES) & df["event_type"].notna(), R.UNKNOWN_EVENT_TYPE)
-    ts_bad = ts_reason.notna() & reason.isna()
-    reason[ts_bad] = ts_reason[ts_bad]
-    flag(df["timestamp"] < EARLIEST, R.BEFORE_1990)
-    flag(df["timestamp"] > now + pd.Timedelta(days=1), R.IN_THE_FUTURE)
+    flag_row_basics(df, reason, ("event_id", "user_id", "message_id", "event_type"), EVENT_TYPES, ts_reason, now)
     flag(mo_reason.notna(), R.BAD_MACHINE_OPEN)
     flag(bad_prop, R.BAD_PROPENSITY)
 
