@@ -366,6 +366,7 @@ def evaluate(
     since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period, YYYY-MM-DD; the policy uses features as of it (with --logged)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="End of the logged period, YYYY-MM-DD (with --logged)."),
     status_quo_hour: Optional[int] = typer.Option(None, "--status-quo-hour", min=0, max=23, help="UTC hour of the status quo (default: the most frequent send hour)."),
+    activity: Optional[Path] = typer.Option(None, "--activity", help="Activity table, as given to the nightly (with --logged)."),
     log_run: bool = typer.Option(False, "--log-run", help="Also log the judgement (capture, policy rates, machine-open precision/recall) to the MLflow run of the published snapshot (with --world)."),
 ) -> None:
     """Judge recommendations: against a simulated world's truth, or off-policy on logged sends."""
@@ -378,7 +379,8 @@ def evaluate(
                 fail("--logged needs --events, --users, --since and --as-of")
             from sendtime.offline import evaluate_logged
 
-            rep = evaluate_logged(settings, events, users, since_ts, as_of_ts, status_quo_hour, say=_progress())
+            rep = evaluate_logged(settings, events, users, since_ts, as_of_ts, status_quo_hour, say=_progress(),
+                                  activity_path=activity)
             for line in rep.lines():
                 out.print(line)
             return

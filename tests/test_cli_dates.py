@@ -136,7 +136,7 @@ def test_evaluate_since_and_as_of_mean_what_they_say(runner, monkeypatch):
         def lines(self):
             return ["fake report"]
 
-    def fake_evaluate_logged(settings, events, users, since, as_of, status_quo_hour, say=None):
+    def fake_evaluate_logged(settings, events, users, since, as_of, status_quo_hour, say=None, activity_path=None):
         seen.update(since=since, as_of=as_of)
         return Report()
 

@@ -63,6 +63,13 @@ def test_the_nightly_reads_activity_weighs_it_and_says_so(tmp_path):
     again = run_nightly(settings, paths["events"], paths["users"], as_of, say=lambda m: None)  # no AlreadyDone
     assert again.run_id != res.run_id
     assert mlflow.MlflowClient(settings.tracking_uri).get_run(again.run_id).data.tags.get("activity_used") is None
+    # the logged-data judgement reads the activity as the nightly did
+    from sendtime.offline import evaluate_logged
+
+    said = []
+    rep = evaluate_logged(settings, paths["events"], paths["users"], as_of - pd.Timedelta(days=14), as_of,
+                          say=said.append, activity_path=paths["activity"])
+    assert any(line.startswith("activity: read") for line in said) and 0 < rep.snips < 1
 
 
 def test_a_click_deployment_trains_on_clicks_and_says_so_in_every_answer(world_dir, tmp_path):
