@@ -336,11 +336,9 @@ def predict(
             msgs = build_messages(ev.accepted.loc[ev.accepted["timestamp"] < cutoff], us.accepted, settings.default_timezone)
             act = None
             if activity is not None:
-                from sendtime.features.activity import build_activity, read_activity
+                from sendtime.features.activity import load_activity
 
-                read = read_activity(activity)
-                console.print(read.summary("activity"))
-                act = build_activity(read.accepted, us.accepted, settings.default_timezone)
+                act = load_activity(activity, us.accepted, settings.default_timezone, say=console.print)
             uf = build_user_features(msgs, us.accepted, cutoff, champion_profile_params(settings), settings.default_timezone,
                                      activity=act)
             model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)

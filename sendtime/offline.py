@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from sendtime.features.activity import build_activity, read_activity
+from sendtime.features.activity import load_activity
 from sendtime.features.contract import read_events, read_users
 from sendtime.features.engagement import build_user_features, outcomes_at
 from sendtime.features.messages import build_messages
@@ -36,11 +36,7 @@ def evaluate_logged(
         raise ValueError("no send carries a propensity: log the propensity of each send to use --logged")
     model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
     say(f"policy: champion v{version}, features as of {since.date()}")
-    act = None
-    if activity_path is not None:
-        read = read_activity(activity_path)
-        say(read.summary("activity"))
-        act = build_activity(read.accepted, us.accepted, settings.default_timezone)
+    act = load_activity(activity_path, us.accepted, settings.default_timezone, say) if activity_path is not None else None
     uf = build_user_features(msgs, us.accepted, since, champion_profile_params(settings), settings.default_timezone,
                              activity=act)
     reward = outcomes_at(msgs, uf.rows_of(msgs["user_id"]), len(uf.table), until, settings.horizon_hours).opened

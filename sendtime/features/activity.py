@@ -77,6 +77,15 @@ def read_activity(path: str | Path, now: pd.Timestamp | None = None) -> ReadResu
     return validate_activity(raw.reset_index(drop=True), now=now)
 
 
+def load_activity(path: str | Path, users: pd.DataFrame, default_tz: str = "UTC",
+                  say=lambda _m: None) -> pd.DataFrame:
+    """Read, validate (saying the counts) and localize an activity file: what a command that
+    builds features from files passes as ``activity``."""
+    read = read_activity(path)
+    say(read.summary("activity"))
+    return build_activity(read.accepted, users, default_tz)
+
+
 def build_activity(accepted: pd.DataFrame, users: pd.DataFrame, default_tz: str = "UTC") -> pd.DataFrame:
     """Accepted activity with each row's local hour-of-week in the user's zone (as sends get theirs)."""
     if accepted.empty:
