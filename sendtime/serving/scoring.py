@@ -83,7 +83,6 @@ def blend_parts(model) -> tuple[tuple[object, float], tuple[object, float]] | No
     return (model.estimators_[0], float(w[0])), (model.estimators_[1], float(w[1]))
 
 
-
 def forests_in(model) -> list:
     """Every RandomForest inside a model (a pipeline, the hour blend, the level inside it)."""
     out, todo = [], [model]

@@ -128,12 +128,10 @@ def import_segment(path: str | Path, *, user_ids: str = "userId", salt: str = ""
     mapped = pd.DataFrame(rows, columns=["source_row", "record", "event_id", "user_id", "event_type", "timestamp",
                                          "value", "currency"])
     judged = validate_activity(mapped.drop(columns=["source_row", "record"]))
-    rejects = [pd.DataFrame(bad, columns=["source_row", "record", "reason"])]
-    if judged.n_rejected:
-        at = judged.rejects["source_row"].to_numpy(dtype=np.int64)
-        rejects.append(pd.DataFrame({"source_row": mapped["source_row"].to_numpy()[at],
-                                     "record": mapped["record"].to_numpy()[at], "reason": judged.rejects["reason"].to_numpy()}))
-    rej = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(len(r) for r in rejects) else rejects[0]
+    at = judged.rejects["source_row"].to_numpy(dtype=np.int64)  # positions in ``mapped``
+    contract = [(s, r, why) for s, r, why in zip(mapped["source_row"].to_numpy()[at], mapped["record"].to_numpy()[at],
+                                                 judged.rejects["reason"].to_numpy())]
+    rej = pd.DataFrame(bad + contract, columns=["source_row", "record", "reason"])
     users = pd.DataFrame({"user_id": list(zones), "timezone": [z for _, z in zones.values()]})
     return ActivityImport(activity=judged.accepted, users=users.sort_values("user_id", ignore_index=True),
                           rejects=rej.sort_values("source_row", ignore_index=True), read=read, not_activity=not_activity)
