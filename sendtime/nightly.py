@@ -24,6 +24,7 @@ from sendtime.features.definitions import MODEL_FEATURES
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed, outcomes_at
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
+from sendtime.features.message_extras import attach_extras, build_extras, extras_events, split_channel
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
@@ -33,6 +34,7 @@ from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, objective_label, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
 from sendtime.training.model import ForestParams
+from sendtime.training.negative_risk import fit_negative_risk, risk_figure
 from sendtime.training.registry import configure
 from sendtime.training.shrinkage_search import choose_shrinkage
 from sendtime.training.train import refit_wanted, train_and_register
@@ -75,7 +77,8 @@ def validation_off_policy(msgs, users, validation_start, as_of, settings: Settin
     uf = build_user_features(msgs, users, validation_start, params=params, default_tz=settings.default_timezone,
                              activity=activity)
     uidx = uf.rows_of(msgs["user_id"])
-    reward = objective_label(outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours), settings.objective)
+    reward = objective_label(outcomes_at(msgs, uidx, len(uf.table), as_of, settings.horizon_hours), settings.objective,
+                             msgs, as_of, settings.horizon_hours)
     logs = logged_sends(msgs, reward, validation_start, as_of - horizon)
     if len(logs) > max_contexts:
         logs = logs.take(np.random.default_rng(settings.random_state).choice(len(logs), max_contexts, replace=False))
@@ -170,6 +173,8 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force, activity_
     with mlflow.start_run(run_name=f"nightly {as_of.date()}") as run:
         rejects = log_inputs(settings, run.info.run_id, events_path, as_of, fingerprint, us, tab)
         activity = read_activity_input(settings, run.info.run_id, activity_path, us, tab, as_of, rejects, say)
+        tab.messages, activity = message_extras_step(settings, tab, events_path, us, as_of, activity, say)
+        risk = negative_risk_step(settings, tab.messages, as_of, say)
         train_users = training_users(us, tab)
         params = tune_profiles(tab.messages, train_users, as_of, settings,
                                ShrinkageParams(horizon_hours=settings.horizon_hours), say, activity)
@@ -180,7 +185,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force, activity_
         uf = serving_features(settings, tab, us, as_of, say, activity)
         scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)
         final, predictions = publish_snapshot(settings, run.info.run_id, scorer, as_of, result, policy, not_trained,
-                                              status_quo_hour, say)
+                                              status_quo_hour, say, risk)
         log_engagement_figures(tab.messages, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
         mlflow.log_metrics({"users_scored": len(predictions),
                             "users_prior": int((predictions["source"] == "prior").sum())})
@@ -270,6 +275,59 @@ def read_activity_input(settings: Settings, run_id: str, activity_path, us: Read
     return build_activity(accepted, us.accepted, settings.default_timezone)
 
 
+def message_extras_step(settings: Settings, tab: MessageTable, events_path, us: ReadResult, as_of: pd.Timestamp,
+                        activity: pd.DataFrame | None, say: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The messages with their channel, conversions and unsubscribes attached, kept to the
+    served channel; the other channels' opens join the activity evidence. Returns (messages,
+    activity)."""
+    ev = extras_events(tab.events, events_path, as_of)
+    extras = build_extras(ev, tab.messages, settings.horizon_hours)
+    if extras.note:
+        say(extras.note)
+    msgs = attach_extras(tab.messages, extras)
+    channels = extras.channels
+    mlflow.log_params({"channel": settings.channel, "unsubscribe_penalty": settings.unsubscribe_penalty})
+    mlflow.log_metrics({f"sends_{c}": n for c, n in channels.items()})
+    if settings.objective == "conversion":
+        n_conv = int(msgs["t_conversion"].notna().sum())
+        mlflow.log_metric("conversions", n_conv)
+        if not n_conv:
+            raise ContractError("SENDTIME_OBJECTIVE=conversion, but the history holds no conversion event "
+                                "(event_type conversion, with the message_id of the send it is attributed to)")
+    if len(channels) == 1 and settings.channel in channels:
+        return msgs, activity
+    if tab.buckets is not None:
+        say(f"channels {channels}: the bucketed feature build does not split channels yet; all sends are used")
+        return msgs, activity
+    served, evidence = split_channel(msgs, settings.channel)
+    if served.empty:
+        raise ContractError(f"SENDTIME_CHANNEL={settings.channel}, but the history holds no {settings.channel} send "
+                            f"(sends by channel: {channels})")
+    say(f"channel {settings.channel}: {len(served):,} of {len(msgs):,} sends; the other channels' "
+        f"{len(evidence):,} opens join the activity evidence")
+    mlflow.log_metric("other_channel_opens", len(evidence))
+    if evidence.empty:
+        return served, activity
+    mlflow.set_tags({"activity_used": "true"})
+    more = build_activity(evidence, us.accepted, settings.default_timezone)
+    return served, more if activity is None else pd.concat([activity, more], ignore_index=True)
+
+
+def negative_risk_step(settings: Settings, msgs: pd.DataFrame, as_of: pd.Timestamp, say: Callable[[str], None]):
+    """The unsubscribe-or-complaint risk by local delivery hour, logged (metrics, table, figure)."""
+    risk = fit_negative_risk(msgs, as_of, settings.horizon_hours)
+    mlflow.log_metrics(risk.as_metrics())
+    mlflow.log_table(risk.frame(), "negative_risk/by_local_hour.json")
+    if risk.negatives.sum():
+        try:
+            mlflow.log_figure(risk_figure(risk), "plots/unsubscribe_risk_by_hour.png")
+        except Exception as exc:  # a plot must never cost the night's publish
+            say(f"could not draw the unsubscribe risk: {exc}")
+        say(f"unsubscribes and complaints: {int(risk.negatives.sum()):,} of {int(risk.sends.sum()):,} sends; "
+            f"by local delivery hour {risk.by_local_hour.min():.2%} to {risk.by_local_hour.max():.2%} (shrunk)")
+    return risk
+
+
 def training_users(us: ReadResult, tab: MessageTable) -> pd.DataFrame:
     """The users training sees: all of them, or with user buckets the sampled buckets' users."""
     if tab.buckets is None:
@@ -342,7 +400,7 @@ def champion_scorer(settings: Settings, uf, trained: bool, say: Callable[[str], 
 
 
 def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.Timestamp, result, policy: str,
-                     not_trained: str | None, status_quo_hour: int, say: Callable[[str], None]):
+                     not_trained: str | None, status_quo_hour: int, say: Callable[[str], None], risk=None):
     """Score every user's 168 slots, predict the as-of day, write and publish the snapshot:
     (published folder, predictions)."""
     uf = scorer.features
@@ -356,6 +414,9 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         "run_id": run_id,
         "model_name": settings.model_name,
         "objective": settings.objective,
+        "channel": settings.channel,
+        "negative_risk_by_local_hour": [float(x) for x in risk.by_local_hour] if risk is not None else None,
+        "unsubscribe_penalty": settings.unsubscribe_penalty,
         "model_version": scorer.model_version,
         "trained_version": result.model_version if result is not None else None,
         "promoted": bool(result is not None and result.decision.promoted),

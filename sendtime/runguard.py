@@ -68,6 +68,7 @@ def input_fingerprint(events: Path, users: Path, as_of: str, settings, activity:
         "max_depth": settings.max_depth, "min_samples_leaf": settings.min_samples_leaf,
         "random_state": settings.random_state, "model_name": settings.model_name,
         "default_timezone": settings.default_timezone, "refit": settings.refit, "objective": settings.objective,
+        "channel": settings.channel, "unsubscribe_penalty": settings.unsubscribe_penalty,
     }
     h.update(json.dumps(knobs, sort_keys=True).encode())
     return h.hexdigest()

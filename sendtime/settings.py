@@ -44,9 +44,13 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 ENGINES = ("auto", "duckdb", "pandas", "spark")
-#: what a send is optimized for (SENDTIME_OBJECTIVE): a human open (or a click) within the horizon,
-#: or a click within the horizon; one objective per deployment (its own registered model)
-OBJECTIVES = ("open", "click")
+#: what a send is optimized for (SENDTIME_OBJECTIVE), each within the horizon: a human open (or a
+#: click), a click, or a conversion (a purchase attributed to the message); one objective per
+#: deployment (its own registered model)
+OBJECTIVES = ("open", "click", "conversion")
+#: the channel a deployment serves (SENDTIME_CHANNEL): it learns from that channel's sends, and
+#: from the other channels' opens as evidence of when a person is around
+CHANNELS = ("email", "push", "sms")
 REFIT_CHOICES = ("auto", "always", "never")  # SENDTIME_REFIT; decided by sendtime.training.train.refit_wanted
 
 
@@ -85,7 +89,12 @@ class Settings:
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
     events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
     events_salt: str = field(default="", repr=False)
-    objective: str = "open"  # open | click; the default model name follows it (sendtime-click-model)
+    objective: str = "open"  # open | click | conversion; the default model name follows it (sendtime-click-model)
+    channel: str = "email"  # email | push | sms; the default model name follows it (sendtime-push-open-model)
+    # the cost of an unsubscribe or complaint, in units of the objective (an unsubscribe costs as
+    # much as this many opens, clicks, conversions or currency units): hours are ranked by
+    # expected objective minus this times P(unsubscribe or complaint); 0: not counted
+    unsubscribe_penalty: float = 0.0
 
     @property
     def published_dir(self) -> Path:
@@ -128,8 +137,10 @@ class Settings:
                 values[f.name] = _float(env, key, default)
             else:
                 values[f.name] = raw.strip().lower() if f.name in _CHOICES else raw
-        if "model_name" not in values and values.get("objective", "open") != "open":
-            values["model_name"] = f"sendtime-{values['objective']}-model"  # an objective's own registered model
+        objective, channel = values.get("objective", "open"), values.get("channel", "email")
+        if "model_name" not in values and (objective != "open" or channel != "email"):
+            # an objective's (and a channel's) own registered model
+            values["model_name"] = f"sendtime-{channel + '-' if channel != 'email' else ''}{objective}-model"
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -143,6 +154,10 @@ class Settings:
             raise ValueError(f"SENDTIME_REFIT must be one of {', '.join(REFIT_CHOICES)}, got {self.refit!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"SENDTIME_OBJECTIVE must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.channel not in CHANNELS:
+            raise ValueError(f"SENDTIME_CHANNEL must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
+        if not self.unsubscribe_penalty >= 0:
+            raise ValueError(f"SENDTIME_UNSUBSCRIBE_PENALTY must be >= 0, got {self.unsubscribe_penalty}")
         if self.events_user_ids not in ("email", "sha256"):
             raise ValueError(f"SENDTIME_EVENTS_USER_IDS must be email or sha256, got {self.events_user_ids!r}")
         if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
@@ -194,6 +209,8 @@ ENV_VARS: dict[str, str] = {
     "events_user_ids": "SENDTIME_EVENTS_USER_IDS",
     "events_salt": "SENDTIME_EVENTS_SALT",
     "objective": "SENDTIME_OBJECTIVE",
+    "channel": "SENDTIME_CHANNEL",
+    "unsubscribe_penalty": "SENDTIME_UNSUBSCRIBE_PENALTY",
 }
-_CHOICES = {"refit", "engine", "events_user_ids", "objective"}  # read case- and space-insensitively
+_CHOICES = {"refit", "engine", "events_user_ids", "objective", "channel"}  # read case- and space-insensitively
 _KEEP_EMPTY = {"api_key", "events_salt"}  # an empty value means what it says (no key, no salt)

@@ -20,7 +20,13 @@ from sendtime.features.inputs import MISSING_TEXT, ContractError, data_files
 
 EVENT_COLUMNS = ("event_id", "user_id", "message_id", "event_type", "timestamp")
 OPTIONAL_EVENT_COLUMNS = ("machine_open", "propensity")
-EVENT_TYPES = ("send", "open", "click", "bounce", "unsubscribe", "complaint")
+EVENT_TYPES = ("send", "open", "click", "bounce", "unsubscribe", "complaint", "conversion")
+#: optional columns about the message: the channel of a send (email when missing), and the value
+#: and currency of a conversion (a purchase attributed to the message). Kept only when present.
+MESSAGE_ATTRIBUTE_COLUMNS = ("channel", "value", "currency")
+CHANNELS = ("email", "push", "sms")
+#: the outcomes that must follow a send of the same message
+FOLLOWS_SEND = ("open", "click", "bounce", "conversion")
 USER_COLUMNS = ("user_id", "timezone")
 OPTIONAL_USER_COLUMNS = ("segment",)
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
@@ -263,6 +269,8 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
     flag_row_basics(df, reason, ("event_id", "user_id", "message_id", "event_type"), EVENT_TYPES, ts_reason, now)
     flag(mo_reason.notna(), R.BAD_MACHINE_OPEN)
     flag(bad_prop, R.BAD_PROPENSITY)
+    for c, bad in _message_attributes(raw, df).items():
+        flag(bad, {"channel": R.UNKNOWN_CHANNEL, "value": R.BAD_VALUE, "currency": R.BAD_CURRENCY}[c])
 
     # Repeated event ids: identical rows are the same event (kept once); differing contents are
     # a conflict, and only the first occurrence is kept.
@@ -278,7 +286,7 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
     ok = reason.isna()
     sends = df[ok & (df["event_type"] == "send")]
     send_ts = sends.drop_duplicates("message_id").set_index("message_id")["timestamp"]
-    follow = ok & df["event_type"].isin(["open", "click", "bounce"])
+    follow = ok & df["event_type"].isin(FOLLOWS_SEND)
     # reindex, not Series.map: map() with an empty lookup (no valid sends at all) casts it to
     # float64 and fails on datetimes
     matched = pd.Series(send_ts.reindex(df.loc[follow, "message_id"]).to_numpy(), index=df.index[follow],
@@ -301,10 +309,32 @@ def validate_events(raw: pd.DataFrame, now: pd.Timestamp | None = None, *, requi
     rejects.insert(0, "source_row", np.flatnonzero(bad.to_numpy()))
     accepted = df.loc[~bad].copy()
     accepted.loc[accepted["event_type"] != "open", "machine_open"] = pd.NA
+    if "value" in accepted.columns:  # a value belongs to a conversion
+        accepted.loc[accepted["event_type"] != "conversion", ["value", "currency"]] = np.nan, None
     accepted = accepted.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
     for c in ("event_id", "user_id", "message_id", "event_type"):
         accepted[c] = accepted[c].astype(str)
     return ReadResult(accepted=accepted, rejects=rejects.reset_index(drop=True), read=read)
+
+
+def _message_attributes(raw: pd.DataFrame, df: pd.DataFrame) -> dict[str, pd.Series]:
+    """Parse the optional channel, value and currency columns into ``df`` (where present):
+    the rows each one rejects."""
+    bad: dict[str, pd.Series] = {}
+    if "channel" in raw.columns:
+        ch = _as_text(raw["channel"]).str.lower()
+        bad["channel"] = ch.notna() & ~ch.isin(CHANNELS)
+        df["channel"] = ch.fillna("email")
+    if "value" in raw.columns or "currency" in raw.columns:
+        v = raw["value"] if "value" in raw.columns else pd.Series(np.nan, index=raw.index)
+        num = pd.to_numeric(v, errors="coerce").astype("float64")
+        given = _as_text(v.astype(object)).notna()
+        bad["value"] = given & (num.isna() | (num < 0) | ~np.isfinite(num.fillna(0.0)))
+        df["value"] = num
+        cur = _as_text(raw["currency"]).str.upper() if "currency" in raw.columns else pd.Series(None, index=raw.index, dtype=object)
+        bad["currency"] = cur.notna() & ~cur.fillna("").str.fullmatch(r"[A-Z]{3}")
+        df["currency"] = cur
+    return bad
 
 
 def read_events(path: str | Path, now: pd.Timestamp | None = None) -> ReadResult:

@@ -34,6 +34,9 @@ CONFLICTING_EVENT_ID = "duplicate event_id with different contents"
 NO_SEND = "no send for message_id"
 BEFORE_SEND = "before its send"
 SECOND_SEND = "second send for message_id"
+UNKNOWN_CHANNEL = "unknown channel (use email, push or sms)"
+BAD_VALUE = "value is not a non-negative number"
+BAD_CURRENCY = "currency is not a three-letter ISO 4217 code"
 
 DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -7,7 +7,7 @@ pointed ``published/CURRENT`` at (:mod:`sendtime.serving.snapshots` owns their l
 
 from __future__ import annotations
 
-
+import numpy as np
 import mlflow
 from mlflow import MlflowClient
 
@@ -87,7 +87,10 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
         model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
     table = read_scores(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
-    return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table), manifest
+    risk = manifest.get("negative_risk_by_local_hour")
+    risk = np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
+    return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
+                  negative_risk=risk), manifest
 
 
 def snapshot_key(settings) -> tuple[str, str]:

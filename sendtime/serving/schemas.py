@@ -62,6 +62,7 @@ class SendTimeAnswer(BaseModel):
     local_time: Optional[str] = Field(description="send_at in the user's local time (ISO 8601 with offset).", examples=["2026-04-14T09:00:00-04:00"])
     local_hour: Optional[int] = Field(ge=0, le=23, description="Local hour of day of send_at.", examples=[9])
     p_open: Optional[float] = Field(ge=0, le=1, description="Probability that a message sent then gets a human open within 24 h.", examples=[0.31])
+    p_unsubscribe: Optional[float] = Field(default=None, ge=0, le=1, description="Probability of an unsubscribe or complaint within the horizon after a send at that local hour (the snapshot's risk by delivery hour); null without one.", examples=[0.0021])
     reason: Optional[str] = Field(default=None, description="Why send_at is null (no allowed hour, or no capacity left).", examples=[None])
     confidence: float = Field(ge=0, le=1, description="Share of the answer that rests on the user's own history (0 = prior only).", examples=[0.8])
     source: Literal["model", "prior"] = Field(description="'model' for users with history, 'prior' for users without.", examples=["model"])
@@ -95,7 +96,7 @@ def _nested(obj):
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-OBJECTIVE_FIELD = Field(description="What the hours were ranked by: open (a human open or a click within the horizon) or click.",
+OBJECTIVE_FIELD = Field(description="What the hours were ranked by: open (a human open or a click within the horizon), click or conversion; p_open is the probability of it.",
                         examples=["open"])
 
 
@@ -109,6 +110,8 @@ class BestSendTimeResponse(FastJSON, BaseModel):
 class ServiceInfo(BaseModel):
     model_name: str = Field(description="Registered model name.", examples=["sendtime-open-model"])
     objective: str = OBJECTIVE_FIELD
+    channel: str = Field(default="email", description="The channel the deployment learned from and serves (SENDTIME_CHANNEL).", examples=["email"])
+    unsubscribe_penalty: float = Field(default=0.0, description="The default penalty per unsubscribe or complaint (SENDTIME_UNSUBSCRIBE_PENALTY).", examples=[0.0])
     model_version: str = Field(description="Champion version being served.", examples=["3"])
     features_as_of: str = Field(description="Cutoff of the served feature snapshot.", examples=["2026-04-13T00:00:00+00:00"])
     snapshot: str = Field(description="Published snapshot folder being served.", examples=["2026-04-13_5452ae07365e"])
@@ -125,6 +128,9 @@ class PlanSummary(BaseModel):
     expected_opens_plan: float = Field(description="Sum of P(open) of the plan.", examples=[3120.5])
     expected_opens_uncapped: float = Field(description="Sum of P(open) if everyone got their best allowed hour, ignoring caps.", examples=[3190.2])
     expected_opens_status_quo: float = Field(description="Sum of P(open) if everyone were sent at the status-quo hour.", examples=[2405.7])
+    expected_unsubscribes_plan: Optional[float] = Field(default=None, description="Sum of P(unsubscribe or complaint) of the plan (null without a risk in the snapshot).", examples=[21.4])
+    expected_unsubscribes_status_quo: Optional[float] = Field(default=None, description="The same at the status-quo hour.", examples=[20.9])
+    unsubscribe_penalty: float = Field(default=0.0, description="The penalty the plan was ranked with (objective units per unsubscribe or complaint).", examples=[0.0])
     users_planned: int = Field(examples=[10000])
     users_unplanned: int = Field(description="Users with no allowed hour or no capacity left.", examples=[0])
     hourly: list[HourLoad] = Field(description="Planned sends and cap of every whole hour of the window.")

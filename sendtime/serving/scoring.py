@@ -54,6 +54,14 @@ class Grid:
     local_hour: np.ndarray  # (n, m)
     p: np.ndarray  # (n, m)
     allowed: np.ndarray  # (n, m)
+    risk: np.ndarray | None = None  # (n, m) P(unsubscribe or complaint), from the snapshot's risk by local hour
+
+    def ranked(self, penalty: float = 0.0) -> np.ndarray:
+        """What the hours are ranked by: the objective's probability minus ``penalty`` times the
+        risk of an unsubscribe or complaint (the probability itself without a penalty or risk)."""
+        if not penalty or self.risk is None:
+            return self.p
+        return self.p - penalty * self.risk
 
 
 
@@ -102,6 +110,7 @@ class Scorer:
     input_columns: list[str]
     features: UserFeatures
     table: np.ndarray | None = None  # (known users, 168) precomputed P(open), same row order
+    negative_risk: np.ndarray | None = None  # (24,) P(unsubscribe or complaint) by local hour of delivery
     score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0})
 
     def __post_init__(self) -> None:
@@ -271,7 +280,8 @@ class Scorer:
             quiet = (minute >= qs) & (minute < qe) if qs < qe else (minute >= qs) | (minute < qe)
             allowed &= ~quiet
         p = self.score_requested(cold, req, how)
-        return Grid(candidates=candidates, info=req, local_hour=how % 24, p=p, allowed=allowed)
+        risk = None if self.negative_risk is None else np.asarray(self.negative_risk, dtype=np.float64)[how % 24]
+        return Grid(candidates=candidates, info=req, local_hour=how % 24, p=p, allowed=allowed, risk=risk)
 
     def best_in_window(
         self,
@@ -295,9 +305,11 @@ class Scorer:
         return self.answers(g, [str(u) for u in user_ids], policy, status_quo_utc_hour).frame(g.candidates)
 
     def answers(self, g: Grid, ids: list[str], policy: ExplorationPolicy | None = None,
-                status_quo_utc_hour: int | None = None, chosen: np.ndarray | None = None) -> Answers:
-        """One answer per user from a grid: the policy's choice, or ``chosen`` (-1: none)."""
+                status_quo_utc_hour: int | None = None, chosen: np.ndarray | None = None, penalty: float = 0.0) -> Answers:
+        """One answer per user from a grid: the policy's choice, or ``chosen`` (-1: none). Hours
+        are ranked by :meth:`Grid.ranked` with ``penalty``."""
         n, m = g.p.shape
+        score = g.ranked(penalty)
         allowed_n = g.allowed.sum(axis=1)
         has_hour = allowed_n > 0
         prop = np.ones(n)
@@ -306,7 +318,7 @@ class Scorer:
             best = np.asarray(chosen, dtype=np.int64)
             label[:] = "planned"
         elif policy is None or m == 0:
-            best = np.where(g.allowed, g.p, -np.inf).argmax(axis=1) if m else np.zeros(n, dtype=np.int64)
+            best = np.where(g.allowed, score, -np.inf).argmax(axis=1) if m else np.zeros(n, dtype=np.int64)
         else:
             # exploration and the status quo draw among allowed hours only
             sq = status_quo_index(g.candidates, 14 if status_quo_utc_hour is None else status_quo_utc_hour)
@@ -318,10 +330,10 @@ class Scorer:
                 grp = np.flatnonzero(allowed_n == k)
                 if k == m:  # every hour allowed: no reordering needed
                     cols = np.broadcast_to(np.arange(m), (len(grp), m))
-                    sub = g.p[grp]
+                    sub = score[grp]
                 else:
                     cols = np.argsort(~g.allowed[grp], axis=1, kind="stable")[:, :k]  # allowed columns in order
-                    sub = np.take_along_axis(g.p[grp], cols, axis=1)
+                    sub = np.take_along_axis(score[grp], cols, axis=1)
                 sq_pos = np.abs(cols - sq).argmin(axis=1)
                 idx, pr, lab = policy.choose([ids[i] for i in grp], sub, sq_pos, key)
                 best[grp] = cols[np.arange(len(grp)), idx]
@@ -337,6 +349,8 @@ class Scorer:
             choice=choice,
             local_hour=np.where(ok, g.local_hour[pick, safe], -1) if m else np.full(n, -1),
             p_open=np.where(ok, g.p[pick, safe], np.nan) if m else np.full(n, np.nan),
+            p_unsubscribe=(np.where(ok, g.risk[pick, safe], np.nan) if m and g.risk is not None
+                           else np.full(n, np.nan)),
             source=g.info.source,
             confidence=g.info.confidence,
             timezone=g.info.timezone,
@@ -367,6 +381,7 @@ class Answers:
     choice: np.ndarray
     local_hour: np.ndarray
     p_open: np.ndarray
+    p_unsubscribe: np.ndarray
     source: np.ndarray
     confidence: np.ndarray
     timezone: np.ndarray

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from sendtime.settings import Settings
-from sendtime.serving.capacity import plan_with_caps, uncapped_opens
+from sendtime.serving.capacity import plan_with_caps
 from sendtime.serving.event_store import EventStore
 from sendtime.serving.guard import Guard
 from sendtime.serving.metrics import service_metrics
@@ -66,8 +66,13 @@ QuietHours = Annotated[
 LeadMinutes = Annotated[
     Optional[int], Field(ge=0, le=7 * 24 * 60, description="Earliest send is now + this many minutes.", examples=[30])
 ]
+Penalty = Annotated[
+    Optional[float],
+    Field(ge=0, le=1e6, description="Rank hours by P(objective) minus this times P(unsubscribe or complaint); default: the deployment's SENDTIME_UNSUBSCRIBE_PENALTY.",
+          examples=[20.0]),
+]
 ObjectiveAsked = Annotated[
-    Optional[Literal["open", "click"]],
+    Optional[Literal["open", "click", "conversion"]],
     Field(description="What to rank hours by; must be the deployment's (SENDTIME_OBJECTIVE), which answers say. Default: it.",
           examples=["open"]),
 ]
@@ -202,6 +207,10 @@ class SendTime:
             earliest = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=min_lead_minutes)
         return WindowRules(start, end, parse_quiet_hours(quiet_hours), earliest)
 
+    def _penalty(self, asked: float | None) -> float:
+        """The request's unsubscribe penalty, else the deployment's."""
+        return float(self.settings.unsubscribe_penalty if asked is None else asked)
+
     def _check_users(self, users: list[UserRef]) -> None:
         if len(users) > self.settings.max_users_per_request:
             raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
@@ -215,22 +224,23 @@ class SendTime:
         local_iso = {z: local_slots(candidates, z)[2] for z in set(res.timezone.tolist())}
         ok = res.choice >= 0
         p_open = np.clip(res.p_open, 0.0, 1.0).tolist()
+        p_unsub = [None if x != x else x for x in np.clip(res.p_unsubscribe, 0.0, 1.0).tolist()]
         conf = np.clip(res.confidence, 0.0, 1.0).tolist()
         prop = res.propensity.tolist()
         hours = res.local_hour.tolist()
         reasons = res.reason.tolist()
         out = []
-        for uid, c, good, hour, p, reason, cf, src, zone, zsrc, pol, pr in zip(
-            res.user_id, res.choice.tolist(), ok.tolist(), hours, p_open, reasons, conf, res.source.tolist(),
+        for uid, c, good, hour, p, pu, reason, cf, src, zone, zsrc, pol, pr in zip(
+            res.user_id, res.choice.tolist(), ok.tolist(), hours, p_open, p_unsub, reasons, conf, res.source.tolist(),
             res.timezone.tolist(), res.timezone_source.tolist(), res.policy.tolist(), prop,
         ):
             if good:
                 out.append({"user_id": uid, "send_at": send_iso[c], "local_time": local_iso[zone][c], "local_hour": hour,
-                            "p_open": p, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "p_open": p, "p_unsubscribe": pu, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": pr})
             else:
                 out.append({"user_id": uid, "send_at": None, "local_time": None, "local_hour": None, "p_open": None,
-                            "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "p_unsubscribe": None, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": None})
         return out
 
@@ -259,10 +269,11 @@ class SendTime:
         quiet_hours: QuietHours = None,
         min_lead_minutes: LeadMinutes = None,
         objective: ObjectiveAsked = None,
+        unsubscribe_penalty: Penalty = None,
     ) -> BestSendTimeResponse:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
         state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
-        res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour)
+        res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour, penalty=self._penalty(unsubscribe_penalty))
         self.metrics.requests.labels("best_send_time").inc()
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
@@ -284,6 +295,7 @@ class SendTime:
         quiet_hours: QuietHours = None,
         min_lead_minutes: LeadMinutes = None,
         objective: ObjectiveAsked = None,
+        unsubscribe_penalty: Penalty = None,
     ) -> PlanResponse:
         """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
         state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
@@ -294,14 +306,23 @@ class SendTime:
             caps = np.asarray(hourly_cap, dtype=np.int64)
         else:
             caps = np.full(m, int(hourly_cap), dtype=np.int64)
-        plan = plan_with_caps(g.p, g.allowed, caps)
+        penalty = self._penalty(unsubscribe_penalty)
+        score = g.ranked(penalty)
+        plan = plan_with_caps(np.clip(score, 0.0, None) if penalty else g.p, g.allowed, caps)
         res = state.scorer.answers(g, ids, chosen=plan.hour)
         sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
         load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
+        planned = plan.hour >= 0
+        rows, cols = np.flatnonzero(planned), plan.hour[planned]
+        has = g.allowed.any(axis=1)
+        best = np.where(g.allowed, score, -np.inf).argmax(axis=1) if m else np.zeros(len(ids), dtype=np.int64)
         summary = PlanSummary.model_construct(
-            expected_opens_plan=plan.expected_opens,
-            expected_opens_uncapped=uncapped_opens(g.p, g.allowed),
+            expected_opens_plan=float(g.p[rows, cols].sum()),
+            expected_opens_uncapped=float(g.p[np.flatnonzero(has), best[has]].sum()),
             expected_opens_status_quo=float(g.p[:, sq].sum()),
+            expected_unsubscribes_plan=float(g.risk[rows, cols].sum()) if g.risk is not None else None,
+            expected_unsubscribes_status_quo=float(g.risk[:, sq].sum()) if g.risk is not None else None,
+            unsubscribe_penalty=penalty,
             users_planned=int(plan.assigned.sum()),
             users_unplanned=int((~plan.assigned).sum()),
             hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
@@ -344,6 +365,8 @@ class SendTime:
         return ServiceInfo(
             model_name=self.settings.model_name,
             objective=state.objective,
+            channel=str(state.manifest.get("channel", "email")),
+            unsubscribe_penalty=float(self.settings.unsubscribe_penalty),
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
             snapshot=str(state.key[0]),

@@ -64,7 +64,7 @@ EVENT_COLUMNS = [
     "machine_open",
     "propensity",
 ]
-EVENT_TYPES = ("send", "bounce", "open", "click", "unsubscribe")  # also the tie-break order
+EVENT_TYPES = ("send", "bounce", "open", "click", "unsubscribe", "conversion", "complaint")  # also the tie-break order
 
 US_HOUR = 3_600_000_000  # microseconds
 US_SEC = 1_000_000
@@ -141,6 +141,12 @@ PRESETS: dict[str, dict] = {
     "activity-sparse": {"activity_per_week": 2.0, "activity_fidelity": 0.4},
     # people open on the phone all day but click at a desk: the click objective's best hours differ
     "desk-clicks": {"click_desk_contrast": 1.5},
+    # clicks convert into purchases with values, more in the evenings and at weekends than at the desk
+    "shoppers": {"conversion_share": 0.3, "shop_contrast": 1.5},
+    # mail delivered at night (local 23:00-05:59) makes some people unsubscribe or complain
+    "night-unsub": {"night_unsub_risk": 0.02},
+    # half the campaigns are push notifications, tapped on the phone's own rhythm, soon or never
+    "push": {"push_share": 0.5},
 }
 
 # Fixed behavioural constants.
@@ -198,6 +204,21 @@ class WorldConfig:
     # open's local hour: 1 + click_desk_contrast on weekdays 09:00-17:59 (at a desk), lower
     # elsewhere so the week's mean factor is 1 (0: clicks do not depend on the hour)
     click_desk_contrast: float = 0.0
+    # conversions: a click converts (a purchase attributed to the message) with the user's own
+    # probability, conversion_share on average, times a factor of the local hour (shop_factor:
+    # 1 + shop_contrast in the evenings and weekend days, lower elsewhere, mean 1); each has a value
+    # around the user's own mean order value. 0: no conversions
+    conversion_share: float = 0.0
+    shop_contrast: float = 0.0
+    # unsubscribes and complaints caused by the hour: a message delivered at local 23:00-05:59 makes
+    # its recipient unsubscribe (or, a third of them, complain) with this probability, beside the usual ones
+    night_unsub_risk: float = 0.0
+    # push: this share of the campaigns goes out as push notifications (channel "push"). A push is
+    # tapped with the hazard of the user's phone rhythm (push_rhythm_mix of it a second rhythm of the
+    # user's own, the rest the reading rhythm), fading by push_decay per hour; no machine opens
+    push_share: float = 0.0
+    push_rhythm_mix: float = 0.5
+    push_decay: float = 0.4
 
     def __post_init__(self) -> None:
         ch = tuple((int(h), float(w)) for h, w in self.campaign_hours)
@@ -223,10 +244,15 @@ class WorldConfig:
             raise ValueError("n_users must be >= 0, days >= 1, horizon_hours >= 1")
         if not 0.0 <= self.click_desk_contrast <= 3.0:
             raise ValueError(f"click_desk_contrast must be in [0, 3], got {self.click_desk_contrast}")
+        if not 0.0 <= self.shop_contrast <= 3.0:
+            raise ValueError(f"shop_contrast must be in [0, 3], got {self.shop_contrast}")
+        if not 0.0 < self.push_decay <= 1.0:
+            raise ValueError(f"push_decay must be in (0, 1], got {self.push_decay}")
         if self.activity_per_week < 0:
             raise ValueError(f"activity_per_week must be >= 0, got {self.activity_per_week}")
         for name in ("explore_rate", "mpp_share", "new_user_share", "no_history_share", "late_fetch_share",
-                     "flag_share", "eager_share", "fetch_share", "activity_fidelity"):
+                     "flag_share", "eager_share", "fetch_share", "activity_fidelity",
+                     "conversion_share", "night_unsub_risk", "push_share", "push_rhythm_mix"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -487,6 +513,26 @@ def click_factor(cfg: "WorldConfig") -> np.ndarray:
     return np.where(desk > 0, 1.0 + c, max(low, 0.0))
 
 
+def shop_factor(cfg: "WorldConfig") -> np.ndarray:
+    """(168,) factor on the conversion probability of a click at each local hour-of-week (mean 1):
+    1 + shop_contrast in the evenings (18:00-22:59) and on weekend days (10:00-22:59)."""
+    shop = np.zeros(168)
+    for d in range(7):
+        shop[d * 24 + (10 if d >= 5 else 18):d * 24 + 23] = 1.0
+    c = cfg.shop_contrast
+    if c == 0:
+        return np.ones(168)
+    share = shop.mean()
+    low = (1.0 - share * (1.0 + c)) / (1.0 - share)
+    return np.where(shop > 0, 1.0 + c, max(low, 0.0))
+
+
+def night_hours() -> np.ndarray:
+    """(168,) True at local 23:00-05:59: the hours at which a delivery can cost a subscriber."""
+    h = np.arange(168) % 24
+    return (h >= 23) | (h < 6)
+
+
 def _click_truth(lam: np.ndarray, decay: float, horizon: int, click_prob: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """P(click within the horizon | delivered at each how): the first open's hour k has
     P = exp(-C_{k-1}) - exp(-C_k), and is clicked with click_prob times the factor of its hour."""
@@ -554,6 +600,13 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     lam = engagement[:, None] * shape                               # (n, 168)
     S = _integrated(lam, cfg.decay, H)
     p_open = 1.0 - np.exp(-S)
+    more = np.random.default_rng([cfg.seed, 3])  # conversions, unsubscribes by the hour, push: their own stream
+    conv_prob = np.clip(cfg.conversion_share * more.lognormal(-0.125, 0.5, n), 0.0, 1.0)
+    value_mean = 40.0 * more.lognormal(0.0, 0.7, n)
+    lam_push = None
+    if cfg.push_share > 0:
+        other = _rhythm_shapes(more, n, cfg.rhythm, more.permutation(persona), cfg.realdata_dir)
+        lam_push = engagement[:, None] * ((1 - cfg.push_rhythm_mix) * shape + cfg.push_rhythm_mix * other)
     timings["users"] = time.perf_counter() - t0
 
     # ---- schedule ---------------------------------------------------------------
@@ -563,6 +616,7 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     camp_day = np.flatnonzero(rng.random(cfg.days) < p_day)
     w = cfg.hour_weights()
     camp_hour = rng.choice(24, size=camp_day.size, p=w)
+    camp_push = more.random(camp_day.size) < cfg.push_share
     nc = camp_day.size
     recv = rng.random((nc, n)) < RECEIVE_PROB
     c_idx, u_idx = np.nonzero(recv)
@@ -587,6 +641,7 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     (c_idx, u_idx, hour, jitter, hour_start, send_us, explore) = (
         a[keep] for a in (c_idx, u_idx, hour, jitter, hour_start, send_us, explore)
     )
+    push = camp_push[c_idx]
     m = send_us.size
     propensity = cfg.propensity(hour)
 
@@ -610,8 +665,12 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     C = np.zeros(m)
     k_open = np.full(m, -1, dtype=np.int64)
     boost = np.where(is_eager[u_idx], cfg.eager_boost, 1.0)
+    push_flat = lam_push.ravel() if lam_push is not None else lam_flat
     for k in range(H):
-        C += lam_flat[row + (how + k) % 168] * (cfg.decay**k) * (boost if k == 0 else 1.0)
+        step = lam_flat[row + (how + k) % 168] * (cfg.decay**k)
+        if push.any():  # a push is tapped on the phone's rhythm, soon or never
+            step = np.where(push, push_flat[row + (how + k) % 168] * (cfg.push_decay**k), step)
+        C += step * (boost if k == 0 else 1.0)
         hit = (k_open < 0) & (C > E)
         k_open[hit] = k
     human_open = (k_open >= 0) & ~bounced
@@ -625,7 +684,11 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     open_how = (how + np.maximum(k_open, 0)) % 168
     clicked = human_open & (rng.random(m) < click_prob[u_idx] * click_factor(cfg)[open_how])
     click_us = human_open_us + rng.integers(US_SEC, 600 * US_SEC, m)
-    mpp_s = is_mpp[u_idx]
+    clicked &= ~push  # a tap is the push's open; it has no link to click
+    converted = clicked & (more.random(m) < conv_prob[u_idx] * shop_factor(cfg)[open_how])
+    conversion_us = click_us + more.integers(60 * US_SEC, 2 * US_HOUR, m)
+    value = np.round(value_mean[u_idx] * more.lognormal(-0.125, 0.5, m), 2)
+    mpp_s = is_mpp[u_idx] & ~push
     machine = mpp_s & ~bounced
     if cfg.fetch_share < 1:
         machine &= extra.random(m) < cfg.fetch_share
@@ -640,6 +703,14 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     bounce_us = send_us + rng.integers(US_SEC, 60 * US_SEC + 1, m)
     unsub_flag = human_open & (rng.random(m) < UNSUB_PROB)
     unsub_us = human_open_us + rng.integers(30 * US_SEC, 10 * 60 * US_SEC, m)
+    complaint = np.zeros(m, dtype=bool)
+    if cfg.night_unsub_risk > 0:  # woken at night: an unsubscribe, or a complaint, within hours
+        night = ~bounced & night_hours()[how] & (more.random(m) < cfg.night_unsub_risk)
+        night_us = send_us + more.integers(5 * 60 * US_SEC, 8 * US_HOUR, m)
+        first_is_night = night & (~unsub_flag | (night_us < unsub_us))
+        unsub_us = np.where(first_is_night, night_us, unsub_us)
+        complaint = first_is_night & (more.random(m) < 1 / 3)
+        unsub_flag = unsub_flag | night
 
     # unsubscribes: first one per user; no sends to that user afterwards
     big = np.iinfo(np.int64).max
@@ -653,7 +724,8 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         u_idx=u_idx, hour=hour, how=how, send_us=send_us, propensity=propensity, bounced=bounced,
         human_open=human_open, human_open_us=human_open_us, clicked=clicked, click_us=click_us,
         machine=machine, machine_us=machine_us, observed=observed, bounce_us=bounce_us,
-        unsub_event=unsub_event, unsub_us=unsub_us,
+        unsub_event=unsub_event, unsub_us=unsub_us, complaint=complaint, push=push,
+        converted=converted, conversion_us=conversion_us, value=value,
     )
     arrs = {k_: v[keep] for k_, v in arrs.items()}
     # message ids in send-time order
@@ -682,7 +754,9 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     add(a["machine"], 2, a["machine_us"], 1)
     add(a["observed"], 2, a["human_open_us"], 0)
     add(a["clicked"], 3, a["click_us"], -1)
-    add(a["unsub_event"], 4, a["unsub_us"], -1)
+    add(a["unsub_event"] & ~a["complaint"], 4, a["unsub_us"], -1)
+    add(a["converted"], 5, a["conversion_us"], -1)
+    add(a["unsub_event"] & a["complaint"], 6, a["unsub_us"], -1)
     e_msg = np.concatenate(parts_msg)
     e_type = np.concatenate(parts_type)
     e_ts = np.concatenate(parts_ts)
@@ -704,6 +778,10 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         mo_vals = np.zeros(ne, dtype=bool)
         mo_mask = np.ones(ne, dtype=bool)
     prop = np.where(e_type == 0, a["propensity"][e_msg], np.nan)
+    e_push = a["push"][e_msg]
+    if cfg.push_share > 0:  # a push receipt is never a proxy's fetch
+        mo_vals = np.where(e_push, False, mo_vals)
+        mo_mask = np.where(e_push & is_open, False, mo_mask)
     events = pd.DataFrame(
         {
             "event_id": event_ids,
@@ -716,6 +794,11 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
         },
         columns=EVENT_COLUMNS,
     )
+    if cfg.push_share > 0:
+        events["channel"] = np.where(e_push, "push", "email").astype(object)
+    if cfg.conversion_share > 0:
+        events["value"] = np.where(e_type == 5, a["value"][e_msg], np.nan)
+        events["currency"] = np.where(e_type == 5, "USD", None).astype(object)
     open_truth = pd.DataFrame({"event_id": event_ids[is_open], "is_machine": e_mach[is_open] == 1})
     timings["events"] = time.perf_counter() - t3
 
@@ -736,8 +819,16 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
             "how": np.tile(np.arange(168, dtype=np.int64), n),
             "p_open": p_open.ravel(),
             "p_click": _click_truth(lam, cfg.decay, H, click_prob, click_factor(cfg)).ravel(),
+            # an unsubscribe or complaint within the horizon: after a human open, or woken at night
+            "p_unsubscribe": (1 - (1 - UNSUB_PROB * p_open) * (1 - cfg.night_unsub_risk * night_hours()[None, :])).ravel(),
         }
     )
+    if cfg.conversion_share > 0:
+        p_conv = _click_truth(lam, cfg.decay, H, click_prob * conv_prob, click_factor(cfg) * shop_factor(cfg))
+        truth["p_conversion"] = p_conv.ravel()
+        truth["expected_value"] = (p_conv * value_mean[:, None]).ravel()
+    if lam_push is not None:
+        truth["p_push"] = (1.0 - np.exp(-_integrated(lam_push, cfg.push_decay, H))).ravel()
     nat = np.iinfo(np.int64).min
     unsub_at = np.where(first_unsub < big, first_unsub, nat)
     user_truth = pd.DataFrame(
@@ -749,6 +840,8 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
             "is_eager": is_eager,
             "engagement": engagement,
             "click_prob": click_prob,
+            "conversion_prob": conv_prob,
+            "value_mean": value_mean,
             "is_new": is_new,
             "no_history": no_history,
             "unsubscribed_at": pd.DatetimeIndex(unsub_at.view("datetime64[us]")).tz_localize("UTC"),
@@ -770,6 +863,9 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
             ).tz_localize("UTC"),
             "human_open_observed": a["observed"],
             "clicked": a["clicked"],
+            "converted": a["converted"],
+            "unsubscribed": a["unsub_event"],
+            "channel": np.where(a["push"], "push", "email").astype(object),
             "machine_open_at": pd.DatetimeIndex(
                 np.where(a["machine"], a["machine_us"], nat).view("datetime64[us]")
             ).tz_localize("UTC"),

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import build_user_features, outcomes_at
+from sendtime.features.message_extras import within
 from sendtime.features.profiles import ShrinkageParams
 
 
@@ -89,14 +90,21 @@ def fit_windows(first_send: pd.Timestamp, last_send: pd.Timestamp, validation_da
     return validation, min(snapshot, max((span / 6).floor("h"), hour))
 
 
-def objective_label(outcomes, objective: str) -> np.ndarray:
+def objective_label(outcomes, objective: str, msgs: pd.DataFrame | None = None, cutoff: pd.Timestamp | None = None,
+                    horizon_hours: int | None = None) -> np.ndarray:
     """The label of each send for an objective (sendtime.settings.OBJECTIVES): ``open``, a human
-    open or a click within the horizon; ``click``, a click within the horizon."""
+    open or a click within the horizon; ``click``, a click within the horizon; ``conversion``,
+    a conversion within the horizon (``msgs`` with the columns of
+    :func:`sendtime.features.message_extras.attach_extras`)."""
     if objective == "open":
         return outcomes.opened.astype(np.int8)
     if objective == "click":
         return outcomes.clicked.astype(np.int8)
-    raise ValueError(f"unknown objective {objective!r}: use open or click")
+    if objective == "conversion":
+        if msgs is None or "t_conversion" not in msgs.columns:
+            raise ValueError(f"the {objective} objective needs conversion events in the history (event_type conversion)")
+        return within(msgs["t_conversion"], msgs["send_ts"], cutoff, horizon_hours).astype(np.int8)
+    raise ValueError(f"unknown objective {objective!r}: use open, click or conversion")
 
 
 def build_training_set(
@@ -146,7 +154,7 @@ def build_training_set(
     index = pd.Index(users["user_id"])
     uidx = index.get_indexer(labelled["user_id"]).astype(np.int64)
     final = outcomes_at(labelled, uidx, len(index), as_of, horizon_hours)
-    y_all = objective_label(final, objective)
+    y_all = objective_label(final, objective, labelled, as_of, horizon_hours)
 
     # Sample up front (bounded training time however long the history): all of validation up to
     # half the budget, a uniform sample of the rest.
