@@ -180,10 +180,10 @@ def nightly(
 
 @app.command(name="import")
 def import_cmd(
-    fmt: str = typer.Option(..., "--format", help="sendgrid, mailchimp, ses or csv."),
+    fmt: str = typer.Option(..., "--format", help="sendgrid, mailchimp, ses, onesignal (push, e-mail, SMS) or csv."),
     source: Path = typer.Option(..., "--in", help="The platform's export or webhook dump."),
     out_file: Path = typer.Option(..., "--out", help="Contract events Parquet to write (rejects go beside it)."),
-    user_ids: Optional[str] = typer.Option(None, "--user-ids", help="email (default) or sha256 of the address (sendgrid, mailchimp, ses)."),
+    user_ids: Optional[str] = typer.Option(None, "--user-ids", help="email (default) or sha256 of the address (sendgrid, mailchimp, ses); external_id (default) or onesignal_id (onesignal)."),
     salt: Optional[str] = typer.Option(None, "--salt", help="Salt for --user-ids sha256."),
     send_time: Optional[str] = typer.Option(None, "--send-time", help="mailchimp: the campaign's send time, ISO 8601 with offset."),
     column: list[str] = typer.Option([], "--column", help="csv: CONTRACT=SOURCE column name (repeatable)."),
@@ -428,7 +428,7 @@ def suite(
     except ValueError:
         fail(f"--seeds must be comma-separated integers, got {seeds!r}")
     world_list = [w.strip() for w in worlds.split(",") if w.strip()]
-    unknown = [w for w in world_list if parse_world(w)[0] not in PRESETS]
+    unknown = [w for w in world_list if parse_world(w).preset not in PRESETS]
     family_seeds = list(range(family)) + list(range(HELD_OUT_SEED_FROM, HELD_OUT_SEED_FROM + held_out))
     if unknown or (world_list and not seed_list) or not (world_list or family_seeds):
         fail(f"unknown or empty --worlds {unknown or worlds!r} (and no --family/--held-out); choose from {', '.join(PRESETS)}")

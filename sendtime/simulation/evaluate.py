@@ -47,9 +47,9 @@ def load_world(world_dir: str | Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]
     return truth, meta, users
 
 
-def truth_matrix(truth: pd.DataFrame, user_ids: pd.Index) -> np.ndarray:
-    """(n_users, 168) true open probabilities in ``user_ids`` order."""
-    t = truth.pivot(index="user_id", columns="how", values="p_open").reindex(index=user_ids, columns=range(168))
+def truth_matrix(truth: pd.DataFrame, user_ids: pd.Index, column: str = "p_open") -> np.ndarray:
+    """(n_users, 168) true open probabilities (or another truth ``column``) in ``user_ids`` order."""
+    t = truth.pivot(index="user_id", columns="how", values=column).reindex(index=user_ids, columns=range(168))
     if t.isna().any().any():
         raise ValueError("ground truth lacks some users or hours")
     return t.to_numpy()
@@ -106,6 +106,60 @@ def evaluate_day(
     sq, orc = rates["status_quo"], rates["oracle"]
     capture = (rates["sendtime"] - sq) / (orc - sq) if orc > sq else float("nan")
     return PolicyReport(date=day, users=n, rates=rates, capture=capture)
+
+
+PENALTIES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+def penalty_tradeoff(truth: pd.DataFrame, users: pd.DataFrame, status_quo_utc_hour: int, predictions: pd.DataFrame,
+                     risk: np.ndarray, day: str, penalties: tuple[float, ...] = PENALTIES) -> pd.DataFrame:
+    """What each unsubscribe penalty buys on ``day``: the hour each user gets when hours are ranked
+    by the published scores minus the penalty times the published risk by local hour, judged on
+    the true open and unsubscribe probabilities (per 1,000 sends), beside the status quo."""
+    ids = pd.Index(users["user_id"])
+    T, U = truth_matrix(truth, ids), truth_matrix(truth, ids, "p_unsubscribe")
+    wd = pd.Timestamp(day).weekday()
+    pred = predictions.set_index("user_id").reindex(ids)
+    scores = np.stack(pred["hour_scores"].to_numpy()).astype(np.float64)  # (n, 24) local hours of the day
+    pick = np.arange(len(ids))
+    tz = users["timezone"].fillna("UTC").to_numpy()
+    inst = pd.Series([pd.Timestamp(day).tz_localize("UTC") + pd.Timedelta(hours=status_quo_utc_hour)] * len(ids))
+    sq_how = hour_of_week(inst, tz)
+    sq_open, orc = float(T[pick, sq_how].mean()), float(T[:, wd * 24: wd * 24 + 24].max(1).mean())
+    rows = [{"penalty": "status quo", "open_rate": sq_open, "capture": 0.0,
+             "unsubscribes_per_1000": 1000 * float(U[pick, sq_how].mean()), "night_share": float(np.mean(_night(sq_how % 24)))}]
+    for lam in penalties:
+        h = (scores - lam * np.asarray(risk, dtype=np.float64)[None, :]).argmax(axis=1)
+        o = float(T[pick, wd * 24 + h].mean())
+        rows.append({"penalty": f"{lam:g}", "open_rate": o, "capture": (o - sq_open) / (orc - sq_open) if orc > sq_open else np.nan,
+                     "unsubscribes_per_1000": 1000 * float(U[pick, wd * 24 + h].mean()), "night_share": float(np.mean(_night(h)))})
+    return pd.DataFrame(rows)
+
+
+def _night(hour: np.ndarray) -> np.ndarray:
+    return (np.asarray(hour) >= 23) | (np.asarray(hour) < 6)
+
+
+def tradeoff_figure(table: pd.DataFrame, title: str = ""):
+    """Opens against unsubscribes, one point per penalty, the status quo marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sq = table.loc[table["penalty"] == "status quo"].iloc[0]
+    rest = table.loc[table["penalty"] != "status quo"]
+    ax.plot(rest["unsubscribes_per_1000"], rest["open_rate"], "o-", color="#3b7dd8", label="sendtime, by penalty")
+    for r in rest.itertuples():
+        ax.annotate(r.penalty, (r.unsubscribes_per_1000, r.open_rate), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.plot([sq["unsubscribes_per_1000"]], [sq["open_rate"]], "s", color="#d8613b", label="status quo")
+    ax.set_xlabel("true unsubscribes and complaints per 1,000 sends")
+    ax.set_ylabel("true open rate")
+    ax.set_title(title or "What the unsubscribe penalty trades")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def capture_by_confidence(truth: pd.DataFrame, users: pd.DataFrame, status_quo_utc_hour: int, predictions: pd.DataFrame,

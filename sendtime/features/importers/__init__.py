@@ -17,19 +17,21 @@ Shared conventions: ``user_id`` is the recipient's address, trimmed and lower-ca
 the users table must use the same form. ``message_id`` is ``<platform message id>:<user_id>``,
 one message per recipient, as the contract's "one send per message" needs.
 
-One module per format (``sendgrid``, ``mailchimp``, ``ses``, ``table`` for any CSV or Parquet),
+One module per format (``sendgrid``, ``mailchimp``, ``ses``, ``onesignal`` for push, e-mail and SMS
+receipts of OneSignal's Event Streams, ``table`` for any CSV or Parquet),
 the shared mapping machinery in ``mapping``, and the dispatch and file writing in ``files``.
 """
 
 from sendtime.features.importers.files import FORMATS, import_events, import_file, rejects_path_for, write_events_parquet
 from sendtime.features.importers.mailchimp import import_mailchimp
 from sendtime.features.importers.mapping import COLUMNS, USER_ID_FORMS, ImportResult, user_key
+from sendtime.features.importers.onesignal import import_onesignal
 from sendtime.features.importers.sendgrid import import_sendgrid, sendgrid_message_id
 from sendtime.features.importers.ses import import_ses
 from sendtime.features.importers.table import import_csv
 
 __all__ = [
     "COLUMNS", "FORMATS", "USER_ID_FORMS", "ImportResult", "import_csv", "import_events", "import_file",
-    "import_mailchimp", "import_sendgrid", "import_ses", "rejects_path_for", "sendgrid_message_id",
+    "import_mailchimp", "import_onesignal", "import_sendgrid", "import_ses", "rejects_path_for", "sendgrid_message_id",
     "user_key", "write_events_parquet",
 ]

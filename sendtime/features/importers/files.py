@@ -9,20 +9,22 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from sendtime.features.contract import ContractError
+from sendtime.features.contract import MESSAGE_ATTRIBUTE_COLUMNS, ContractError
 from sendtime.features.importers.mailchimp import import_mailchimp
 from sendtime.features.importers.mapping import COLUMNS, ImportResult
+from sendtime.features.importers.onesignal import import_onesignal
 from sendtime.features.importers.sendgrid import import_sendgrid
 from sendtime.features.importers.ses import import_ses
 from sendtime.features.importers.table import import_csv
 
 FORMATS: dict[str, Callable[..., ImportResult]] = {
-    "sendgrid": import_sendgrid, "mailchimp": import_mailchimp, "ses": import_ses, "csv": import_csv,
+    "sendgrid": import_sendgrid, "mailchimp": import_mailchimp, "ses": import_ses, "onesignal": import_onesignal,
+    "csv": import_csv,
 }
 
 
 def import_file(fmt: str, path: str | Path, **options: Any) -> ImportResult:
-    """Import ``path`` in format ``fmt`` (sendgrid, mailchimp, ses, csv) with its options."""
+    """Import ``path`` in format ``fmt`` (sendgrid, mailchimp, ses, onesignal, csv) with its options."""
     fn = FORMATS.get(str(fmt).strip().lower())
     if fn is None:
         raise ContractError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -39,12 +41,14 @@ def write_events_parquet(events: pd.DataFrame, path: str | Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    extra = [c for c in MESSAGE_ATTRIBUTE_COLUMNS if c in events.columns]  # channel, value, currency when given
     schema = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), ("message_id", pa.string()),
                         ("event_type", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
-                        ("machine_open", pa.bool_()), ("propensity", pa.float64())])
+                        ("machine_open", pa.bool_()), ("propensity", pa.float64())]
+                       + [(c, pa.float64() if c == "value" else pa.string()) for c in extra])
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame = events.reindex(columns=list(COLUMNS)).copy()
+    frame = events.reindex(columns=list(COLUMNS) + extra).copy()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
     frame["machine_open"] = frame["machine_open"].astype("boolean")
     frame["propensity"] = pd.to_numeric(frame["propensity"], errors="coerce").astype("float64")

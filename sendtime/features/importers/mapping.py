@@ -12,7 +12,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from sendtime.features.contract import EVENT_COLUMNS, OPTIONAL_EVENT_COLUMNS, ContractError, validate_events
+from sendtime.features.contract import (
+    EVENT_COLUMNS,
+    MESSAGE_ATTRIBUTE_COLUMNS,
+    OPTIONAL_EVENT_COLUMNS,
+    ContractError,
+    validate_events,
+)
 
 COLUMNS = EVENT_COLUMNS + OPTIONAL_EVENT_COLUMNS
 USER_ID_FORMS = ("email", "sha256")
@@ -118,7 +124,8 @@ class Rows:
         self.src = [s for s, k in zip(self.src, keep) if k]
 
     def finish(self, fmt: str, now: pd.Timestamp | None, require_sends: bool) -> ImportResult:
-        frame = pd.DataFrame(self.rows, columns=list(COLUMNS))
+        extra = [c for c in MESSAGE_ATTRIBUTE_COLUMNS if any(c in r for r in self.rows)]  # e.g. a channel
+        frame = pd.DataFrame(self.rows, columns=list(COLUMNS) + extra)
         ts = frame["timestamp"]
         if len(frame) and all(isinstance(t, pd.Timestamp) for t in ts):
             frame["timestamp"] = pd.to_datetime(ts, utc=True)
