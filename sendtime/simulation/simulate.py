@@ -145,8 +145,9 @@ PRESETS: dict[str, dict] = {
     "shoppers": {"conversion_share": 0.3, "shop_contrast": 1.5},
     # mail delivered at night (local 23:00-05:59) makes some people unsubscribe or complain
     "night-unsub": {"night_unsub_risk": 0.02},
-    # half the campaigns are push notifications, tapped on the phone's own rhythm, soon or never
-    "push": {"push_share": 0.5},
+    # half the campaigns are push notifications, tapped on the phone's own rhythm, soon or never; the
+    # app's opens (about 30 a month, as in "activity") follow the phone's rhythm too
+    "push": {"push_share": 0.5, "activity_per_week": 7.0},
 }
 
 # Fixed behavioural constants.
@@ -603,10 +604,11 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     more = np.random.default_rng([cfg.seed, 3])  # conversions, unsubscribes by the hour, push: their own stream
     conv_prob = np.clip(cfg.conversion_share * more.lognormal(-0.125, 0.5, n), 0.0, 1.0)
     value_mean = 40.0 * more.lognormal(0.0, 0.7, n)
-    lam_push = None
-    if cfg.push_share > 0:
+    lam_push, phone = None, None
+    if cfg.push_share > 0:  # the phone's rhythm: partly the inbox's, partly a rhythm of its own
         other = _rhythm_shapes(more, n, cfg.rhythm, more.permutation(persona), cfg.realdata_dir)
-        lam_push = engagement[:, None] * ((1 - cfg.push_rhythm_mix) * shape + cfg.push_rhythm_mix * other)
+        phone = (1 - cfg.push_rhythm_mix) * shape + cfg.push_rhythm_mix * other
+        lam_push = engagement[:, None] * phone
     timings["users"] = time.perf_counter() - t0
 
     # ---- schedule ---------------------------------------------------------------
@@ -874,9 +876,10 @@ def simulate_world(config: WorldConfig, progress: Callable[[str], None] | None =
     timings["tables"] = time.perf_counter() - t4
     activity = None
     if cfg.activity_per_week > 0:
-        say("activity: sessions and page views")
+        say("activity: sessions and page views (app opens on the phone's rhythm in a world with push)")
         t5 = time.perf_counter()
-        activity = _activity(cfg, shape, signup_us, how_table, tz_idx, user_ids, start_us, end_us)
+        activity = _activity(cfg, shape if phone is None else phone, signup_us, how_table, tz_idx, user_ids, start_us,
+                             end_us, kinds=("session", "page_view") if phone is None else ("app_open", "session"))
         timings["activity"] = time.perf_counter() - t5
     timings["total"] = time.perf_counter() - t0
     say(f"done: {ne} events, {m} sends in {timings['total']:.1f}s")
@@ -900,7 +903,8 @@ ACTIVITY_LEAD_DAYS = 30  # activity begins this long before a user's sign-up to 
 
 
 def _activity(cfg: WorldConfig, shape: np.ndarray, signup_us: np.ndarray, how_table: np.ndarray, tz_idx: np.ndarray,
-              user_ids: np.ndarray, start_us: int, end_us: int, chunk: int = 2000) -> pd.DataFrame:
+              user_ids: np.ndarray, start_us: int, end_us: int, chunk: int = 2000,
+              kinds: tuple[str, str] = ("session", "page_view")) -> pd.DataFrame:
     """Poisson activity per (user, UTC hour) with rate ``activity_per_week`` / 168 times a
     lognormal per-user factor times the user's relative rhythm at that local hour-of-week
     (``activity_fidelity`` of it; the rest flat). Its own random stream: the mail stays the same."""
@@ -927,9 +931,9 @@ def _activity(cfg: WorldConfig, shape: np.ndarray, signup_us: np.ndarray, how_ta
     u_all, ts = u_all[keep], ts[keep]
     order = np.lexsort((u_all, ts))
     u_all, ts = u_all[order], ts[order]
-    kinds = np.where(rng.random(len(ts)) < 0.8, "session", "page_view").astype(object)
+    kind = np.where(rng.random(len(ts)) < 0.8, kinds[0], kinds[1]).astype(object)
     return pd.DataFrame({"event_id": _ids("a", np.arange(len(ts)), _width(len(ts), 9)), "user_id": user_ids[u_all],
-                         "event_type": kinds, "timestamp": _utc(ts)})
+                         "event_type": kind, "timestamp": _utc(ts)})
 
 
 # --------------------------------------------------------------------------- I/O
