@@ -24,7 +24,7 @@ from sendtime.features.definitions import MODEL_FEATURES
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed, outcomes_at
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
-from sendtime.features.message_extras import attach_extras, build_extras, extras_events, split_channel
+from sendtime.features.message_extras import attach_extras, build_extras, channel_history, extras_events
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
@@ -299,18 +299,17 @@ def message_extras_step(settings: Settings, tab: MessageTable, events_path, us: 
     if tab.buckets is not None:
         say(f"channels {channels}: the bucketed feature build does not split channels yet; all sends are used")
         return msgs, activity
-    served, evidence = split_channel(msgs, settings.channel)
-    if served.empty:
-        raise ContractError(f"SENDTIME_CHANNEL={settings.channel}, but the history holds no {settings.channel} send "
-                            f"(sends by channel: {channels})")
+    try:
+        served, activity, n_evidence = channel_history(msgs, settings.channel, us.accepted, settings.default_timezone,
+                                                       activity)
+    except ValueError as exc:
+        raise ContractError(str(exc)) from None
     say(f"channel {settings.channel}: {len(served):,} of {len(msgs):,} sends; the other channels' "
-        f"{len(evidence):,} opens join the activity evidence")
-    mlflow.log_metric("other_channel_opens", len(evidence))
-    if evidence.empty:
-        return served, activity
-    mlflow.set_tags({"activity_used": "true"})
-    more = build_activity(evidence, us.accepted, settings.default_timezone)
-    return served, more if activity is None else pd.concat([activity, more], ignore_index=True)
+        f"{n_evidence:,} opens join the activity evidence")
+    mlflow.log_metric("other_channel_opens", n_evidence)
+    if n_evidence:
+        mlflow.set_tags({"activity_used": "true"})
+    return served, activity
 
 
 def negative_risk_step(settings: Settings, msgs: pd.DataFrame, as_of: pd.Timestamp, say: Callable[[str], None]):

@@ -157,3 +157,24 @@ def split_channel(msgs: pd.DataFrame, channel: str) -> tuple[pd.DataFrame, pd.Da
                              "event_type": (other["channel"].to_numpy(dtype=object)[seen] + "_open"),
                              "timestamp": pd.DatetimeIndex(t[seen]).tz_localize("UTC")})
     return served.reset_index(drop=True), evidence.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def channel_history(msgs: pd.DataFrame, channel: str, users: pd.DataFrame, default_tz: str,
+                    activity: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
+    """What a deployment for ``channel`` learns from (``msgs`` with extras attached): its
+    channel's messages, and the activity with the other channels' human opens added. Returns
+    (messages, activity, other channels' opens added); the messages unchanged when every send is
+    on the channel. Raises ValueError when none is."""
+    from sendtime.features.activity import build_activity
+
+    channels = set(msgs["channel"].unique())
+    if channels <= {channel}:
+        return msgs, activity, 0
+    served, evidence = split_channel(msgs, channel)
+    if served.empty:
+        raise ValueError(f"SENDTIME_CHANNEL={channel}, but the history holds no {channel} send "
+                         f"(sends by channel: {msgs['channel'].value_counts().to_dict()})")
+    if evidence.empty:
+        return served, activity, 0
+    more = build_activity(evidence, users, default_tz)
+    return served, more if activity is None else pd.concat([activity, more], ignore_index=True), len(evidence)

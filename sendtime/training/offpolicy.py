@@ -138,7 +138,7 @@ def evaluate_policy(
     rng = np.random.default_rng(seed)
     wr, w = match * r / p, match / p
     sq_wr, sq_w = sq_match * r / p, sq_match / p
-    boots = np.empty((n_boot, 3))
+    boots = np.empty((n_boot, 4))
     for b in range(n_boot):
         ku = rng.multinomial(len(users), np.full(len(users), 1.0 / len(users)))[u_inv]
         kd = rng.multinomial(len(days), np.full(len(days), 1.0 / len(days)))[d_inv]
@@ -147,10 +147,10 @@ def evaluate_policy(
         ips_b = (k * wr).sum() / n_b
         snips_b = (k * wr).sum() / max((k * w).sum(), 1e-12)
         sq_b = (k * sq_wr).sum() / max((k * sq_w).sum(), 1e-12)
-        boots[b] = (ips_b, snips_b, snips_b / sq_b - 1 if sq_b > 0 else np.nan)
+        boots[b] = (ips_b, snips_b, snips_b / sq_b - 1 if sq_b > 0 else np.nan, sq_b)
     a = (1 - level) / 2 * 100
-    lo, hi = np.nanpercentile(boots, [a, 100 - a], axis=0)
-    sq_boot = boots[:, 1] / (1 + boots[:, 2])
+    lo, hi = np.nanpercentile(boots[:, :3], [a, 100 - a], axis=0)
+    sq_boot = boots[:, 3]  # not recovered from the lift: a resample with no reward has lift -1 and 0 / 0
     sq_lo, sq_hi = np.nanpercentile(sq_boot, [a, 100 - a])
     return OffPolicyReport(
         n_sends=len(logs), n_matched=int(match.sum()), ips=ips, snips=snips,
