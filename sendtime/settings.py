@@ -8,7 +8,7 @@ tracking server override ``MLFLOW_TRACKING_URI`` and friends.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -95,10 +95,33 @@ class Settings:
     # much as this many opens, clicks, conversions or currency units): hours are ranked by
     # expected objective minus this times P(unsubscribe or complaint); 0: not counted
     unsubscribe_penalty: float = 0.0
+    # more objectives the service answers for (comma-separated, e.g. "click,conversion"): each one's
+    # nightly runs with its SENDTIME_OBJECTIVE in the same home; a request's objective picks one
+    serve_objectives: str = ""
 
     @property
     def published_dir(self) -> Path:
-        return self.home / "published"
+        """Where the nightly publishes and the service reads snapshots: one folder per objective
+        and channel, so one home (one registry) can hold several deployments' snapshots."""
+        if self.objective == "open" and self.channel == "email":
+            return self.home / "published"
+        return self.home / f"published-{self.channel}-{self.objective}"
+
+    @property
+    def served_objectives(self) -> tuple[str, ...]:
+        """The objectives the service answers for: the deployment's first (the default of a
+        request that names none), then SENDTIME_SERVE_OBJECTIVES' others."""
+        more = [o.strip().lower() for o in self.serve_objectives.split(",") if o.strip()]
+        return tuple(dict.fromkeys([self.objective, *more]))
+
+    def for_objective(self, objective: str) -> "Settings":
+        """These settings for another objective of the same channel: its registered model (the
+        default name) and its published snapshots."""
+        if objective == self.objective:
+            return self
+        if self.model_name != default_model_name(self.objective, self.channel):
+            raise ValueError("SENDTIME_SERVE_OBJECTIVES needs the default model names (SENDTIME_MODEL_NAME is set)")
+        return replace(self, objective=objective, model_name=default_model_name(objective, self.channel))
 
     @property
     def bentoml_home(self) -> Path:
@@ -137,10 +160,8 @@ class Settings:
                 values[f.name] = _float(env, key, default)
             else:
                 values[f.name] = raw.strip().lower() if f.name in _CHOICES else raw
-        objective, channel = values.get("objective", "open"), values.get("channel", "email")
-        if "model_name" not in values and (objective != "open" or channel != "email"):
-            # an objective's (and a channel's) own registered model
-            values["model_name"] = f"sendtime-{channel + '-' if channel != 'email' else ''}{objective}-model"
+        if "model_name" not in values:  # an objective's (and a channel's) own registered model
+            values["model_name"] = default_model_name(str(values.get("objective", "open")), str(values.get("channel", "email")))
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -154,6 +175,9 @@ class Settings:
             raise ValueError(f"SENDTIME_REFIT must be one of {', '.join(REFIT_CHOICES)}, got {self.refit!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"SENDTIME_OBJECTIVE must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        bad = [o for o in self.served_objectives if o not in OBJECTIVES]
+        if bad:
+            raise ValueError(f"SENDTIME_SERVE_OBJECTIVES must name objectives among {', '.join(OBJECTIVES)}, got {', '.join(bad)}")
         if self.channel not in CHANNELS:
             raise ValueError(f"SENDTIME_CHANNEL must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
         if not self.unsubscribe_penalty >= 0:
@@ -175,6 +199,12 @@ class Settings:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home))
         return self
+
+
+def default_model_name(objective: str, channel: str = "email") -> str:
+    """The registered model of an objective and channel: sendtime-open-model, sendtime-click-model,
+    sendtime-push-open-model."""
+    return f"sendtime-{channel + '-' if channel != 'email' else ''}{objective}-model"
 
 
 #: the environment variable of each setting (the defaults are the dataclass's own)
@@ -211,6 +241,7 @@ ENV_VARS: dict[str, str] = {
     "objective": "SENDTIME_OBJECTIVE",
     "channel": "SENDTIME_CHANNEL",
     "unsubscribe_penalty": "SENDTIME_UNSUBSCRIBE_PENALTY",
+    "serve_objectives": "SENDTIME_SERVE_OBJECTIVES",
 }
 _CHOICES = {"refit", "engine", "events_user_ids", "objective", "channel"}  # read case- and space-insensitively
 _KEEP_EMPTY = {"api_key", "events_salt"}  # an empty value means what it says (no key, no salt)

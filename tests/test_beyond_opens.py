@@ -114,3 +114,26 @@ def test_the_unsubscribe_penalty_moves_night_sends_to_safer_hours(tmp_path):
     assert plan1["expected_unsubscribes_plan"] < plan0["expected_unsubscribes_plan"]
     assert plan1["unsubscribe_penalty"] == 50 and plan0["unsubscribe_penalty"] == 0
     assert plan1["expected_opens_plan"] <= plan0["expected_opens_plan"] + 1e-6  # the opens it costs
+
+
+def test_one_service_answers_for_several_objectives_each_with_its_own_model(tmp_path):
+    """Two nightlies into one home (open, then conversion) and SENDTIME_SERVE_OBJECTIVES: a
+    request's objective picks the model and snapshot; the default is the deployment's."""
+    world = _world(tmp_path, "shoppers", n_users=400)
+    home = tmp_path / "home"
+    s_open, r_open = _nightly(world, home)
+    s_conv, r_conv = _nightly(world, home, SENDTIME_OBJECTIVE="conversion")
+    assert r_open.published.parent == home / "published" and r_conv.published.parent == home / "published-email-conversion"
+    body = {"users": [{"user_id": "u000001"}, {"user_id": "u000002"}], "window_start": "2026-04-13T00:00:00Z",
+            "window_end": "2026-04-13T23:00:00Z"}
+    with in_process_service(home, SENDTIME_SERVE_OBJECTIVES="conversion", SENDTIME_EXPLORATION_RATE="0",
+                            SENDTIME_HOLDOUT_SHARE="0") as c:
+        info = c.post("/info", json={}).json()
+        assert info["objectives"] == {"open": r_open.champion_version, "conversion": r_conv.champion_version}
+        default = c.post("/best_send_time", json=body).json()
+        conv = c.post("/best_send_time", json={**body, "objective": "conversion"}).json()
+        assert default["objective"] == "open" and conv["objective"] == "conversion"
+        # each is its own model's probability: conversions are far rarer than opens
+        assert max(a["p_open"] for a in conv["results"]) < min(a["p_open"] for a in default["results"])
+        assert c.post("/best_send_time", json={**body, "objective": "click"}).status_code == 400
+        assert c.post("/admin/reload", json={}).json()["reloaded"] is False

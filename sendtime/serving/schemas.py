@@ -111,6 +111,7 @@ class ServiceInfo(BaseModel):
     model_name: str = Field(description="Registered model name.", examples=["sendtime-open-model"])
     objective: str = OBJECTIVE_FIELD
     channel: str = Field(default="email", description="The channel the deployment learned from and serves (SENDTIME_CHANNEL).", examples=["email"])
+    objectives: dict[str, str] = Field(default_factory=dict, description="Every objective a request may ask for, with the model version serving it (the first is the default).", examples=[{"open": "3", "click": "2"}])
     unsubscribe_penalty: float = Field(default=0.0, description="The default penalty per unsubscribe or complaint (SENDTIME_UNSUBSCRIBE_PENALTY).", examples=[0.0])
     model_version: str = Field(description="Champion version being served.", examples=["3"])
     features_as_of: str = Field(description="Cutoff of the served feature snapshot.", examples=["2026-04-13T00:00:00+00:00"])

@@ -133,7 +133,10 @@ class SendTime:
         self.metrics = service_metrics()
         self.event_store = EventStore(self.settings.home / "events")
         self._swap = threading.Lock()
-        self.state = self._load()  # at first start a bad snapshot stops the service with its message
+        # one deployment per objective served (the first is the default); each its own model and snapshots
+        self.deployments = {o: self.settings.for_objective(o) for o in self.settings.served_objectives}
+        # at first start a bad snapshot stops the service with its message
+        self.states = {o: self._load(s) for o, s in self.deployments.items()}
         self._mark_served()
         _settle_heap()
         self._stop = threading.Event()
@@ -141,8 +144,13 @@ class SendTime:
             threading.Thread(target=self._watch, name="sendtime-reload", daemon=True).start()
 
     # -- state -------------------------------------------------------------------------------
-    def _load(self) -> ServingState:
-        scorer, manifest = load_scorer(self.settings)
+    @property
+    def state(self) -> ServingState:
+        """The default objective's state."""
+        return self.states[self.settings.objective]
+
+    def _load(self, settings: Settings | None = None) -> ServingState:
+        scorer, manifest = load_scorer(settings or self.settings)
         for forest in scorer.forests():
             forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
         sq = self.settings.status_quo_utc_hour
@@ -152,31 +160,39 @@ class SendTime:
         return ServingState(scorer=scorer, manifest=manifest, key=key, status_quo_utc_hour=sq)
 
     def reload_now(self) -> tuple[bool, str]:
-        """Swap in the published snapshot / champion if they changed; keep the old on failure."""
+        """Swap in the published snapshot / champion of every served objective if they changed;
+        keep the old on failure."""
         with self._swap:
-            try:
-                wanted = snapshot_key(self.settings)
-            except Exception as exc:  # registry unreachable: keep serving what we have
-                return False, f"cannot reach the registry: {exc}"
-            if wanted == self.state.key:
-                return False, "already serving the published snapshot and champion"
-            pinned = snapshot_model_version(self.settings, wanted[0])
-            if pinned is not None and pinned != wanted[1] and wanted[0] == self.state.key[0]:
-                # the champion moved but its snapshot is not published yet (a nightly run in
-                # flight, or one that died between promotion and publish): keep the pair we have
-                return False, f"champion v{wanted[1]} has no published snapshot yet; still serving {self.state.key}"
-            try:
-                new = self._load()
-            except Exception as exc:
-                self.metrics.reloads.labels("refused").inc()
-                msg = f"refused snapshot {wanted[0]} / model v{wanted[1]}: {exc}; still serving {self.state.key}"
-                log.error(msg)
-                return False, msg
-            self.state = new
-            self.metrics.reloads.labels("ok").inc()
-            self._mark_served()
-            _settle_heap()
-            return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
+            done = [self._reload_one(o) for o in self.deployments]
+        if len(done) == 1:
+            return done[0]
+        return any(ok for ok, _ in done), "; ".join(f"{o}: {msg}" for o, (_, msg) in zip(self.deployments, done))
+
+    def _reload_one(self, objective: str) -> tuple[bool, str]:
+        settings, state = self.deployments[objective], self.states[objective]
+        try:
+            wanted = snapshot_key(settings)
+        except Exception as exc:  # registry unreachable: keep serving what we have
+            return False, f"cannot reach the registry: {exc}"
+        if wanted == state.key:
+            return False, "already serving the published snapshot and champion"
+        pinned = snapshot_model_version(settings, wanted[0])
+        if pinned is not None and pinned != wanted[1] and wanted[0] == state.key[0]:
+            # the champion moved but its snapshot is not published yet (a nightly run in
+            # flight, or one that died between promotion and publish): keep the pair we have
+            return False, f"champion v{wanted[1]} has no published snapshot yet; still serving {state.key}"
+        try:
+            new = self._load(settings)
+        except Exception as exc:
+            self.metrics.reloads.labels("refused").inc()
+            msg = f"refused snapshot {wanted[0]} / model v{wanted[1]}: {exc}; still serving {state.key}"
+            log.error(msg)
+            return False, msg
+        self.states = {**self.states, objective: new}  # one assignment: a request sees old or new, whole
+        self.metrics.reloads.labels("ok").inc()
+        self._mark_served()
+        _settle_heap()
+        return True, f"now serving snapshot {new.key[0]} with model v{new.key[1]}"
 
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
@@ -248,10 +264,11 @@ class SendTime:
         """Validate the request and score its users over the window: (state, ids, grid)."""
         self._check_users(users)
         rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
-        state = self.state  # one consistent (snapshot, model) pair for the whole request
-        if objective is not None and objective != state.objective:
-            raise InvalidArgument(f"objective {objective!r} is not served here: this deployment serves {state.objective!r} "
-                                  "(SENDTIME_OBJECTIVE; one deployment and registered model per objective)")
+        states = self.states  # one consistent (snapshot, model) pair for the whole request
+        if objective is not None and objective not in states:
+            raise InvalidArgument(f"objective {objective!r} is not served here: this deployment serves "
+                                  f"{', '.join(repr(o) for o in states)} (SENDTIME_OBJECTIVE, SENDTIME_SERVE_OBJECTIVES)")
+        state = states[objective or self.settings.objective]
         ids = [u.user_id for u in users]
         before = dict(state.scorer.score_sources)
         g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
@@ -366,6 +383,7 @@ class SendTime:
             model_name=self.settings.model_name,
             objective=state.objective,
             channel=str(state.manifest.get("channel", "email")),
+            objectives={o: s.scorer.model_version for o, s in self.states.items()},
             unsubscribe_penalty=float(self.settings.unsubscribe_penalty),
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
