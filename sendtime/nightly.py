@@ -24,12 +24,13 @@ from sendtime.features.definitions import MODEL_FEATURES
 from sendtime.features.engagement import build_user_features, build_user_features_bucketed, outcomes_at
 from sendtime.features.engines import MessageTable, build_message_table, choose_engine
 from sendtime.features.inputs import data_files
+from sendtime.features.order_values import order_values
 from sendtime.features.message_extras import attach_extras, build_extras, channel_history, extras_events
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
 from sendtime.serving.model_store import champion_profile_params, load_champion
-from sendtime.serving.snapshots import PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
+from sendtime.serving.snapshots import ORDER_VALUES, PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, objective_label, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
@@ -185,7 +186,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force, activity_
         uf = serving_features(settings, tab, us, as_of, say, activity)
         scorer, policy = champion_scorer(settings, uf, trained=result is not None, say=say)
         final, predictions = publish_snapshot(settings, run.info.run_id, scorer, as_of, result, policy, not_trained,
-                                              status_quo_hour, say, risk)
+                                              status_quo_hour, say, risk, tab.messages)
         log_engagement_figures(tab.messages, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
         mlflow.log_metrics({"users_scored": len(predictions),
                             "users_prior": int((predictions["source"] == "prior").sum())})
@@ -288,11 +289,11 @@ def message_extras_step(settings: Settings, tab: MessageTable, events_path, us: 
     channels = extras.channels
     mlflow.log_params({"channel": settings.channel, "unsubscribe_penalty": settings.unsubscribe_penalty})
     mlflow.log_metrics({f"sends_{c}": n for c, n in channels.items()})
-    if settings.objective == "conversion":
+    if settings.objective in ("conversion", "value"):
         n_conv = int(msgs["t_conversion"].notna().sum())
         mlflow.log_metric("conversions", n_conv)
         if not n_conv:
-            raise ContractError("SENDTIME_OBJECTIVE=conversion, but the history holds no conversion event "
+            raise ContractError(f"SENDTIME_OBJECTIVE={settings.objective}, but the history holds no conversion event "
                                 "(event_type conversion, with the message_id of the send it is attributed to)")
     if len(channels) == 1 and settings.channel in channels:
         return msgs, activity
@@ -399,7 +400,8 @@ def champion_scorer(settings: Settings, uf, trained: bool, say: Callable[[str], 
 
 
 def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.Timestamp, result, policy: str,
-                     not_trained: str | None, status_quo_hour: int, say: Callable[[str], None], risk=None):
+                     not_trained: str | None, status_quo_hour: int, say: Callable[[str], None], risk=None,
+                     tab_messages: pd.DataFrame | None = None):
     """Score every user's 168 slots, predict the as-of day, write and publish the snapshot:
     (published folder, predictions)."""
     uf = scorer.features
@@ -425,6 +427,13 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         "users": int(len(uf.table)),
         "status_quo_utc_hour": status_quo_hour,
     }
+    if settings.objective == "value":  # what a conversion of each user is worth
+        ov = order_values(tab_messages, uf.table.index, as_of, settings.horizon_hours)
+        ov.frame().to_parquet(staging / ORDER_VALUES, index=False)
+        manifest["order_value_population"] = ov.population
+        mlflow.log_metrics({"order_value_population": ov.population, "order_value_between_sd": ov.between_var ** 0.5,
+                            "order_value_within_sd": ov.within_var ** 0.5, "users_with_orders": int((ov.orders > 0).sum())})
+        say(f"expected order value: population {ov.population:.2f}; {int((ov.orders > 0).sum()):,} users with orders of their own")
     write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest)
     final = publish(settings.published_dir, staging, folder_name)
     mlflow.set_tag("published", "true")

@@ -45,9 +45,9 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 ENGINES = ("auto", "duckdb", "pandas", "spark")
 #: what a send is optimized for (SENDTIME_OBJECTIVE), each within the horizon: a human open (or a
-#: click), a click, or a conversion (a purchase attributed to the message); one objective per
-#: deployment (its own registered model)
-OBJECTIVES = ("open", "click", "conversion")
+#: click), a click, a conversion (a purchase attributed to the message), or value (expected
+#: revenue: P(conversion) times the user's expected order value); each its own registered model
+OBJECTIVES = ("open", "click", "conversion", "value")
 #: the channel a deployment serves (SENDTIME_CHANNEL): it learns from that channel's sends, and
 #: from the other channels' opens as evidence of when a person is around
 CHANNELS = ("email", "push", "sms")
@@ -89,7 +89,7 @@ class Settings:
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
     events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
     events_salt: str = field(default="", repr=False)
-    objective: str = "open"  # open | click | conversion; the default model name follows it (sendtime-click-model)
+    objective: str = "open"  # open | click | conversion | value; the default model name follows it (sendtime-click-model)
     channel: str = "email"  # email | push | sms; the default model name follows it (sendtime-push-open-model)
     # the cost of an unsubscribe or complaint, in units of the objective (an unsubscribe costs as
     # much as this many opens, clicks, conversions or currency units): hours are ranked by

@@ -137,3 +137,57 @@ def test_one_service_answers_for_several_objectives_each_with_its_own_model(tmp_
         assert max(a["p_open"] for a in conv["results"]) < min(a["p_open"] for a in default["results"])
         assert c.post("/best_send_time", json={**body, "objective": "click"}).status_code == 400
         assert c.post("/admin/reload", json={}).json()["reloaded"] is False
+
+
+def test_a_value_deployment_ranks_by_expected_revenue_and_plans_for_it(tmp_path):
+    """SENDTIME_OBJECTIVE=value: the forest learns P(conversion), each user's order value is
+    shrunk towards the population's and published, answers carry expected_value, and a capacity
+    plan gives scarce hours to the users worth most."""
+    from sendtime.features.order_values import order_values
+
+    world = _world(tmp_path, "shoppers")
+    home = tmp_path / "home"
+    settings, res = _nightly(world, home, SENDTIME_OBJECTIVE="value")
+    assert settings.model_name == "sendtime-value-model"
+    manifest = json.loads((res.published / "manifest.json").read_text())
+    ov = pd.read_parquet(res.published / "order_values.parquet").set_index("user_id")
+    conv = pd.read_parquet(world / "events.parquet").query("event_type == 'conversion'")
+    assert 0.8 * conv["value"].mean() < manifest["order_value_population"] < 1.25 * conv["value"].mean()
+    # users with orders are pulled towards their own mean, the rest get the population's
+    assert (ov.loc[ov["orders"] == 0, "order_value"] == manifest["order_value_population"]).all()
+    assert ov.loc[ov["orders"] > 0, "order_value"].std() > 0
+    users = pd.read_parquet(world / "users.parquet")["user_id"].tolist()
+    body = {"users": [{"user_id": u} for u in users], "window_start": "2026-04-13T00:00:00Z",
+            "window_end": "2026-04-13T23:00:00Z"}
+    with in_process_service(home, SENDTIME_OBJECTIVE="value", SENDTIME_MODEL_NAME=None, SENDTIME_EXPLORATION_RATE="0",
+                            SENDTIME_HOLDOUT_SHARE="0") as c:
+        r = c.post("/best_send_time", json=body).json()
+        assert r["objective"] == "value"
+        a = pd.DataFrame(r["results"]).set_index("user_id")
+        np.testing.assert_allclose(a["expected_value"], a["p_open"] * ov["order_value"].reindex(a.index), rtol=1e-5)
+        plan = c.post("/plan_campaign", json={**body, "hourly_cap": 30}).json()
+        s = plan["summary"]
+        assert s["expected_value_plan"] > s["expected_value_status_quo"]
+    # under tight caps, planning for value beats planning for conversions alone, judged on value
+    from sendtime.serving.capacity import plan_with_caps
+    from sendtime.serving.model_store import load_scorer
+    from sendtime.serving.scoring import WindowRules
+
+    scorer, _ = load_scorer(settings)
+    g = scorer.grid(users, None, WindowRules(pd.Timestamp("2026-04-13T00:00Z"), pd.Timestamp("2026-04-13T23:00Z")))
+    caps = np.full(len(g.candidates), 30)
+
+    def worth(plan):
+        ok = plan.hour >= 0
+        return g.expected[np.flatnonzero(ok), plan.hour[ok]].sum()
+
+    assert worth(plan_with_caps(g.expected, g.allowed, caps)) > worth(plan_with_caps(g.p, g.allowed, caps))
+    assert abs(worth(plan_with_caps(g.expected, g.allowed, caps)) - s["expected_value_plan"]) < 1e-6 * s["expected_value_plan"]
+    # the shrinkage: one order moves a user less than many
+    idx = pd.Index(["a", "b", "c"])
+    msgs = pd.DataFrame({"user_id": ["a"] * 6 + ["b"] + ["c"] * 3,
+                         "send_ts": pd.Timestamp("2026-01-01", tz="UTC"),
+                         "t_conversion": pd.Timestamp("2026-01-01 01:00", tz="UTC"),
+                         "conversion_value": [100.0] * 6 + [100.0] + [10.0, 12.0, 8.0]})
+    got = order_values(msgs, idx, pd.Timestamp("2026-02-01", tz="UTC"), 24)
+    assert got.value[0] > got.value[1] > got.population > got.value[2]

@@ -19,6 +19,7 @@ from sendtime.serving.snapshots import (
     current_snapshot,
     read_features,
     read_manifest,
+    read_order_values,
     read_scores,
 )
 
@@ -87,10 +88,15 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
         model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
     table = read_scores(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
+    try:
+        values = read_order_values(folder, features, manifest)
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotReady(f"published snapshot {folder.name} has no usable order values: {exc}") from None
     risk = manifest.get("negative_risk_by_local_hour")
     risk = np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
     return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
-                  negative_risk=risk), manifest
+                  negative_risk=risk, order_value=None if values is None else values[0],
+                  order_value_prior=None if values is None else values[1]), manifest
 
 
 def snapshot_key(settings) -> tuple[str, str]:

@@ -63,6 +63,7 @@ class SendTimeAnswer(BaseModel):
     local_hour: Optional[int] = Field(ge=0, le=23, description="Local hour of day of send_at.", examples=[9])
     p_open: Optional[float] = Field(ge=0, le=1, description="Probability that a message sent then gets a human open within 24 h.", examples=[0.31])
     p_unsubscribe: Optional[float] = Field(default=None, ge=0, le=1, description="Probability of an unsubscribe or complaint within the horizon after a send at that local hour (the snapshot's risk by delivery hour); null without one.", examples=[0.0021])
+    expected_value: Optional[float] = Field(default=None, ge=0, description="The value objective's expected revenue of a send then: p_open (P(conversion)) times the user's expected order value; null for other objectives.", examples=[4.2])
     reason: Optional[str] = Field(default=None, description="Why send_at is null (no allowed hour, or no capacity left).", examples=[None])
     confidence: float = Field(ge=0, le=1, description="Share of the answer that rests on the user's own history (0 = prior only).", examples=[0.8])
     source: Literal["model", "prior"] = Field(description="'model' for users with history, 'prior' for users without.", examples=["model"])
@@ -96,7 +97,7 @@ def _nested(obj):
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-OBJECTIVE_FIELD = Field(description="What the hours were ranked by: open (a human open or a click within the horizon), click or conversion; p_open is the probability of it.",
+OBJECTIVE_FIELD = Field(description="What the hours were ranked by: open (a human open or a click within the horizon), click, conversion, or value (expected revenue); p_open is the probability of the open, click or conversion.",
                         examples=["open"])
 
 
@@ -131,6 +132,8 @@ class PlanSummary(BaseModel):
     expected_opens_status_quo: float = Field(description="Sum of P(open) if everyone were sent at the status-quo hour.", examples=[2405.7])
     expected_unsubscribes_plan: Optional[float] = Field(default=None, description="Sum of P(unsubscribe or complaint) of the plan (null without a risk in the snapshot).", examples=[21.4])
     expected_unsubscribes_status_quo: Optional[float] = Field(default=None, description="The same at the status-quo hour.", examples=[20.9])
+    expected_value_plan: Optional[float] = Field(default=None, description="The value objective: expected revenue of the plan (null for other objectives).", examples=[5210.0])
+    expected_value_status_quo: Optional[float] = Field(default=None, description="The same at the status-quo hour.", examples=[4100.0])
     unsubscribe_penalty: float = Field(default=0.0, description="The penalty the plan was ranked with (objective units per unsubscribe or complaint).", examples=[0.0])
     users_planned: int = Field(examples=[10000])
     users_unplanned: int = Field(description="Users with no allowed hour or no capacity left.", examples=[0])

@@ -55,13 +55,19 @@ class Grid:
     p: np.ndarray  # (n, m)
     allowed: np.ndarray  # (n, m)
     risk: np.ndarray | None = None  # (n, m) P(unsubscribe or complaint), from the snapshot's risk by local hour
+    value: np.ndarray | None = None  # (n,) what one conversion of each user is worth (the value objective)
+
+    @property
+    def expected(self) -> np.ndarray:
+        """(n, m) the expected objective: the probability, or with values P(conversion) x value."""
+        return self.p if self.value is None else self.p * self.value[:, None]
 
     def ranked(self, penalty: float = 0.0) -> np.ndarray:
-        """What the hours are ranked by: the objective's probability minus ``penalty`` times the
-        risk of an unsubscribe or complaint (the probability itself without a penalty or risk)."""
+        """What the hours are ranked by: the expected objective minus ``penalty`` times the risk
+        of an unsubscribe or complaint (the expected objective without a penalty or risk)."""
         if not penalty or self.risk is None:
-            return self.p
-        return self.p - penalty * self.risk
+            return self.expected
+        return self.expected - penalty * self.risk
 
 
 
@@ -111,6 +117,8 @@ class Scorer:
     features: UserFeatures
     table: np.ndarray | None = None  # (known users, 168) precomputed P(open), same row order
     negative_risk: np.ndarray | None = None  # (24,) P(unsubscribe or complaint) by local hour of delivery
+    order_value: np.ndarray | None = None  # (known users,) expected order value (value objective), same row order
+    order_value_prior: float | None = None  # the population's, for users the snapshot does not know
     score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0})
 
     def __post_init__(self) -> None:
@@ -281,7 +289,13 @@ class Scorer:
             allowed &= ~quiet
         p = self.score_requested(cold, req, how)
         risk = None if self.negative_risk is None else np.asarray(self.negative_risk, dtype=np.float64)[how % 24]
-        return Grid(candidates=candidates, info=req, local_hour=how % 24, p=p, allowed=allowed, risk=risk)
+        value = None
+        if self.order_value is not None:
+            known = np.where(req.cold, 0, req.row)
+            value = np.full(n, float(self.order_value_prior or 0.0))
+            if len(self.order_value):
+                value = np.where(req.cold, value, self.order_value[known])
+        return Grid(candidates=candidates, info=req, local_hour=how % 24, p=p, allowed=allowed, risk=risk, value=value)
 
     def best_in_window(
         self,
@@ -351,6 +365,8 @@ class Scorer:
             p_open=np.where(ok, g.p[pick, safe], np.nan) if m else np.full(n, np.nan),
             p_unsubscribe=(np.where(ok, g.risk[pick, safe], np.nan) if m and g.risk is not None
                            else np.full(n, np.nan)),
+            expected_value=(np.where(ok, g.expected[pick, safe], np.nan) if m and g.value is not None
+                            else np.full(n, np.nan)),
             source=g.info.source,
             confidence=g.info.confidence,
             timezone=g.info.timezone,
@@ -382,6 +398,7 @@ class Answers:
     local_hour: np.ndarray
     p_open: np.ndarray
     p_unsubscribe: np.ndarray
+    expected_value: np.ndarray
     source: np.ndarray
     confidence: np.ndarray
     timezone: np.ndarray

@@ -72,7 +72,7 @@ Penalty = Annotated[
           examples=[20.0]),
 ]
 ObjectiveAsked = Annotated[
-    Optional[Literal["open", "click", "conversion"]],
+    Optional[Literal["open", "click", "conversion", "value"]],
     Field(description="What to rank hours by; must be the deployment's (SENDTIME_OBJECTIVE), which answers say. Default: it.",
           examples=["open"]),
 ]
@@ -241,22 +241,23 @@ class SendTime:
         ok = res.choice >= 0
         p_open = np.clip(res.p_open, 0.0, 1.0).tolist()
         p_unsub = [None if x != x else x for x in np.clip(res.p_unsubscribe, 0.0, 1.0).tolist()]
+        values = [None if x != x else x for x in np.clip(res.expected_value, 0.0, None).tolist()]
         conf = np.clip(res.confidence, 0.0, 1.0).tolist()
         prop = res.propensity.tolist()
         hours = res.local_hour.tolist()
         reasons = res.reason.tolist()
         out = []
-        for uid, c, good, hour, p, pu, reason, cf, src, zone, zsrc, pol, pr in zip(
-            res.user_id, res.choice.tolist(), ok.tolist(), hours, p_open, p_unsub, reasons, conf, res.source.tolist(),
+        for uid, c, good, hour, p, pu, ev, reason, cf, src, zone, zsrc, pol, pr in zip(
+            res.user_id, res.choice.tolist(), ok.tolist(), hours, p_open, p_unsub, values, reasons, conf, res.source.tolist(),
             res.timezone.tolist(), res.timezone_source.tolist(), res.policy.tolist(), prop,
         ):
             if good:
                 out.append({"user_id": uid, "send_at": send_iso[c], "local_time": local_iso[zone][c], "local_hour": hour,
-                            "p_open": p, "p_unsubscribe": pu, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "p_open": p, "p_unsubscribe": pu, "expected_value": ev, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": pr})
             else:
                 out.append({"user_id": uid, "send_at": None, "local_time": None, "local_hour": None, "p_open": None,
-                            "p_unsubscribe": None, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
+                            "p_unsubscribe": None, "expected_value": None, "reason": reason, "confidence": cf, "source": src, "timezone": zone,
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": None})
         return out
 
@@ -325,7 +326,7 @@ class SendTime:
             caps = np.full(m, int(hourly_cap), dtype=np.int64)
         penalty = self._penalty(unsubscribe_penalty)
         score = g.ranked(penalty)
-        plan = plan_with_caps(np.clip(score, 0.0, None) if penalty else g.p, g.allowed, caps)
+        plan = plan_with_caps(np.clip(score, 0.0, None) if (penalty or g.value is not None) else g.p, g.allowed, caps)
         res = state.scorer.answers(g, ids, chosen=plan.hour)
         sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
         load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
@@ -339,6 +340,8 @@ class SendTime:
             expected_opens_status_quo=float(g.p[:, sq].sum()),
             expected_unsubscribes_plan=float(g.risk[rows, cols].sum()) if g.risk is not None else None,
             expected_unsubscribes_status_quo=float(g.risk[:, sq].sum()) if g.risk is not None else None,
+            expected_value_plan=float(g.expected[rows, cols].sum()) if g.value is not None else None,
+            expected_value_status_quo=float(g.expected[:, sq].sum()) if g.value is not None else None,
             unsubscribe_penalty=penalty,
             users_planned=int(plan.assigned.sum()),
             users_unplanned=int((~plan.assigned).sum()),

@@ -27,6 +27,7 @@ FEATURES = "features"
 SCORES = "scores.npy"
 PREDICTIONS = "predictions.parquet"
 MANIFEST = "manifest.json"
+ORDER_VALUES = "order_values.parquet"  # the value objective's expected order value per user
 
 
 class NotReady(RuntimeError):
@@ -93,6 +94,17 @@ def current_snapshot(published_dir: Path) -> Path:
 
 def read_manifest(folder: Path) -> dict:
     return json.loads((Path(folder) / MANIFEST).read_text())
+
+
+def read_order_values(folder: Path, features: UserFeatures, manifest: dict) -> tuple[np.ndarray, float] | None:
+    """Each snapshot user's expected order value (in the features' row order) and the
+    population's, for a value-objective snapshot; None for other objectives."""
+    if manifest.get("objective") != "value":
+        return None
+    table = pd.read_parquet(Path(folder) / ORDER_VALUES).set_index("user_id")["order_value"]
+    population = float(manifest.get("order_value_population", 0.0))
+    values = table.reindex(features.table.index).fillna(population).to_numpy(dtype=np.float64)
+    return values, population
 
 
 def read_features(folder: Path) -> UserFeatures:

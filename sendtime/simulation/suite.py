@@ -50,13 +50,15 @@ WITHOUT_ACTIVITY = "-without-activity"
 CLICK_OBJECTIVE = "-click"
 #: ... with SENDTIME_OBJECTIVE=conversion, judged on the true conversion probabilities
 CONVERSION_OBJECTIVE = "-conversion"
+#: ... with SENDTIME_OBJECTIVE=value, judged on the true expected revenue
+VALUE_OBJECTIVE = "-value"
 #: ... with SENDTIME_CHANNEL=push, judged on the true push-tap probabilities (``push-push``)
 PUSH_CHANNEL = "-push"
 
 
 @dataclass(frozen=True)
 class WorldName:
-    """A suite world name, <preset>[-without-activity][-click|-conversion][-push], taken apart."""
+    """A suite world name, <preset>[-without-activity][-click|-conversion|-value][-push], taken apart."""
 
     preset: str
     objective: str = "open"
@@ -67,7 +69,7 @@ class WorldName:
     def truth_column(self) -> str:
         if self.channel == "push":
             return "p_push"
-        return {"open": "p_open", "click": "p_click", "conversion": "p_conversion"}[self.objective]
+        return {"open": "p_open", "click": "p_click", "conversion": "p_conversion", "value": "expected_value"}[self.objective]
 
 
 def parse_world(name: str) -> WorldName:
@@ -75,7 +77,7 @@ def parse_world(name: str) -> WorldName:
     base, channel, objective = name, "email", "open"
     if base.endswith(PUSH_CHANNEL) and base != PUSH_CHANNEL[1:]:
         base, channel = base.removesuffix(PUSH_CHANNEL), "push"
-    for suffix, obj in ((CLICK_OBJECTIVE, "click"), (CONVERSION_OBJECTIVE, "conversion")):
+    for suffix, obj in ((CLICK_OBJECTIVE, "click"), (CONVERSION_OBJECTIVE, "conversion"), (VALUE_OBJECTIVE, "value")):
         if base.endswith(suffix):
             base, objective = base.removesuffix(suffix), obj
     return WorldName(base.removesuffix(WITHOUT_ACTIVITY), objective, not base.endswith(WITHOUT_ACTIVITY), channel)

@@ -95,16 +95,17 @@ def objective_label(outcomes, objective: str, msgs: pd.DataFrame | None = None, 
     """The label of each send for an objective (sendtime.settings.OBJECTIVES): ``open``, a human
     open or a click within the horizon; ``click``, a click within the horizon; ``conversion``,
     a conversion within the horizon (``msgs`` with the columns of
-    :func:`sendtime.features.message_extras.attach_extras`)."""
+    :func:`sendtime.features.message_extras.attach_extras`); ``value``, the same (its forest learns
+    P(conversion); each user's expected order value scales it, sendtime.features.order_values)."""
     if objective == "open":
         return outcomes.opened.astype(np.int8)
     if objective == "click":
         return outcomes.clicked.astype(np.int8)
-    if objective == "conversion":
+    if objective in ("conversion", "value"):
         if msgs is None or "t_conversion" not in msgs.columns:
             raise ValueError(f"the {objective} objective needs conversion events in the history (event_type conversion)")
         return within(msgs["t_conversion"], msgs["send_ts"], cutoff, horizon_hours).astype(np.int8)
-    raise ValueError(f"unknown objective {objective!r}: use open, click or conversion")
+    raise ValueError(f"unknown objective {objective!r}: use open, click, conversion or value")
 
 
 def build_training_set(
