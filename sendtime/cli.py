@@ -359,6 +359,7 @@ def evaluate(
     world: Optional[Path] = typer.Option(None, "--world", help="Folder written by `sendtime simulate` (with --predictions)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Parquet written by `sendtime predict` or the nightly run."),
     logged: bool = typer.Option(False, "--logged", help="Off-policy estimate from logged sends with propensities (IPS, SNIPS, lift, bootstrap CIs)."),
+    holdout: bool = typer.Option(False, "--holdout", help="The live service's lift on its holdout (control group), per outcome, with bootstrap CIs (with --events, --users, --since, --as-of)."),
     events: Optional[Path] = typer.Option(None, "--events", help="Events with send propensities (with --logged)."),
     users: Optional[Path] = typer.Option(None, "--users", help="Users table (with --logged)."),
     since: Optional[str] = typer.Option(None, "--since", help="Start of the evaluated period, YYYY-MM-DD; the policy uses features as of it (with --logged)."),
@@ -367,11 +368,22 @@ def evaluate(
     activity: Optional[Path] = typer.Option(None, "--activity", help="Activity table, as given to the nightly (with --logged)."),
     log_run: bool = typer.Option(False, "--log-run", help="Also log the judgement (capture, policy rates, machine-open precision/recall) to the MLflow run of the published snapshot (with --world)."),
 ) -> None:
-    """Judge recommendations: against a simulated world's truth, or off-policy on logged sends."""
+    """Judge recommendations: against a simulated world's truth, off-policy on logged sends, or on the live holdout."""
     since_ts, as_of_ts = _date(since, "--since"), _date(as_of, "--as-of")
     ContractError, NotReady, TrackingUnavailable = _known_errors()
     settings = _settings()
     try:
+        if logged and holdout:
+            fail("give --logged or --holdout, not both")
+        if holdout:
+            if not (events and users and since_ts is not None and as_of_ts is not None):
+                fail("--holdout needs --events, --users, --since and --as-of")
+            from sendtime.holdout import evaluate_holdout
+
+            hrep = evaluate_holdout(settings, events, users, since_ts, as_of_ts, say=_progress())
+            for line in hrep.lines():
+                out.print(line)
+            return
         if logged:
             if not (events and users and since_ts is not None and as_of_ts is not None):
                 fail("--logged needs --events, --users, --since and --as-of")
