@@ -148,6 +148,8 @@ PRESETS: dict[str, dict] = {
     # half the campaigns are push notifications, tapped on the phone's own rhythm, soon or never; the
     # app's opens (about 30 a month, as in "activity") follow the phone's rhythm too
     "push": {"push_share": 0.5, "activity_per_week": 7.0},
+    # the same lever away from its settings: 2 app events a week, 40% of them on the phone's rhythm
+    "push-sparse": {"push_share": 0.5, "activity_per_week": 2.0, "activity_fidelity": 0.4},
 }
 
 # Fixed behavioural constants.
