@@ -56,12 +56,14 @@ def holdout_lift(outcomes: dict[str, np.ndarray], user_codes: np.ndarray, in_hol
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_users, np.full(n_users, 1.0 / max(n_users, 1)), size=n_boot).astype(np.float64) if n_users else np.zeros((n_boot, 0))
     h = in_holdout.astype(bool)
+    draws_t, draws_h = draws[:, ~h], draws[:, h]  # sliced once for every outcome
+    del draws
     rows = []
     for name, y in outcomes.items():
         hits = np.bincount(user_codes, weights=y.astype(np.float64), minlength=n_users)
         rt, rh = hits[~h].sum() / max(sends[~h].sum(), 1), hits[h].sum() / max(sends[h].sum(), 1)
-        bt = (draws[:, ~h] @ hits[~h]) / np.maximum(draws[:, ~h] @ sends[~h], 1)
-        bh = (draws[:, h] @ hits[h]) / np.maximum(draws[:, h] @ sends[h], 1)
+        bt = (draws_t @ hits[~h]) / np.maximum(draws_t @ sends[~h], 1)
+        bh = (draws_h @ hits[h]) / np.maximum(draws_h @ sends[h], 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             bl = np.where(bh > 0, bt / bh - 1, np.nan)
         lo, hi = np.nanpercentile(bl, [2.5, 97.5]) if np.isfinite(bl).any() else (np.nan, np.nan)

@@ -295,6 +295,9 @@ def message_extras_step(settings: Settings, tab: MessageTable, events_path, us: 
         if not n_conv:
             raise ContractError(f"SENDTIME_OBJECTIVE={settings.objective}, but the history holds no conversion event "
                                 "(event_type conversion, with the message_id of the send it is attributed to)")
+        if settings.objective == "value" and not (msgs["conversion_value"] > 0).any():
+            raise ContractError("SENDTIME_OBJECTIVE=value, but no conversion carries a value (the value column): "
+                                "use SENDTIME_OBJECTIVE=conversion, or export the orders' values")
     if len(channels) == 1 and settings.channel in channels:
         return msgs, activity
     if tab.buckets is not None:

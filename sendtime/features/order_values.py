@@ -52,5 +52,5 @@ def order_values(msgs: pd.DataFrame, index: pd.Index, as_of: pd.Timestamp, horiz
     multi = n[rows] > 1
     within_var = float((dev[multi] ** 2).sum() / max((n[n > 1] - 1).sum(), 1)) if multi.any() else float(v.var())
     between_var = max(float(np.mean((mean_u[has] - mu) ** 2) - within_var * np.mean(1 / n[has])), 1e-9 * mu * mu)
-    w = n / (n + within_var / between_var)
+    w = n / (n + within_var / between_var) if within_var > 0 else (n > 0).astype(np.float64)
     return OrderValues(index, w * mean_u + (1 - w) * mu, n, mu, between_var, within_var)

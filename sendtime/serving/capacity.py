@@ -52,7 +52,11 @@ def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_ite
         raise ValueError(f"caps must have one value per hour ({m}), got shape {caps.shape}")
     if (caps < 0).any():
         raise ValueError("caps must be >= 0")
-    w = np.where(allowed, p + ASSIGN_BONUS, -np.inf)
+    # the bonus makes any allowed hour worth more than none, whatever the scores' scale and sign
+    # (expected revenue above 1, a penalty below 0), so the plan assigns whoever a cap has room for
+    finite = p[allowed] if allowed.any() else np.zeros(1)
+    bonus = ASSIGN_BONUS + float(finite.max() - finite.min()) + max(0.0, -float(finite.min()))
+    w = np.where(allowed, p + bonus, -np.inf)
     prices = np.zeros(m)
     it = 0
     rows = np.arange(n)

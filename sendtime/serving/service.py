@@ -73,7 +73,7 @@ Penalty = Annotated[
 ]
 ObjectiveAsked = Annotated[
     Optional[Literal["open", "click", "conversion", "value"]],
-    Field(description="What to rank hours by; must be the deployment's (SENDTIME_OBJECTIVE), which answers say. Default: it.",
+    Field(description="What to rank hours by: one the service serves (SENDTIME_OBJECTIVE, SENDTIME_SERVE_OBJECTIVES), which answers say. Default: SENDTIME_OBJECTIVE.",
           examples=["open"]),
 ]
 
@@ -326,7 +326,7 @@ class SendTime:
             caps = np.full(m, int(hourly_cap), dtype=np.int64)
         penalty = self._penalty(unsubscribe_penalty)
         score = g.ranked(penalty)
-        plan = plan_with_caps(np.clip(score, 0.0, None) if (penalty or g.value is not None) else g.p, g.allowed, caps)
+        plan = plan_with_caps(score, g.allowed, caps)
         res = state.scorer.answers(g, ids, chosen=plan.hour)
         sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
         load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
@@ -381,12 +381,13 @@ class SendTime:
     @bentoml.api(route="/info")
     def info(self) -> ServiceInfo:
         """Which model version and snapshot this replica serves."""
-        state = self.state
+        states = self.states  # read once: a reload swaps the whole dict
+        state = states[self.settings.objective]
         return ServiceInfo(
             model_name=self.settings.model_name,
             objective=state.objective,
             channel=str(state.manifest.get("channel", "email")),
-            objectives={o: s.scorer.model_version for o, s in self.states.items()},
+            objectives={o: s.scorer.model_version for o, s in states.items()},
             unsubscribe_penalty=float(self.settings.unsubscribe_penalty),
             model_version=state.scorer.model_version,
             features_as_of=state.scorer.features.as_of.isoformat(),
@@ -412,7 +413,8 @@ class SendTime:
     def reload(self) -> ReloadResponse:
         """Check for a new published snapshot or champion now (the watcher also does, periodically)."""
         ok, msg = self.reload_now()
-        return ReloadResponse(reloaded=ok, message=msg, model_version=self.state.scorer.model_version, snapshot=str(self.state.key[0]))
+        state = self.state  # read once: the default objective's
+        return ReloadResponse(reloaded=ok, message=msg, model_version=state.scorer.model_version, snapshot=str(state.key[0]))
 
     def _mark_served(self) -> None:
         state = self.state

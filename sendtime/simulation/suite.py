@@ -146,8 +146,10 @@ def run_world(preset: str, seed: int, n_users: int, days: int, workdir: Path,
     wdir = workdir / f"{preset}-s{seed}"
     config, group = world_of(preset, seed, n_users, days)
     world = simulate_world(config)
-    write_world(world, wdir / "world")
     name = parse_world(preset)
+    if name.truth_column not in world.truth.columns:  # e.g. "-conversion" on a world without conversions
+        raise ValueError(f"world {preset!r}: preset {name.preset!r} has no {name.truth_column} to judge it on")
+    write_world(world, wdir / "world")
     env = {**os.environ, "SENDTIME_HOME": str(wdir / "home"), "SENDTIME_OBJECTIVE": name.objective,
            "SENDTIME_CHANNEL": name.channel}
     env.pop("MLFLOW_TRACKING_URI", None)

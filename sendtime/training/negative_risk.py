@@ -53,6 +53,8 @@ def fit_negative_risk(msgs: pd.DataFrame, as_of: pd.Timestamp, horizon_hours: in
     neg = (within(done["t_negative"], done["send_ts"], as_of, horizon_hours) if "t_negative" in done.columns
            else np.zeros(len(done), dtype=bool))
     n = np.bincount(hour, minlength=24).astype(np.float64)
+    if not n.sum():  # no send with a finished horizon: no risk to tell
+        return NegativeRisk(by_local_hour=np.zeros(24), sends=n, negatives=n.copy(), strength=float(STRENGTHS[-1]))
     k = np.bincount(hour[neg], minlength=24).astype(np.float64)
     p0 = (k.sum() + 0.5) / (n.sum() + 1.0)
     # marginal likelihood of each hour's count under Beta(s p0, s (1 - p0)), summed over hours

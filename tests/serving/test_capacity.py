@@ -71,3 +71,18 @@ def test_a_million_users_in_seconds():
     elapsed = time.perf_counter() - t
     assert (np.bincount(plan.hour[plan.assigned], minlength=m) <= caps).all()
     print(f"1,000,000 users x 24 capped hours planned in {elapsed:.1f}s")
+
+
+def test_scores_of_any_scale_and_sign_still_plan_everyone_with_room():
+    """Expected revenue above 1 and penalized scores below 0: every user a cap has room for is
+    planned, and each at their best hour when nothing competes."""
+    import numpy as np
+
+    from sendtime.serving.capacity import plan_with_caps
+
+    p = np.array([[3.0, 0.0], [0.01, 0.0]])
+    allowed = np.array([[True, True], [True, False]])
+    plan = plan_with_caps(p, allowed, np.array([1, 1]))
+    assert plan.hour.tolist() == [1, 0]
+    neg = plan_with_caps(np.array([[-0.2, -0.05, -0.1]]), np.ones((1, 3), dtype=bool), np.array([5, 5, 5]))
+    assert neg.hour.tolist() == [1]
