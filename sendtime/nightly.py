@@ -281,7 +281,7 @@ def message_extras_step(settings: Settings, tab: MessageTable, events_path, us: 
     """The messages with their channel, conversions and unsubscribes attached, kept to the
     served channel; the other channels' opens join the activity evidence. Returns (messages,
     activity)."""
-    ev = extras_events(tab.events, events_path, as_of)
+    ev = extras_events(tab.events, events_path, as_of, say)
     extras = build_extras(ev, tab.messages, settings.horizon_hours)
     if extras.note:
         say(extras.note)

@@ -551,7 +551,7 @@ _AGG_TEMPLATE = """
             min(ts) FILTER (WHERE event_type = 'send') AS send_ts,
             min(user_id) FILTER (WHERE event_type = 'send') AS user_id,
             min(propensity) FILTER (WHERE event_type = 'send') AS propensity,
-            min(ts) FILTER (WHERE event_type IN ('open', 'click', 'bounce')) AS min_outcome,
+            min(ts) FILTER (WHERE event_type IN ('open', 'click', 'bounce', 'conversion')) AS min_outcome,
             count(*) FILTER (WHERE ts < CUT) AS n_before,
             min(ts) FILTER (WHERE event_type = 'open' AND machine_open AND ts < CUT) AS t_open_machine_flag,
             min(ts) FILTER (WHERE event_type = 'open' AND NOT machine_open AND ts < CUT) AS t_open_human_flag,
@@ -620,8 +620,8 @@ _SUB_CHECKED = """
                    FROM r2 WHERE reason IS NULL AND event_type = 'send' GROUP BY message_id)
     SELECT r.*, CASE
         WHEN r.reason IS NOT NULL THEN NULL
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND f.send_ts IS NULL THEN getvariable('reason_no_send')
-        WHEN r.event_type IN ('open', 'click', 'bounce') AND r.ts < f.send_ts THEN getvariable('reason_before_send')
+        WHEN r.event_type IN ('open', 'click', 'bounce', 'conversion') AND f.send_ts IS NULL THEN getvariable('reason_no_send')
+        WHEN r.event_type IN ('open', 'click', 'bounce', 'conversion') AND r.ts < f.send_ts THEN getvariable('reason_before_send')
         WHEN r.event_type = 'send' AND r.src <> f.first_src THEN getvariable('reason_second_send')
         END AS late_reason
     FROM r2 r LEFT JOIN first_send f USING (message_id)

@@ -52,18 +52,24 @@ def _filtered_parquet(path: Path) -> pd.DataFrame:
     return dataset.to_table(columns=cols, filter=filt).to_pandas()
 
 
-def extras_events(events: ReadResult | object, events_path: str | Path, as_of: pd.Timestamp) -> pd.DataFrame:
+def extras_events(events: ReadResult | object, events_path: str | Path, as_of: pd.Timestamp,
+                  say=lambda _m: None) -> pd.DataFrame:
     """The accepted events that carry extras, before ``as_of``: from the pandas engine's
     accepted events, else read again from the Parquet history (only those rows, judged by the
-    contract without the send check: their sends were judged by the engine)."""
+    contract without the send check: their sends were judged by the engine; the DuckDB and Spark
+    engines do not judge channel, value and currency, so the rows this check refuses are said)."""
     if isinstance(events, ReadResult):
         ev = events.accepted
     else:
         try:
             raw = _filtered_parquet(Path(events_path))
-        except Exception:  # CSV, or a schema pyarrow cannot filter: nothing beyond opens is read
+        except Exception as exc:  # a schema pyarrow cannot filter: nothing beyond opens is read, and it is said
+            say(f"channels, conversions and unsubscribes not read ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
             return pd.DataFrame(columns=["message_id", "event_type", "timestamp"])
-        ev = validate_events(raw.reset_index(drop=True), require_sends=False).accepted
+        judged = validate_events(raw.reset_index(drop=True), require_sends=False)
+        if judged.n_rejected:
+            say(f"{judged.n_rejected:,} rows with conversions, unsubscribes or channels not used: {judged.reasons()}")
+        ev = judged.accepted
     ev = ev.loc[ev["timestamp"] < as_of]
     keep = ev["event_type"].isin(EXTRA_TYPES)
     if "channel" in ev.columns:

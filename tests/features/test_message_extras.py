@@ -85,3 +85,21 @@ def test_a_channel_learns_from_its_sends_and_takes_the_others_certain_human_open
     assert set(email["message_id"]) == {"e1", "e2", "e3"}
     assert evidence["event_type"].tolist() == ["push_open"]
     assert np.isnat(email["t_open_human_flag"].to_numpy(dtype="datetime64[us]")).all()  # e-mail columns untouched
+
+
+def test_the_duckdb_engine_rejects_conversions_without_their_send_as_pandas_does(tmp_path):
+    from sendtime.features.contract import read_events
+    from sendtime.features.duckdb_engine import build_messages_duckdb
+
+    ev = pd.DataFrame({"event_id": ["1", "2", "3", "4"], "user_id": ["a"] * 4, "message_id": ["m", "m", "x", "m"],
+                       "event_type": ["send", "conversion", "conversion", "conversion"],
+                       "timestamp": pd.to_datetime(["2026-01-01T10:00Z", "2026-01-01T11:00Z", "2026-01-01T11:00Z",
+                                                    "2026-01-01T09:00Z"], utc=True),
+                       "machine_open": pd.array([None] * 4, dtype="boolean"), "propensity": np.nan})
+    ev.to_parquet(tmp_path / "e.parquet", index=False)
+    users = pd.DataFrame({"user_id": ["a"], "timezone": ["UTC"], "segment": ["x"]})
+    pandas_rejects = read_events(tmp_path / "e.parquet").rejects.set_index("event_id")["reason"].to_dict()
+    r = build_messages_duckdb(tmp_path / "e.parquet", users, NOW, "UTC", rejects_path=tmp_path / "rej.csv")
+    duck = pd.read_csv(tmp_path / "rej.csv", dtype=str).set_index("event_id")["reason"].to_dict()
+    assert duck == pandas_rejects == {"3": "no send for message_id", "4": "before its send"}
+    assert (r.n_accepted, r.n_rejected) == (2, 2)

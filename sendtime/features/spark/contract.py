@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features import inputs as I
-from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, ContractError
+from sendtime.features.contract import EARLIEST, EVENT_COLUMNS, EVENT_TYPES, FOLLOWS_SEND, ContractError
 from sendtime.features.duckdb_engine import NotForThisEngine
 from sendtime.features.inputs import MISSING_TEXT, WHITESPACE, data_files, is_parquet
 from sendtime.features.spark.messages import ts_literal
@@ -339,7 +339,7 @@ def check_events_spark(spark: "SparkSession", path: str | Path, now: pd.Timestam
     first = F.min(F.when(is_send, F.struct(c("src").alias("src"), c("ts").alias("ts")))).over(
         Window.partitionBy("message_id"))
     ev = ev.withColumn("_first", first)
-    follow = ok & c("event_type").isin("open", "click", "bounce")
+    follow = ok & c("event_type").isin(*FOLLOWS_SEND)
     late = (
         F.when(follow & c("_first").isNull(), I.NO_SEND)
         .when(follow & (c("ts") < c("_first.ts")), I.BEFORE_SEND)
