@@ -44,3 +44,17 @@ def test_an_empty_or_missing_segment_file_is_refused_in_one_line(tmp_path):
         with pytest.raises(ContractError) as e:
             import_segment(path)
         assert "\n" not in str(e.value)
+
+
+def test_the_latest_zone_is_the_latest_instant_not_the_latest_text(tmp_path):
+    """'2026-03-02T09:30:00Z' is later than '2026-03-02T10:00:00+02:00' (08:00 UTC), though its text sorts first."""
+    import json
+
+    from sendtime.features.importers.segment import import_segment
+
+    calls = [{"type": "identify", "userId": "u1", "timestamp": "2026-03-02T09:30:00Z", "context": {"timezone": "Europe/London"}},
+             {"type": "identify", "userId": "u1", "timestamp": "2026-03-02T10:00:00+02:00", "context": {"timezone": "Europe/Berlin"}}]
+    p = tmp_path / "calls.jsonl"
+    p.write_text("\n".join(json.dumps(c) for c in calls) + "\n")
+    res = import_segment(p)
+    assert res.users.set_index("user_id")["timezone"].to_dict() == {"u1": "Europe/London"}

@@ -61,6 +61,15 @@ def _get(d: dict, *path: str):
     return d
 
 
+def _instant(ts: object) -> pd.Timestamp | None:
+    """A call's timestamp as a UTC instant (None when it has no offset or does not parse)."""
+    try:
+        t = pd.Timestamp(str(ts).strip())
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return t.tz_convert("UTC") if t.tzinfo is not None else None
+
+
 def _value(props: dict) -> object:
     for k in ("revenue", "total", "value"):
         v = _get(props, k)
@@ -103,8 +112,9 @@ def import_segment(path: str | Path, *, user_ids: str = "userId", salt: str = ""
             ts = call.get("timestamp") or call.get("originalTimestamp") or call.get("receivedAt")
             zone = _get(call, "context", "timezone")
             if uid and isinstance(zone, str) and known_timezone(zone) and ts:
-                if uid not in zones or str(ts) >= zones[uid][0]:
-                    zones[uid] = (str(ts), zone)
+                at = _instant(ts)  # compared as instants: "09:30Z" is after "10:00+02:00"
+                if at is not None and (uid not in zones or at >= zones[uid][0]):
+                    zones[uid] = (at, zone)
             if kind in NOT_ACTIVITY:
                 not_activity += 1
                 continue
