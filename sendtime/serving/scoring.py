@@ -8,7 +8,7 @@ users missing from the snapshot get cold-start features built from the snapshot'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import date as Date
 from typing import Sequence
 
@@ -57,9 +57,10 @@ class Grid:
     risk: np.ndarray | None = None  # (n, m) P(unsubscribe or complaint), from the snapshot's risk by local hour
     value: np.ndarray | None = None  # (n,) what one conversion of each user is worth (the value objective)
 
-    @property
+    @cached_property
     def expected(self) -> np.ndarray:
-        """(n, m) the expected objective: the probability, or with values P(conversion) x value."""
+        """(n, m) the expected objective: the probability, or with values P(conversion) x value
+        (computed once per grid: a plan reads it several times)."""
         return self.p if self.value is None else self.p * self.value[:, None]
 
     def ranked(self, penalty: float = 0.0) -> np.ndarray:
