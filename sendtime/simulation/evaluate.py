@@ -18,6 +18,7 @@ import pandas as pd
 from sendtime.features.contract import read_events, read_users
 from sendtime.features.engagement import outcomes_at
 from sendtime.features.messages import build_messages, hour_of_week
+from sendtime.simulation.simulate import night_hours
 
 
 @dataclass
@@ -127,17 +128,13 @@ def penalty_tradeoff(truth: pd.DataFrame, users: pd.DataFrame, status_quo_utc_ho
     sq_how = hour_of_week(inst, tz)
     sq_open, orc = float(T[pick, sq_how].mean()), float(T[:, wd * 24: wd * 24 + 24].max(1).mean())
     rows = [{"penalty": "status quo", "open_rate": sq_open, "capture": 0.0,
-             "unsubscribes_per_1000": 1000 * float(U[pick, sq_how].mean()), "night_share": float(np.mean(_night(sq_how % 24)))}]
+             "unsubscribes_per_1000": 1000 * float(U[pick, sq_how].mean()), "night_share": float(np.mean(night_hours()[sq_how % 24]))}]
     for lam in penalties:
         h = (scores - lam * np.asarray(risk, dtype=np.float64)[None, :]).argmax(axis=1)
         o = float(T[pick, wd * 24 + h].mean())
         rows.append({"penalty": f"{lam:g}", "open_rate": o, "capture": (o - sq_open) / (orc - sq_open) if orc > sq_open else np.nan,
-                     "unsubscribes_per_1000": 1000 * float(U[pick, wd * 24 + h].mean()), "night_share": float(np.mean(_night(h)))})
+                     "unsubscribes_per_1000": 1000 * float(U[pick, wd * 24 + h].mean()), "night_share": float(np.mean(night_hours()[h]))})
     return pd.DataFrame(rows)
-
-
-def _night(hour: np.ndarray) -> np.ndarray:
-    return (np.asarray(hour) >= 23) | (np.asarray(hour) < 6)
 
 
 def tradeoff_figure(table: pd.DataFrame, title: str = ""):

@@ -503,17 +503,21 @@ def _rhythm_shapes(rng: np.random.Generator, n: int, rhythm: str, persona: np.nd
     return shape + BASELINE
 
 
+def _contrast(hours: np.ndarray, c: float) -> np.ndarray:
+    """(168,) 1 + ``c`` at the marked hours, lower elsewhere so that the week's mean is 1."""
+    if c == 0:
+        return np.ones(168)
+    share = hours.mean()
+    low = (1.0 - share * (1.0 + c)) / (1.0 - share)
+    return np.where(hours > 0, 1.0 + c, max(low, 0.0))
+
+
 def click_factor(cfg: "WorldConfig") -> np.ndarray:
     """(168,) factor on the click probability of an open at each local hour-of-week (mean 1)."""
     desk = np.zeros(168)
     for d in range(5):
         desk[d * 24 + 9:d * 24 + 18] = 1.0
-    c = cfg.click_desk_contrast
-    if c == 0:
-        return np.ones(168)
-    share = desk.mean()
-    low = (1.0 - share * (1.0 + c)) / (1.0 - share)  # keeps the mean at 1
-    return np.where(desk > 0, 1.0 + c, max(low, 0.0))
+    return _contrast(desk, cfg.click_desk_contrast)
 
 
 def shop_factor(cfg: "WorldConfig") -> np.ndarray:
@@ -522,12 +526,7 @@ def shop_factor(cfg: "WorldConfig") -> np.ndarray:
     shop = np.zeros(168)
     for d in range(7):
         shop[d * 24 + (10 if d >= 5 else 18):d * 24 + 23] = 1.0
-    c = cfg.shop_contrast
-    if c == 0:
-        return np.ones(168)
-    share = shop.mean()
-    low = (1.0 - share * (1.0 + c)) / (1.0 - share)
-    return np.where(shop > 0, 1.0 + c, max(low, 0.0))
+    return _contrast(shop, cfg.shop_contrast)
 
 
 def night_hours() -> np.ndarray:

@@ -65,6 +65,15 @@ def hid(prefix: str, *parts: object) -> str:
     return prefix + "-" + hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:24]
 
 
+def field_at(d: Any, *path: str) -> Any:
+    """``d[path[0]][path[1]]...``, or None where a level is missing or not an object (JSON records)."""
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
 def as_text(obj: Any) -> str:
     return obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from sendtime.features.contract import ContractError
-from sendtime.features.importers.mapping import ImportResult, Rows, iso_utc, json_records, nonempty, unix_seconds
+from sendtime.features.importers.mapping import ImportResult, Rows, field_at, iso_utc, json_records, nonempty, unix_seconds
 
 ACTIONS = {
     "sent": "send", "clicked": "click", "opened": "open", "failed": "bounce", "hardbounced": "bounce",
@@ -32,14 +32,6 @@ ACTIONS = {
 NOT_USED = ("received", "delivered", "suppressed", "supressed", "displayed", "pagedisplayed", "impression")
 CHANNELS = {"push": "push", "email": "email", "sms": "sms"}
 USER_ID_FORMS = ("external_id", "onesignal_id")
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
 
 
 def import_onesignal(source: str | Path | Sequence[Any], *, user_ids: str = "external_id",
@@ -72,7 +64,7 @@ def import_onesignal(source: str | Path | Sequence[Any], *, user_ids: str = "ext
             etype = "open"  # a tap is the push's open
         uid = nonempty(ev.get(user_ids))
         eid = nonempty(ev.get("id"))
-        mid = nonempty(_get(obj, "message", "id")) or nonempty(obj.get("message_id"))
+        mid = nonempty(field_at(obj, "message", "id")) or nonempty(obj.get("message_id"))
         missing = next((f for f, v in ((f"event.{user_ids}", uid), ("event.id", eid), ("message.id", mid)) if v is None), None)
         if missing:
             acc.reject(row, obj, f"missing {missing}")

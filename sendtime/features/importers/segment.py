@@ -28,7 +28,7 @@ import pandas as pd
 
 from sendtime.features.activity import validate_activity
 from sendtime.features.contract import ContractError, known_timezone
-from sendtime.features.importers.mapping import user_key
+from sendtime.features.importers.mapping import field_at, user_key
 
 NOT_ACTIVITY = ("identify", "group", "alias")
 PURCHASE_EVENTS = ("order completed",)
@@ -53,14 +53,6 @@ class ActivityImport:
                 f"{self.not_activity:,} + rejected {len(self.rejects):,}")
 
 
-def _get(d: dict, *path: str):
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
-
-
 def _instant(ts: object) -> pd.Timestamp | None:
     """A call's timestamp as a UTC instant (None when it has no offset or does not parse)."""
     try:
@@ -72,7 +64,7 @@ def _instant(ts: object) -> pd.Timestamp | None:
 
 def _value(props: dict) -> object:
     for k in ("revenue", "total", "value"):
-        v = _get(props, k)
+        v = field_at(props, k)
         if v is not None:
             return v
     return None
@@ -106,11 +98,11 @@ def import_segment(path: str | Path, *, user_ids: str = "userId", salt: str = ""
             if key is None:
                 uid = call.get("userId")
             else:
-                email = _get(call, "traits", "email") or _get(call, "context", "traits", "email")
+                email = field_at(call, "traits", "email") or field_at(call, "context", "traits", "email")
                 uid = key(str(email)) if email else None
             uid = str(uid).strip() if uid not in (None, "") else None
             ts = call.get("timestamp") or call.get("originalTimestamp") or call.get("receivedAt")
-            zone = _get(call, "context", "timezone")
+            zone = field_at(call, "context", "timezone")
             if uid and isinstance(zone, str) and known_timezone(zone) and ts:
                 at = _instant(ts)  # compared as instants: "09:30Z" is after "10:00+02:00"
                 if at is not None and (uid not in zones or at >= zones[uid][0]):
