@@ -94,9 +94,11 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
         raise NotReady(f"published snapshot {folder.name} has no usable order values: {exc}") from None
     risk = manifest.get("negative_risk_by_local_hour")
     risk = np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
-    return Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
-                  negative_risk=risk, order_value=None if values is None else values[0],
-                  order_value_prior=None if values is None else values[1]), manifest
+    scorer = Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
+                    negative_risk=risk, order_value=None if values is None else values[0],
+                    order_value_prior=None if values is None else values[1])
+    scorer.warm_cold_priors()  # users the snapshot does not know: scored per zone now, looked up per request
+    return scorer, manifest
 
 
 def snapshot_key(settings) -> tuple[str, str]:

@@ -15,8 +15,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from sendtime.features.definitions import HOUR_BLIND_FEATURES
 from sendtime.features.engagement import UserFeatures, build_user_features
 from sendtime.serving.policy import ExplorationPolicy
+from sendtime.serving.slot_forest import SlotForest
+
+
+#: slot columns that rise with a user's expected activity over the horizon (1 - exp(-act_24), and
+#: act_24 over the user's best slot): a hint for the compiled traversal, which checks it per user
+_RISE_WITH_ACT_24 = ("act_24", "p_struct", "act_rel")
 
 
 class _Coded:
@@ -120,7 +127,8 @@ class Scorer:
     negative_risk: np.ndarray | None = None  # (24,) P(unsubscribe or complaint) by local hour of delivery
     order_value: np.ndarray | None = None  # (known users,) expected order value (value objective), same row order
     order_value_prior: float | None = None  # the population's, for users the snapshot does not know
-    score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0})
+    score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0, "prior": 0})
+    compiled: bool = True  # score the hour-aware forest with the compiled slot traversal where it applies
 
     def __post_init__(self) -> None:
         probe = self.features.model_frame(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
@@ -153,7 +161,7 @@ class Scorer:
         key = rows.astype(np.int64) * 168 + (how.astype(np.int64) % 168)
         uniq, inv = np.unique(key, return_inverse=True)
         X = uf.model_frame(uniq // 168, uniq % 168)[self.input_columns]
-        return self.model.predict_proba(X)[:, 1][inv]
+        return self.proba(X, np.flatnonzero(np.diff(uniq // 168, prepend=-1)))[inv]
 
     def score(self, uf: UserFeatures, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
         """P(open) for (snapshot row, local hour-of-week) pairs: a table lookup when published."""
@@ -165,29 +173,61 @@ class Scorer:
         self.score_sources["table"] += len(rows)
         return np.asarray(self.table[rows, how], dtype=np.float64)
 
-    def full_table(self, chunk_users: int = 20_000) -> np.ndarray:
+    def full_table(self, chunk_users: int = 5_000) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
 
         For the hour blend, its hour-blind part is the same at every slot of a user, so it is
-        scored once per user rather than 168 times (the same numbers as the blend's own
-        ``predict_proba``)."""
+        scored once per user rather than 168 times; the hour-aware forest runs compiled over
+        each user's 168 rows (:mod:`sendtime.serving.slot_forest`). The numbers are the blend's
+        own ``predict_proba``'s, up to the order of a float sum."""
         n = len(self.features.table)
         out = np.empty((n, 168), dtype=np.float32)
         parts = blend_parts(self.model)
+        hourly = parts[0][0] if parts is not None else self.model
         for s in range(0, n, chunk_users):
             e = min(n, s + chunk_users)
             rows = np.repeat(np.arange(s, e), 168)
             how = np.tile(np.arange(168), e - s)
-            X = self.features.model_frame(rows, how)[self.input_columns]
+            p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[self.input_columns], 168)
             if parts is None:
-                out[s:e] = self.model.predict_proba(X)[:, 1].reshape(e - s, 168)
+                out[s:e] = p_hours.reshape(e - s, 168)
                 continue
-            (full, w_full), (blind, w_blind) = parts
+            (_, w_full), (blind, w_blind) = parts
             once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
             p_blind = blind.predict_proba(once)[:, 1]
-            p_full = full.predict_proba(X)[:, 1].reshape(e - s, 168)
-            out[s:e] = (w_full * p_full + w_blind * p_blind[:, None]) / (w_full + w_blind)
+            out[s:e] = (w_full * p_hours.reshape(e - s, 168) + w_blind * p_blind[:, None]) / (w_full + w_blind)
         return out
+
+    def proba(self, X: pd.DataFrame, groups: np.ndarray) -> np.ndarray:
+        """The model's P(open) of rows grouped by user (``groups``: each user's first row):
+        the hour blend's parts each the fast way, or the model's own ``predict_proba``."""
+        parts = blend_parts(self.model)
+        if parts is None:
+            return self._hourly_proba(self.model, X, groups)
+        (full, w_full), (blind, w_blind) = parts
+        p_blind = np.repeat(blind.predict_proba(X.iloc[groups])[:, 1], np.diff(np.append(groups, len(X))))
+        return (w_full * self._hourly_proba(full, X, groups) + w_blind * p_blind) / (w_full + w_blind)
+
+    def _hourly_proba(self, model, X: pd.DataFrame, groups: int | np.ndarray) -> np.ndarray:
+        """P(open) of rows that come a user's slots at a time (``groups``): compiled where the
+        model is the forest pipeline, else its own ``predict_proba``."""
+        fast = self._slot_forest(model) if self.compiled else None
+        if fast is None:
+            return model.predict_proba(X)[:, 1]
+        cols = list(self.input_columns)
+        key = cols.index("act_24") if "act_24" in cols else None
+        return fast.predict(X.to_numpy(dtype=np.float32), groups, self._varies, key,
+                            np.array([c in _RISE_WITH_ACT_24 for c in cols], dtype=bool))
+
+    def _slot_forest(self, model) -> SlotForest | None:
+        cache = self.__dict__.setdefault("_slot_forests", {})
+        if id(model) not in cache:
+            cache[id(model)] = (model, SlotForest.of(model))
+        return cache[id(model)][1]
+
+    @property
+    def _varies(self) -> np.ndarray:
+        return np.array([c not in HOUR_BLIND_FEATURES for c in self.input_columns], dtype=bool)
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,
               default_tz: str = "UTC") -> tuple[UserFeatures | None, Requested]:
@@ -213,16 +253,12 @@ class Scorer:
         source = self._source[safe]
         conf = self._confidence[safe].astype(np.float64)
         cf = None
-        if is_cold.any():
-            cold_ids = pd.Index(ids[is_cold], dtype=object)
-            first = pd.Series(zone[is_cold], index=cold_ids).groupby(level=0, sort=False).first()
-            cold_users = pd.DataFrame({"user_id": first.index.to_numpy(dtype=object), "segment": "unknown",
-                                       "timezone": first.to_numpy(dtype=object)})
-            cf = build_user_features(_empty_messages(), cold_users, self.features.as_of, prior=self.features.prior,
-                                     default_tz=default_tz)
-            rows[is_cold] = cf.table.index.get_indexer(cold_ids)
-            source[is_cold] = cf.table["source"].to_numpy(dtype=object)[rows[is_cold]]
-            conf[is_cold] = cf.table["confidence"].to_numpy(dtype=np.float64)[rows[is_cold]]
+        if is_cold.any():  # a user the snapshot does not know is their zone's prior: one row per zone
+            zones, inv = np.unique(zone[is_cold].astype(str), return_inverse=True)
+            cf = self.cold_priors(zones)
+            rows[is_cold] = inv
+            source[is_cold] = cf.source[inv]
+            conf[is_cold] = cf.confidence[inv]
         return cf, Requested(row=rows, cold=is_cold, timezone=zone, timezone_source=zone_source,
                              source=source, confidence=conf)
 
@@ -238,9 +274,41 @@ class Scorer:
         if k.any():
             p[k] = self.score(self.features, np.repeat(rows[k], m), how[k].ravel()).reshape(-1, m)
         if is_cold.any():
-            p[is_cold] = self.score_model(cold, np.repeat(rows[is_cold], m), how[is_cold].ravel()).reshape(-1, m)
-            self.score_sources["model"] += int(is_cold.sum()) * m
+            p[is_cold] = cold.scores[rows[is_cold][:, None], how[is_cold]]
+            self.score_sources["prior"] += int(is_cold.sum()) * m
         return p
+
+    def cold_priors(self, zones: Sequence[str]) -> "ColdPriors":
+        """The 168-slot P(open), answer source and confidence of a user unknown to the snapshot,
+        per time zone. Such a user has no history: their features are the snapshot's prior for
+        an unknown segment in that zone, the same for every such user, so each zone is scored
+        once (the snapshot's zones when it is loaded, :meth:`warm_cold_priors`; any other zone
+        the first time it is asked for) and a request of any size only looks them up."""
+        cache = self.__dict__.setdefault("_cold_priors", {})
+        missing = sorted({str(z) for z in zones} - cache.keys())
+        if missing:
+            users = pd.DataFrame({"user_id": missing, "segment": "unknown", "timezone": missing})
+            cf = build_user_features(_empty_messages(), users, self.features.as_of, prior=self.features.prior,
+                                     default_tz="UTC")
+            rows = cf.table.index.get_indexer(pd.Index(missing, dtype=object))
+            k = len(missing)
+            X = cf.model_frame(np.repeat(rows, 168), np.tile(np.arange(168), k))[self.input_columns]
+            p = self.proba(X, np.arange(0, 168 * k, 168)).reshape(k, 168)
+            src = cf.table["source"].to_numpy(dtype=object)[rows]
+            conf = cf.table["confidence"].to_numpy(dtype=np.float64)[rows]
+            for i, z in enumerate(missing):
+                cache[z] = (p[i], src[i], conf[i])
+        got = [cache[str(z)] for z in zones]
+        return ColdPriors(scores=np.stack([g[0] for g in got]) if got else np.zeros((0, 168)),
+                          source=np.array([g[1] for g in got], dtype=object),
+                          confidence=np.array([g[2] for g in got], dtype=np.float64))
+
+    def warm_cold_priors(self) -> int:
+        """Score the prior of every zone of the snapshot's users and the default (at load, so
+        no request waits for it); returns how many zones."""
+        zones = set(map(str, self._zone.categories)) | {"UTC"}
+        self.cold_priors(sorted(zones))
+        return len(zones)
 
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Scores of the 24 local hours of ``day`` for every user (batch predictions)."""
@@ -386,6 +454,15 @@ class Requested:
     cold: np.ndarray
     timezone: np.ndarray
     timezone_source: np.ndarray
+    source: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass
+class ColdPriors:
+    """Per time zone: what a user the snapshot does not know gets (rows of ``Requested.row``)."""
+
+    scores: np.ndarray  # (zones, 168) P(open) by local hour of the week
     source: np.ndarray
     confidence: np.ndarray
 

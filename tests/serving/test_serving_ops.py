@@ -46,14 +46,16 @@ def _ids(trained, n=50, zone=None):
     return list(us["user_id"].head(n))
 
 
-def test_known_users_come_from_the_table_and_new_ones_from_the_model(client, trained):
+def test_known_users_come_from_the_table_and_new_ones_from_their_zones_prior(client, trained):
     ids = _ids(trained, 30) + ["new-a", "new-b"]
     r = client.post("/best_send_time", json={"users": [{"user_id": u} for u in ids], **DAY})
     assert r.status_code == 200
     metrics = client.get("/metrics").text
     table = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('sendtime_answers_total{source="table"}')))
+    prior = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('sendtime_answers_total{source="prior"}')))
     model = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('sendtime_answers_total{source="model"}')))
-    assert table >= 30 * 25 and model >= 2 * 25  # 25 whole hours in the window
+    # 25 whole hours in the window; the new users are answered from their zone's prior, no forest per request
+    assert table >= 30 * 25 and prior >= 2 and model == 0
     info = next(l for l in metrics.splitlines() if l.startswith("sendtime_model_info{"))
     assert 'model="sendtime-open-model"' in info and 'version="1"' in info and 'table="true"' in info
     assert float(info.split()[-1]) == 1.0

@@ -1,0 +1,94 @@
+"""The compiled slot traversal (serving/slot_forest.py) gives scikit-learn's probabilities and
+best hours, on a forest built like the nightly's and on the nightly's own champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+
+from sendtime.serving.slot_forest import SlotForest
+from sendtime.training.model import ForestParams, make_pipeline
+
+
+def _slots(n_users: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """n_users x 168 rows: three user columns (one per user) and three slot columns."""
+    rng = np.random.default_rng(seed)
+    user = rng.normal(size=(n_users, 3)).astype(np.float32)
+    peak = rng.integers(0, 168, n_users)
+    how = np.tile(np.arange(168), n_users)
+    dist = np.abs(((how - np.repeat(peak, 168)) + 84) % 168 - 84).astype(np.float32)
+    X = pd.DataFrame({
+        "u0": np.repeat(user[:, 0], 168), "u1": np.repeat(user[:, 1], 168), "u2": np.repeat(user[:, 2], 168),
+        "hour": (how % 24).astype(np.float32), "act": np.exp(-dist / 6).astype(np.float32),
+        "noise": rng.random(n_users * 168).astype(np.float32)})
+    X["act_sq"] = (X["act"] ** 2).astype(np.float32)  # rises with act
+    logit = -2 + 1.5 * X["act"] + 0.7 * X["u0"] - 0.3 * X["u1"]
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(int)
+    return X, y, np.array([False, False, False, True, True, True, True])
+
+
+def test_equals_predict_proba_and_its_best_hours():
+    X, y, varies = _slots(300, 0)
+    model = make_pipeline(ForestParams(n_estimators=25, max_depth=12, min_samples_leaf=20, n_jobs=1),
+                          list(X.columns)).fit(X, y)
+    fast = SlotForest.of(model)
+    assert fast is not None
+    Xt, _, _ = _slots(120, 1)
+    want = model.predict_proba(Xt)[:, 1]
+    # user splits decided once per user, or every split row by row; rows sorted by "act", with
+    # "act_sq" rising with it and "noise" (wrongly) said to: each group's check keeps it exact
+    ordered = np.isin(X.columns, ["act", "act_sq", "noise"])
+    for kw in (dict(varies=varies), dict(varies=None), dict(varies=varies, key=4, ordered=ordered)):
+        got = fast.predict(Xt.to_numpy(np.float32), 168, **kw)
+        assert np.abs(got - want).max() <= 1e-12
+        np.testing.assert_array_equal(got.reshape(-1, 168).argmax(1), want.reshape(-1, 168).argmax(1))
+    # groups of any size, given by their first rows
+    starts = np.array([0, 5, 168, 200, 336])
+    got = fast.predict(Xt.iloc[:400].to_numpy(np.float32), starts, varies)
+    assert np.abs(got - want[:400]).max() <= 1e-12
+
+
+def test_missing_values_are_imputed_as_the_pipeline_does():
+    X, y, varies = _slots(100, 2)
+    X.loc[X.index[::7], "u2"] = np.nan
+    model = make_pipeline(ForestParams(n_estimators=10, max_depth=8, min_samples_leaf=30, n_jobs=1), list(X.columns)).fit(X, y)
+    Xt, _, _ = _slots(30, 3)
+    Xt.loc[Xt.index[:168 * 3], "act"] = np.nan
+    got = SlotForest.of(model).predict(Xt.to_numpy(np.float32), 168, varies)
+    assert np.abs(got - model.predict_proba(Xt)[:, 1]).max() <= 1e-12
+
+
+def test_other_models_are_left_to_their_own_predict_proba():
+    X, y, _ = _slots(20, 4)
+    bare = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    assert SlotForest.of(bare) is None
+    assert SlotForest.of(Pipeline([("forest", bare)])) is None
+    fast = SlotForest.of(make_pipeline(ForestParams(n_estimators=3, n_jobs=1), list(X.columns)).fit(X, y))
+    with pytest.raises(ValueError, match="expected"):
+        fast.predict(np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="groups"):
+        fast.predict(X.to_numpy(np.float32)[:10], np.array([2, 5]))
+
+
+def test_the_champions_score_table_is_predict_proba_s(trained):
+    from sendtime.serving.model_store import load_scorer
+
+    settings, _ = trained
+    scorer, _ = load_scorer(settings)
+    fast = scorer.full_table()
+    scorer.compiled = False
+    slow = scorer.full_table()
+    assert fast.shape == (len(scorer.features.table), 168)
+    assert np.abs(fast - slow).max() <= 1e-6  # float32 tables: the float sums' order at most
+    np.testing.assert_array_equal(fast.argmax(1), slow.argmax(1))
+    # per request: unknown users and a window of 24 slots score the same both ways
+    rows = np.repeat(np.arange(40), 24)
+    how = np.tile(np.arange(30, 54), 40)
+    scorer.compiled = True
+    a = scorer.score_model(scorer.features, rows, how)
+    scorer.compiled = False
+    b = scorer.score_model(scorer.features, rows, how)
+    assert np.abs(a - b).max() <= 1e-12
