@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench load bench-scale bench-nightly bench-train suite serve sample-request lock clean audit docs
+.PHONY: setup demo test test-slow bench load bench-scale bench-nightly bench-train bench-slots suite serve sample-request lock clean audit docs
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench-nightly: setup  ## the whole nightly run on a generated 50M-event, 1.28M-u
 
 bench-train: setup  ## forest fit time and validation metrics by training-sample size
 	$(BIN)/python -m bench.train_sample
+
+bench-slots: setup  ## scoring the 168-slot table: predict_proba vs the compiled slot traversal, same rows, one run
+	$(BIN)/python -m bench.slot_scoring
 
 suite: setup
 	$(BIN)/sendtime suite --users 20000 --days 180 --seeds 0,1 --out reports
