@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
         print("single user at 100 rps:", out["single_user_100rps"], flush=True)
         out["heavy_beside_light"] = heavy_beside_light(base, ids, seconds=args.seconds)
         print("single user at 100 rps beside 10k-new-user 7-day requests:", out["heavy_beside_light"], flush=True)
-    with server(home, args.cache / "serve-model.log", SENDTIME_SCORE_TABLE="0", SENDTIME_WORKERS=workers) as (base, proc, first):
+    # the straightforward way: scikit-learn's predict_proba on each request's user-slots
+    with server(home, args.cache / "serve-model.log", SENDTIME_SCORE_TABLE="0", SENDTIME_COMPILED_SCORING="0",
+                SENDTIME_WORKERS=workers) as (base, proc, first):
         out["model_batch"] = batch_throughput(base, ids, requests=4, concurrency=args.workers)
         print("per-request RandomForest, 10k-user requests:", out["model_batch"], flush=True)
     out["table_vs_model_ratio"] = out["table_batch"]["answers_per_second"] / out["model_batch"]["answers_per_second"]

@@ -399,7 +399,8 @@ def champion_scorer(settings: Settings, uf, trained: bool, say: Callable[[str], 
         model, version, columns, policy = ProfilePolicy(), PROFILE_POLICY, ["p_struct"], PROFILE_POLICY
         say("publishing the prior-only policy: each user's profile (shrunk to the population's rhythms) "
             "scores the hours until a model can be trained")
-    return Scorer(model=model, model_version=version, input_columns=columns, features=uf), policy
+    return Scorer(model=model, model_version=version, input_columns=columns, features=uf,
+                  compiled=settings.compiled_scoring), policy
 
 
 def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.Timestamp, result, policy: str,

@@ -83,6 +83,7 @@ class Settings:
     max_users_per_request: int = 10_000
     reload_seconds: float = 30.0
     use_score_table: bool = True
+    compiled_scoring: bool = True  # the hour-aware forest by the compiled slot traversal (0: predict_proba)
     refit: str = "auto"  # refit on the validation weeks too: auto (short histories), always, never
     max_window_hours: int = 24 * 7
     spark_master: str = "local[2]"  # for SENDTIME_ENGINE=spark; spark-submit's --master wins when set
@@ -233,6 +234,7 @@ ENV_VARS: dict[str, str] = {
     "max_window_hours": "SENDTIME_MAX_WINDOW_HOURS",
     "reload_seconds": "SENDTIME_RELOAD_SECONDS",
     "use_score_table": "SENDTIME_SCORE_TABLE",
+    "compiled_scoring": "SENDTIME_COMPILED_SCORING",
     "refit": "SENDTIME_REFIT",
     "engine": "SENDTIME_ENGINE",
     "spark_master": "SENDTIME_SPARK_MASTER",

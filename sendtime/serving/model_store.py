@@ -96,7 +96,8 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
     risk = np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
     scorer = Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
                     negative_risk=risk, order_value=None if values is None else values[0],
-                    order_value_prior=None if values is None else values[1])
+                    order_value_prior=None if values is None else values[1],
+                    compiled=bool(getattr(settings, "compiled_scoring", True)))
     scorer.warm_cold_priors()  # users the snapshot does not know: scored per zone now, looked up per request
     return scorer, manifest
 
