@@ -98,7 +98,7 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
                     negative_risk=risk, order_value=None if values is None else values[0],
                     order_value_prior=None if values is None else values[1],
                     compiled=bool(getattr(settings, "compiled_scoring", True)))
-    scorer.warm_cold_priors()  # users the snapshot does not know: scored per zone now, looked up per request
+    scorer.warm_cold_priors(getattr(settings, "default_timezone", "UTC"))  # users the snapshot does not know: scored per zone now, looked up per request
     return scorer, manifest
 
 

@@ -230,13 +230,13 @@ class Scorer:
         return np.array([c not in HOUR_BLIND_FEATURES for c in self.input_columns], dtype=bool)
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,
-              default_tz: str = "UTC") -> tuple[UserFeatures | None, Requested]:
+              default_tz: str = "UTC") -> tuple["ColdPriors | None", Requested]:
         """Where each requested user's features are, and how their zone was chosen.
 
-        Returns cold-start features for the users missing from the snapshot (None if all are
-        known) and, in request order, each user's row (into the snapshot, or into the cold
-        features when ``cold``), zone, zone source, answer source and confidence. Plain arrays,
-        no frames: this runs on every request. The snapshot itself is never copied, so an
+        Returns the zone priors of the users missing from the snapshot (None if all are
+        known, :meth:`cold_priors`) and, in request order, each user's row (into the snapshot,
+        or into the zone priors when ``cold``), zone, zone source, answer source and
+        confidence. Plain arrays, no frames: this runs on every request. The snapshot itself is never copied, so an
         unknown user costs the same with a million known ones.
         """
         ids = np.asarray([str(u) for u in user_ids], dtype=object)
@@ -262,7 +262,7 @@ class Scorer:
         return cf, Requested(row=rows, cold=is_cold, timezone=zone, timezone_source=zone_source,
                              source=source, confidence=conf)
 
-    def score_requested(self, cold: UserFeatures | None, req: Requested, how: np.ndarray) -> np.ndarray:
+    def score_requested(self, cold: "ColdPriors | None", req: Requested, how: np.ndarray) -> np.ndarray:
         """(n, m) P(open) for requested users at local hours-of-week ``how`` (n, m)."""
         n, m = how.shape
         rows, is_cold = req.row, req.cold
@@ -303,10 +303,10 @@ class Scorer:
                           source=np.array([g[1] for g in got], dtype=object),
                           confidence=np.array([g[2] for g in got], dtype=np.float64))
 
-    def warm_cold_priors(self) -> int:
+    def warm_cold_priors(self, default_tz: str = "UTC") -> int:
         """Score the prior of every zone of the snapshot's users and the default (at load, so
         no request waits for it); returns how many zones."""
-        zones = set(map(str, self._zone.categories)) | {"UTC"}
+        zones = set(map(str, self._zone.categories)) | {str(default_tz)}
         self.cold_priors(sorted(zones))
         return len(zones)
 
@@ -450,7 +450,7 @@ class Scorer:
 class Requested:
     """Requested users in request order: where their features are and how their zone was chosen."""
 
-    row: np.ndarray  # into the snapshot, or into the cold-start features when ``cold``
+    row: np.ndarray  # into the snapshot, or into the zone priors (ColdPriors) when ``cold``
     cold: np.ndarray
     timezone: np.ndarray
     timezone_source: np.ndarray

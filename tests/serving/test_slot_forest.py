@@ -92,3 +92,26 @@ def test_the_champions_score_table_is_predict_proba_s(trained):
     scorer.compiled = False
     b = scorer.score_model(scorer.features, rows, how)
     assert np.abs(a - b).max() <= 1e-12
+
+
+def test_users_the_snapshot_does_not_know_get_their_zones_prior(trained):
+    """One row per zone, looked up: the same P(open) as building each such user's features
+    from the prior and running the model on them (what every request did before)."""
+    from sendtime.features.engagement import build_user_features
+    from sendtime.serving.model_store import load_scorer
+    from sendtime.serving.scoring import _empty_messages
+
+    settings, _ = trained
+    scorer, _ = load_scorer(settings)
+    zones = ["Asia/Tokyo", "America/New_York", "Asia/Tokyo", "Pacific/Chatham"]  # Chatham: not in the snapshot
+    ids = [f"brand-new-{i}" for i in range(len(zones))]
+    cold, req = scorer.users(ids, zones)
+    assert req.cold.all() and len(cold.scores) == 3 and (req.source == "prior").all()
+    how = np.tile(np.arange(168), (len(ids), 1))
+    got = scorer.score_requested(cold, req, how)
+    users = pd.DataFrame({"user_id": ids, "segment": "unknown", "timezone": zones})
+    uf = build_user_features(_empty_messages(), users, scorer.features.as_of, prior=scorer.features.prior)
+    X = uf.model_frame(np.repeat(np.arange(len(ids)), 168), np.tile(np.arange(168), len(ids)))[scorer.input_columns]
+    want = scorer.model.predict_proba(X)[:, 1].reshape(len(ids), 168)
+    assert np.abs(got - want).max() <= 1e-12
+    np.testing.assert_array_equal(got[0], got[2])  # two users, one zone: one prior
