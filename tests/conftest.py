@@ -193,3 +193,19 @@ def real_server(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def assert_batch_output_is_the_snapshot(out: Path, result) -> None:
+    """A Spark batch step's output folder holds what the nightly ``result`` published: the same
+    champion version, features (to float noise), profiles and 168-slot scores (to 1e-6)."""
+    import numpy as np
+    import pandas as pd
+
+    from sendtime.features.store import load_features
+
+    manifest = pd.read_json(out / "manifest.json", typ="series")
+    assert str(manifest["model_version"]) == result.champion_version and manifest["engine"] == "spark"
+    ours, published = load_features(out / "features"), load_features(result.published / "features")
+    pd.testing.assert_frame_equal(ours.table, published.table, check_exact=False, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(ours.lam, published.lam)
+    np.testing.assert_allclose(np.load(out / "scores.npy"), np.load(result.published / "scores.npy"), rtol=0, atol=1e-6)

@@ -14,11 +14,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from tests.conftest import free_port, home_env
+from tests.conftest import assert_batch_output_is_the_snapshot, free_port, home_env
 
 pytest.importorskip("pyspark")
 if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
@@ -106,8 +104,6 @@ def _wait_for(ok, timeout: float, tmp: Path) -> bool:
 
 
 def test_spark_submit_to_a_standalone_cluster_reproduces_the_published_snapshot(trained, world_dir, tmp_path):
-    from sendtime.features.store import load_features
-
     settings, result = trained
     out = tmp_path / "spark_out"
     with standalone_cluster(tmp_path) as (master, ui_url):
@@ -131,9 +127,4 @@ def test_spark_submit_to_a_standalone_cluster_reproduces_the_published_snapshot(
     apps = [a for a in state.get("completedapps", []) + state.get("activeapps", []) if a["name"] == "sendtime-nightly-spark"]
     assert len(apps) == 1 and apps[0]["state"] == "FINISHED" and int(apps[0]["cores"]) == 2, state
     assert int(state["aliveworkers"]) == 2 and sum(int(w["cores"]) for w in state["workers"]) == 2
-    manifest = pd.read_json(out / "manifest.json", typ="series")
-    assert str(manifest["model_version"]) == result.champion_version and manifest["engine"] == "spark"
-    ours, published = load_features(out / "features"), load_features(result.published / "features")
-    pd.testing.assert_frame_equal(ours.table, published.table, check_exact=False, rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(ours.lam, published.lam)
-    np.testing.assert_allclose(np.load(out / "scores.npy"), np.load(result.published / "scores.npy"), rtol=0, atol=1e-6)
+    assert_batch_output_is_the_snapshot(out, result)

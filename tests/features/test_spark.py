@@ -229,19 +229,14 @@ def test_spark_scoring_with_the_registered_champion_equals_full_table(spark, tra
 def test_spark_batch_step_reproduces_the_published_snapshot(spark, trained, served_env, world_dir, tmp_path):
     """The spark-submit entry point: features built on Spark, scored on Spark, equal to what the
     nightly run published for the same events and as-of date."""
-    from sendtime.features.store import load_features
     from sendtime.serving.spark_scoring import main
+    from tests.conftest import assert_batch_output_is_the_snapshot
 
     _, result = trained
     out = tmp_path / "spark_out"
     assert main(["--events", str(world_dir / "events.parquet"), "--users", str(world_dir / "users.parquet"),
                  "--as-of", "2026-04-13", "--out", str(out), "--master", "local[2]"]) == 0
-    manifest = pd.read_json(out / "manifest.json", typ="series")
-    assert str(manifest["model_version"]) == result.champion_version and manifest["engine"] == "spark"
-    ours, published = load_features(out / "features"), load_features(result.published / "features")
-    pd.testing.assert_frame_equal(ours.table, published.table, check_exact=False, rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(ours.lam, published.lam)
-    np.testing.assert_allclose(np.load(out / "scores.npy"), np.load(result.published / "scores.npy"), rtol=0, atol=1e-6)
+    assert_batch_output_is_the_snapshot(out, result)
 
 
 def test_session_binds_loopback_and_workers_run_this_interpreter(spark):
