@@ -184,7 +184,7 @@ class WorldConfig:
     campaigns_per_week: float = 3.0
     decay: float = 0.75
     horizon_hours: int = 24
-    # machine opens: the immediate fetch lands log-uniformly in machine_delay_s (seconds); a
+    # machine opens: the immediate fetch lands uniformly in machine_delay_s (seconds); a
     # share late_fetch_share waits instead for the device's next night on the charger (local
     # 00:00-06:00), up to a day later
     machine_delay_s: tuple[float, float] = (2.0, 600.0)
