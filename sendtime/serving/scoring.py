@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from datetime import date as Date
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,9 @@ import pandas as pd
 from sendtime.features.definitions import HOUR_BLIND_FEATURES
 from sendtime.features.engagement import UserFeatures, build_user_features
 from sendtime.serving.policy import ExplorationPolicy
-from sendtime.serving.slot_forest import SlotForest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sendtime.serving.slot_forest import SlotForest
 
 
 #: slot columns that rise with a user's expected activity over the horizon (1 - exp(-act_24), and
@@ -219,7 +221,9 @@ class Scorer:
         return fast.predict(X.to_numpy(dtype=np.float32), groups, self._varies, key,
                             np.array([c in _RISE_WITH_ACT_24 for c in cols], dtype=bool))
 
-    def _slot_forest(self, model) -> SlotForest | None:
+    def _slot_forest(self, model) -> "SlotForest | None":
+        from sendtime.serving.slot_forest import SlotForest  # numba, imported only where it runs
+
         cache = self.__dict__.setdefault("_slot_forests", {})
         if id(model) not in cache:
             cache[id(model)] = (model, SlotForest.of(model))
@@ -293,7 +297,9 @@ class Scorer:
             rows = cf.table.index.get_indexer(pd.Index(missing, dtype=object))
             k = len(missing)
             X = cf.model_frame(np.repeat(rows, 168), np.tile(np.arange(168), k))[self.input_columns]
-            p = self.proba(X, np.arange(0, 168 * k, 168)).reshape(k, 168)
+            # a few hundred rows: the model's own predict_proba (the service needs no compiled code
+            # while a score table is published)
+            p = self.model.predict_proba(X)[:, 1].reshape(k, 168)
             src = cf.table["source"].to_numpy(dtype=object)[rows]
             conf = cf.table["confidence"].to_numpy(dtype=np.float64)[rows]
             for i, z in enumerate(missing):
