@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     if fast is None:
         raise SystemExit("the champion is not the forest pipeline: nothing to compare")
     Xf = X.to_numpy(dtype=np.float32)
-    fast.predict(Xf[:168], 168, scorer._varies)  # compile once, outside the timing
+    fast.predict(Xf[:168], 168, *scorer._slot_layout)  # compile once, outside the timing
     ref, t_ref = _timed(lambda: hourly.predict_proba(X)[:, 1], args.repeat)
-    got, t_fast = _timed(lambda: fast.predict(Xf, 168, scorer._varies), args.repeat)
+    got, t_fast = _timed(lambda: fast.predict(Xf, 168, *scorer._slot_layout), args.repeat)
     blend_ref, t_blend = _timed(lambda: scorer.model.predict_proba(X)[:, 1], args.repeat)
 
     def table(compiled: bool):

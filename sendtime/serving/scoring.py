@@ -216,10 +216,8 @@ class Scorer:
         fast = self._slot_forest(model) if self.compiled else None
         if fast is None:
             return model.predict_proba(X)[:, 1]
-        cols = list(self.input_columns)
-        key = cols.index("act_24") if "act_24" in cols else None
-        return fast.predict(X.to_numpy(dtype=np.float32), groups, self._varies, key,
-                            np.array([c in _RISE_WITH_ACT_24 for c in cols], dtype=bool))
+        varies, key, ordered = self._slot_layout
+        return fast.predict(X.to_numpy(dtype=np.float32), groups, varies, key, ordered)
 
     def _slot_forest(self, model) -> "SlotForest | None":
         from sendtime.serving.slot_forest import SlotForest  # numba, imported only where it runs
@@ -229,9 +227,14 @@ class Scorer:
             cache[id(model)] = (model, SlotForest.of(model))
         return cache[id(model)][1]
 
-    @property
-    def _varies(self) -> np.ndarray:
-        return np.array([c not in HOUR_BLIND_FEATURES for c in self.input_columns], dtype=bool)
+    @cached_property
+    def _slot_layout(self) -> tuple[np.ndarray, int | None, np.ndarray]:
+        """For the compiled traversal, per input column: does it vary across a user's slots; the
+        column to sort a user's slots by; the columns that may rise with it."""
+        cols = list(self.input_columns)
+        varies = np.array([c not in HOUR_BLIND_FEATURES for c in cols], dtype=bool)
+        ordered = np.array([c in _RISE_WITH_ACT_24 for c in cols], dtype=bool)
+        return varies, (cols.index("act_24") if "act_24" in cols else None), ordered
 
     def users(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None = None,
               default_tz: str = "UTC") -> tuple["ColdPriors | None", Requested]:
