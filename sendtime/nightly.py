@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from zoneinfo import available_timezones
 
 import mlflow
 import numpy as np
@@ -431,14 +432,22 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         "users": int(len(uf.table)),
         "status_quo_utc_hour": status_quo_hour,
     }
+    values = None
     if settings.objective == "value":  # what a conversion of each user is worth
         ov = order_values(tab_messages, uf.table.index, as_of, settings.horizon_hours)
         ov.frame().to_parquet(staging / ORDER_VALUES, index=False)
+        values = ov.frame().set_index("user_id")["order_value"].reindex(uf.table.index).fillna(ov.population).to_numpy()
         manifest["order_value_population"] = ov.population
         mlflow.log_metrics({"order_value_population": ov.population, "order_value_between_sd": ov.between_var ** 0.5,
                             "order_value_within_sd": ov.within_var ** 0.5, "users_with_orders": int((ov.orders > 0).sum())})
         say(f"expected order value: population {ov.population:.2f}; {int((ov.orders > 0).sum()):,} users with orders of their own")
-    write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest)
+    # what a user the snapshot does not know gets, in every zone a request may name: scored now,
+    # so the service never runs the forest for them
+    zones = sorted(set(available_timezones()) | {settings.default_timezone})
+    cf = scorer.cold_priors(zones, compiled=True)
+    priors = {z: (cf.scores[i], cf.source[i], cf.confidence[i]) for i, z in enumerate(zones)}
+    write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest,
+                   priors=priors, order_value=values)
     final = publish(settings.published_dir, staging, folder_name)
     mlflow.set_tag("published", "true")
     mlflow.log_dict(manifest, "published/manifest.json")

@@ -209,3 +209,18 @@ def assert_batch_output_is_the_snapshot(out: Path, result) -> None:
     pd.testing.assert_frame_equal(ours.table, published.table, check_exact=False, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(ours.lam, published.lam)
     np.testing.assert_allclose(np.load(out / "scores.npy"), np.load(result.published / "scores.npy"), rtol=0, atol=1e-6)
+
+
+def rewrite_scores(folder: Path, table) -> None:
+    """Give a copied snapshot another float score table, and its serving table the same
+    (quantized from it, the published answers for unknown users kept)."""
+    import numpy as np
+
+    from sendtime.features.store import load_features
+    from sendtime.serving.serving_table import SERVING, ServingTable, write_serving_table
+
+    np.save(folder / "scores.npy", np.asarray(table, dtype=np.float32))
+    served = ServingTable(folder / SERVING)
+    uf = load_features(folder / "features")
+    write_serving_table(folder / SERVING, uf.table, np.asarray(table, dtype=np.float32), model_version=served.model_version,
+                        as_of=served.as_of, priors=served.prior_scores(), prior=served.meta.get("prior"))

@@ -21,6 +21,7 @@ from sendtime.serving.snapshots import (
     read_manifest,
     read_order_values,
     read_scores,
+    read_serving,
 )
 
 def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
@@ -71,12 +72,13 @@ def champion_profile_params(settings, alias: str = "champion"):
                    else float("inf"))
 
 
-def load_scorer(settings) -> tuple[Scorer, dict]:
-    """The champion model with the currently published features and score table."""
+def load_scorer(settings, serving_table: bool = True) -> tuple[Scorer, dict]:
+    """The champion model with the currently published snapshot: its serving table when it has
+    one scored by the champion (memory-mapped; the feature snapshot is not read), else (or with
+    ``serving_table=False``) the features and float score table."""
     folder = current_snapshot(settings.published_dir)
     try:
         manifest = read_manifest(folder)
-        features = read_features(folder)
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
     try:
@@ -86,20 +88,39 @@ def load_scorer(settings) -> tuple[Scorer, dict]:
             raise
         # the nightly could not train yet and said so: the profiles' own probabilities
         model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
+    compiled = bool(getattr(settings, "compiled_scoring", True))
+    if serving_table and getattr(settings, "use_score_table", True):
+        try:
+            served = read_serving(folder, version, manifest)
+        except (OSError, ValueError, KeyError) as exc:
+            raise NotReady(f"published snapshot {folder.name} has an unusable serving table: {exc}") from None
+        if served is not None:
+            manifest = {**manifest, "snapshot": folder.name, "table": True, "serving_table": True}
+            return Scorer(model=model, model_version=version, input_columns=columns, features=None, served=served,
+                          negative_risk=_risk(manifest), prior_dict=served.meta.get("prior"),
+                          order_value_prior=float(manifest.get("order_value_population", 0.0))
+                          if manifest.get("objective") == "value" else None, compiled=compiled), manifest
+    try:
+        features = read_features(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
     table = read_scores(folder, version, manifest) if getattr(settings, "use_score_table", True) else None
     manifest = {**manifest, "snapshot": folder.name, "table": table is not None}
     try:
         values = read_order_values(folder, features, manifest)
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} has no usable order values: {exc}") from None
-    risk = manifest.get("negative_risk_by_local_hour")
-    risk = np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
     scorer = Scorer(model=model, model_version=version, input_columns=columns, features=features, table=table,
-                    negative_risk=risk, order_value=None if values is None else values[0],
+                    negative_risk=_risk(manifest), order_value=None if values is None else values[0],
                     order_value_prior=None if values is None else values[1],
-                    compiled=bool(getattr(settings, "compiled_scoring", True)))
+                    compiled=compiled)
     scorer.warm_cold_priors(getattr(settings, "default_timezone", "UTC"))  # users the snapshot does not know: scored per zone now, looked up per request
     return scorer, manifest
+
+
+def _risk(manifest: dict) -> np.ndarray | None:
+    risk = manifest.get("negative_risk_by_local_hour")
+    return np.asarray(risk, dtype=np.float64) if risk is not None and len(risk) == 24 else None
 
 
 def snapshot_key(settings) -> tuple[str, str]:

@@ -20,6 +20,8 @@ from sendtime.features.engagement import UserFeatures, build_user_features
 from sendtime.serving.policy import ExplorationPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sendtime.features.profiles import PopulationPrior
+    from sendtime.serving.serving_table import ServingTable
     from sendtime.serving.slot_forest import SlotForest
 
 
@@ -31,10 +33,13 @@ _RISE_WITH_ACT_24 = ("act_24", "p_struct", "act_rel")
 class _Coded:
     """A string column as integer codes plus categories; indexing returns an object array."""
 
-    def __init__(self, column: pd.Series) -> None:
+    def __init__(self, codes: np.ndarray, categories: np.ndarray) -> None:
+        self.codes, self.categories = codes, np.asarray(categories, dtype=object)
+
+    @classmethod
+    def of(cls, column: pd.Series) -> "_Coded":
         codes, cats = pd.factorize(column.astype(object), use_na_sentinel=False)
-        self.codes = codes.astype(np.int32)
-        self.categories = np.asarray(cats, dtype=object)
+        return cls(codes.astype(np.int32), cats)
 
     def __getitem__(self, rows) -> np.ndarray:
         return self.categories[self.codes[rows]]
@@ -121,18 +126,36 @@ def forests_in(model) -> list:
 
 @dataclass
 class Scorer:
+    """The model, its version and input columns, and who the snapshot knows: either the whole
+    feature snapshot (``features``, optionally with its float score ``table``; the nightly run,
+    batch predictions) or only the published serving table (``served``, memory-mapped: the
+    service), in which case rows are the serving table's."""
+
     model: object
     model_version: str
     input_columns: list[str]
-    features: UserFeatures
+    features: UserFeatures | None
     table: np.ndarray | None = None  # (known users, 168) precomputed P(open), same row order
     negative_risk: np.ndarray | None = None  # (24,) P(unsubscribe or complaint) by local hour of delivery
     order_value: np.ndarray | None = None  # (known users,) expected order value (value objective), same row order
     order_value_prior: float | None = None  # the population's, for users the snapshot does not know
     score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0, "prior": 0})
     compiled: bool = True  # score the hour-aware forest with the compiled slot traversal where it applies
+    served: "ServingTable | None" = None  # the published serving table, in place of features and table
+    prior_dict: dict | None = None  # the population prior (served: for a zone without a published prior)
 
     def __post_init__(self) -> None:
+        if self.served is not None:
+            sv = self.served
+            self._zone, self._source = _Coded(sv.zone_codes, sv.zones), _Coded(sv.source_codes, sv.sources)
+            self._zone_from_table, self._confidence = sv.zone_from_table, sv.confidence
+            self._rows_of = sv.rows_of
+            self.__dict__["_cold_priors"] = sv.prior_scores()
+            if self.order_value is None:
+                self.order_value = sv.order_value
+            return
+        if self.features is None:
+            raise ValueError("a Scorer needs the feature snapshot or a serving table")
         probe = self.features.model_frame(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         missing = [c for c in self.input_columns if c not in probe.columns]
         if missing:
@@ -144,13 +167,41 @@ class Scorer:
         # per-user columns as plain arrays once, not per request (Arrow-backed columns convert slowly)
         # (as small categoricals: a million users' strings would cost hundreds of MiB)
         t = self.features.table
-        self._zone = _Coded(t["timezone"])
+        self._zone = _Coded.of(t["timezone"])
         self._zone_from_table = (t["timezone_source"] == "users_table").to_numpy(dtype=bool)
-        self._source = _Coded(t["source"])
+        self._source = _Coded.of(t["source"])
         self._confidence = t["confidence"].to_numpy(dtype=np.float32)
         # an object index hashes Python strings directly; its hash table is built once, here
-        self._ids = t.index if t.index.dtype == object else pd.Index(t.index.to_numpy(dtype=object), dtype=object)
-        self._ids.get_indexer(self._ids[:1])
+        ids = t.index if t.index.dtype == object else pd.Index(t.index.to_numpy(dtype=object), dtype=object)
+        ids.get_indexer(ids[:1])
+        self._rows_of = ids.get_indexer
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        """The features' as-of time."""
+        return self.served.as_of if self.served is not None else self.features.as_of
+
+    @property
+    def n_users(self) -> int:
+        """How many users the snapshot knows."""
+        return self.served.n if self.served is not None else len(self.features.table)
+
+    def user_ids(self) -> np.ndarray:
+        """Every known user id, in row order."""
+        if self.served is not None:
+            return self.served.user_ids()
+        return np.asarray(self.features.table.index, dtype=object)
+
+    @property
+    def has_table(self) -> bool:
+        """Are known users looked up in a precomputed table (not scored by the model)?"""
+        return self.table is not None or self.served is not None
+
+    def _looked_up(self, rows: np.ndarray, how: np.ndarray) -> np.ndarray:
+        """Precomputed P at (rows, how): ``rows`` (n,) beside ``how`` (n,) or (n, m)."""
+        if self.served is not None:
+            return self.served.quantized.values(rows, how)
+        return np.asarray(self.table[rows if rows.ndim == how.ndim else rows[:, None], how], dtype=np.float64)
 
     def forests(self) -> list:
         """Every RandomForest inside the model."""
@@ -169,11 +220,11 @@ class Scorer:
         """P(open) for (snapshot row, local hour-of-week) pairs: a table lookup when published."""
         rows = np.asarray(rows, dtype=np.int64)
         how = np.asarray(how, dtype=np.int64) % 168
-        if self.table is None:
+        if not self.has_table:
             self.score_sources["model"] += len(rows)
             return self.score_model(uf, rows, how)
         self.score_sources["table"] += len(rows)
-        return np.asarray(self.table[rows, how], dtype=np.float64)
+        return self._looked_up(rows, how)
 
     def full_table(self, chunk_users: int = 5_000) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
@@ -248,7 +299,7 @@ class Scorer:
         """
         ids = np.asarray([str(u) for u in user_ids], dtype=object)
         n = len(ids)
-        known = self._ids.get_indexer(ids) if n else np.zeros(0, dtype=np.int64)
+        known = np.asarray(self._rows_of(ids), dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
         safe = np.maximum(known, 0)
         is_cold = known < 0
         tz_req = np.asarray(list(timezones) if timezones is not None else [None] * n, dtype=object)
@@ -273,9 +324,9 @@ class Scorer:
         """(n, m) P(open) for requested users at local hours-of-week ``how`` (n, m)."""
         n, m = how.shape
         rows, is_cold = req.row, req.cold
-        if not is_cold.any() and self.table is not None:  # the common case: one fancy index
+        if not is_cold.any() and self.has_table:  # the common case: one fancy index
             self.score_sources["table"] += n * m
-            return self.table[rows[:, None], how].astype(np.float64)
+            return self._looked_up(rows, how)
         p = np.empty((n, m))
         k = ~is_cold
         if k.any():
@@ -285,24 +336,24 @@ class Scorer:
             self.score_sources["prior"] += int(is_cold.sum()) * m
         return p
 
-    def cold_priors(self, zones: Sequence[str]) -> "ColdPriors":
+    def cold_priors(self, zones: Sequence[str], compiled: bool = False) -> "ColdPriors":
         """The 168-slot P(open), answer source and confidence of a user unknown to the snapshot,
         per time zone. Such a user has no history: their features are the snapshot's prior for
         an unknown segment in that zone, the same for every such user, so each zone is scored
         once (the snapshot's zones when it is loaded, :meth:`warm_cold_priors`; any other zone
-        the first time it is asked for) and a request of any size only looks them up."""
+        the first time it is asked for; a serving table brings every zone's, scored by the nightly
+        run) and a request of any size only looks them up. ``compiled``: score them by the
+        compiled traversal (the nightly run; a service loads no compiled code for them)."""
         cache = self.__dict__.setdefault("_cold_priors", {})
         missing = sorted({str(z) for z in zones} - cache.keys())
         if missing:
             users = pd.DataFrame({"user_id": missing, "segment": "unknown", "timezone": missing})
-            cf = build_user_features(_empty_messages(), users, self.features.as_of, prior=self.features.prior,
-                                     default_tz="UTC")
+            cf = build_user_features(_empty_messages(), users, self.as_of, prior=self.prior, default_tz="UTC")
             rows = cf.table.index.get_indexer(pd.Index(missing, dtype=object))
             k = len(missing)
             X = cf.model_frame(np.repeat(rows, 168), np.tile(np.arange(168), k))[self.input_columns]
-            # a few hundred rows: the model's own predict_proba (the service needs no compiled code
-            # while a score table is published)
-            p = self.model.predict_proba(X)[:, 1].reshape(k, 168)
+            # the model's own predict_proba unless asked (the service needs no compiled code)
+            p = (self.proba(X, np.arange(0, k * 168, 168)) if compiled else self.model.predict_proba(X)[:, 1]).reshape(k, 168)
             src = cf.table["source"].to_numpy(dtype=object)[rows]
             conf = cf.table["confidence"].to_numpy(dtype=np.float64)[rows]
             for i, z in enumerate(missing):
@@ -311,6 +362,17 @@ class Scorer:
         return ColdPriors(scores=np.stack([g[0] for g in got]) if got else np.zeros((0, 168)),
                           source=np.array([g[1] for g in got], dtype=object),
                           confidence=np.array([g[2] for g in got], dtype=np.float64))
+
+    @property
+    def prior(self) -> "PopulationPrior":
+        """The population prior the snapshot's features were built with."""
+        if self.features is not None:
+            return self.features.prior
+        if self.prior_dict is None:
+            raise ValueError("this serving table has no prior for users in a zone it has no answer for")
+        from sendtime.features.store import prior_from_dict
+
+        return prior_from_dict(self.prior_dict)
 
     def warm_cold_priors(self, default_tz: str = "UTC") -> int:
         """Score the prior of every zone of the snapshot's users and the default (at load, so
@@ -321,7 +383,7 @@ class Scorer:
 
     def predict_day(self, day: Date, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Scores of the 24 local hours of ``day`` for every user (batch predictions)."""
-        ids = self.features.table.index if user_ids is None else pd.Index(user_ids)
+        ids = pd.Index(self.user_ids() if user_ids is None else user_ids)
         cold, req = self.users(list(ids))
         weekday = pd.Timestamp(day).weekday()
         how = np.tile(np.arange(24) + 24 * weekday, (len(ids), 1))

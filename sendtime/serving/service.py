@@ -155,6 +155,8 @@ class SendTime:
             forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
         sq = self.settings.status_quo_utc_hour
         sq = sq if sq is not None else int(manifest.get("status_quo_utc_hour", 14))
+        if scorer.served is not None:  # map the serving table's pages in beside the first requests
+            threading.Thread(target=scorer.served.warm, name="sendtime-warm", daemon=True).start()
         key = (manifest.get("snapshot", ""), scorer.model_version)
         log.info("serving model v%s, snapshot %s, table %s", scorer.model_version, key[0], manifest.get("table"))
         return ServingState(scorer=scorer, manifest=manifest, key=key, status_quo_utc_hour=sq)
@@ -296,7 +298,7 @@ class SendTime:
         return BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
             objective=state.objective,
-            features_as_of=state.scorer.features.as_of.isoformat(),
+            features_as_of=state.scorer.as_of.isoformat(),
             results=self._respond(state, res, g.candidates),
         )
 
@@ -351,7 +353,7 @@ class SendTime:
         return PlanResponse.model_construct(
             model_version=state.scorer.model_version,
             objective=state.objective,
-            features_as_of=state.scorer.features.as_of.isoformat(),
+            features_as_of=state.scorer.as_of.isoformat(),
             summary=summary,
             results=self._respond(state, res, g.candidates),
         )
@@ -390,9 +392,9 @@ class SendTime:
             objectives={o: s.scorer.model_version for o, s in states.items()},
             unsubscribe_penalty=float(self.settings.unsubscribe_penalty),
             model_version=state.scorer.model_version,
-            features_as_of=state.scorer.features.as_of.isoformat(),
+            features_as_of=state.scorer.as_of.isoformat(),
             snapshot=str(state.key[0]),
-            users_known=int(len(state.scorer.features.table)),
+            users_known=int(state.scorer.n_users),
         )
 
     @ops.get("/version")
@@ -406,7 +408,7 @@ class SendTime:
             code = "unknown"
         state = self.state
         return {"sendtime": code, "model_name": self.settings.model_name, "model_version": state.scorer.model_version,
-                "snapshot": str(state.key[0]), "features_as_of": state.scorer.features.as_of.isoformat(),
+                "snapshot": str(state.key[0]), "features_as_of": state.scorer.as_of.isoformat(),
                 "score_table": bool(state.manifest.get("table", False))}
 
     @bentoml.api(route="/admin/reload")
@@ -419,7 +421,7 @@ class SendTime:
     def _mark_served(self) -> None:
         state = self.state
         self.metrics.serving(self.settings.model_name, state.scorer.model_version, state.key[0],
-                             bool(state.manifest.get("table", False)), len(state.scorer.features.table))
+                             bool(state.manifest.get("table", False)), state.scorer.n_users)
 
 
 SendTime.add_asgi_middleware(Guard)

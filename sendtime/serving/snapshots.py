@@ -2,7 +2,9 @@
 
 A snapshot is a folder under ``published/``: ``features/`` (the user features, profiles and
 prior), ``scores.npy`` (every known user's 168 local hour-of-week P(open), scored by the
-manifest's model version), ``predictions.parquet`` and ``manifest.json``. It is written into a
+manifest's model version), ``serving/`` (what the service maps: ids, quantized scores, answers
+for unknown users; :mod:`sendtime.serving.serving_table`), ``predictions.parquet`` and
+``manifest.json``. It is written into a
 staging folder and made current by a rename and an atomic swap of the ``CURRENT`` pointer, so
 a crash at any point leaves the previous snapshot in service. The nightly run writes and
 publishes them, the Spark batch job writes the same layout, the service and batch predictions
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import UserFeatures
-from sendtime.features.store import load_features, save_features
+from sendtime.features.store import load_features, prior_to_dict, save_features
+from sendtime.serving.serving_table import SERVING, ServingTable, write_serving_table
 
 CURRENT = "CURRENT"
 FEATURES = "features"
@@ -35,14 +38,21 @@ class NotReady(RuntimeError):
 
 
 def write_snapshot(folder: Path, features: UserFeatures | None = None, scores: np.ndarray | None = None,
-                   predictions: pd.DataFrame | None = None, manifest: dict | None = None) -> Path:
-    """Write the given parts of a snapshot into ``folder`` (created if needed)."""
+                   predictions: pd.DataFrame | None = None, manifest: dict | None = None,
+                   priors: dict | None = None, order_value: np.ndarray | None = None) -> Path:
+    """Write the given parts of a snapshot into ``folder`` (created if needed); with features,
+    scores, the manifest and the unknown users' answers per zone (``priors``) also the serving
+    table (its quantization report goes into the manifest)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if features is not None:
         save_features(features, folder / FEATURES)
     if scores is not None:
         np.save(folder / SCORES, scores)
+    if features is not None and scores is not None and manifest is not None and priors is not None:
+        manifest = {**manifest, "serving_quantization": write_serving_table(
+            folder / SERVING, features.table, scores, model_version=str(manifest["model_version"]),
+            as_of=features.as_of, priors=priors, order_value=order_value, prior=prior_to_dict(features.prior))}
     if predictions is not None:
         predictions.to_parquet(folder / PREDICTIONS, index=False)
     if manifest is not None:
@@ -109,6 +119,15 @@ def read_order_values(folder: Path, features: UserFeatures, manifest: dict) -> t
 
 def read_features(folder: Path) -> UserFeatures:
     return load_features(Path(folder) / FEATURES)
+
+
+def read_serving(folder: Path, model_version: str, manifest: dict) -> ServingTable | None:
+    """The snapshot's serving table (memory-mapped), if it has one scored by ``model_version``."""
+    path = Path(folder) / SERVING
+    if not (path / "meta.json").exists() or str(manifest.get("model_version")) != str(model_version):
+        return None
+    served = ServingTable(path)
+    return served if served.model_version == str(model_version) else None
 
 
 def read_scores(folder: Path, model_version: str, manifest: dict) -> np.ndarray | None:

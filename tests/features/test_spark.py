@@ -218,7 +218,7 @@ def test_spark_scoring_with_the_registered_champion_equals_full_table(spark, tra
     from sendtime.serving.spark_scoring import score_champion_table
 
     settings, result = trained
-    scorer, _ = load_scorer(settings)
+    scorer, _ = load_scorer(settings, serving_table=False)
     want = scorer.full_table()
     got, version = score_champion_table(spark, settings, scorer.features, partitions=3)
     assert version == scorer.model_version == result.champion_version

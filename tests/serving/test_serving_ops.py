@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 
-from tests.conftest import in_process_service
+from tests.conftest import in_process_service, rewrite_scores
 
 DAY = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-15T00:00:00Z"}
 
@@ -180,8 +180,7 @@ def _publish_copy(home: Path, transform) -> str:
     name = f"{src.name}-swap{np.random.default_rng().integers(1e9)}"
     dst = home / "published" / name
     shutil.copytree(src, dst)
-    table = np.load(dst / "scores.npy")
-    np.save(dst / "scores.npy", transform(table).astype(np.float32))
+    rewrite_scores(dst, transform(np.load(dst / "scores.npy")))
     publish_pointer(home / "published", name)
     return name
 
@@ -231,7 +230,7 @@ def test_corrupt_snapshot_is_refused_and_the_last_good_one_kept(home, trained):
         good = c.post("/info").json()["snapshot"]
         bad = home / "published" / "broken-snapshot"
         shutil.copytree(home / "published" / good, bad)
-        np.save(bad / "features" / "profiles.npy", np.zeros((3, 7), dtype=np.float32))  # wrong shape
+        np.save(bad / "serving" / "scores.npy", np.zeros((3, 168), dtype=np.uint8))  # wrong shape
         publish_pointer(home / "published", bad.name)
         r = c.post("/admin/reload").json()
         assert not r["reloaded"] and "refused" in r["message"] and r["snapshot"] == good

@@ -3,6 +3,8 @@ best hours, on a forest built like the nightly's and on the nightly's own champi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,7 +79,7 @@ def test_the_champions_score_table_is_predict_proba_s(trained):
     from sendtime.serving.model_store import load_scorer
 
     settings, _ = trained
-    scorer, _ = load_scorer(settings)
+    scorer, _ = load_scorer(replace(settings, use_score_table=False))  # the features, not the serving table
     fast = scorer.full_table()
     scorer.compiled = False
     slow = scorer.full_table()
@@ -102,16 +104,19 @@ def test_users_the_snapshot_does_not_know_get_their_zones_prior(trained):
     from sendtime.serving.scoring import _empty_messages
 
     settings, _ = trained
-    scorer, _ = load_scorer(settings)
     zones = ["Asia/Tokyo", "America/New_York", "Asia/Tokyo", "Pacific/Chatham"]  # Chatham: not in the snapshot
     ids = [f"brand-new-{i}" for i in range(len(zones))]
-    cold, req = scorer.users(ids, zones)
-    assert req.cold.all() and len(cold.scores) == 3 and (req.source == "prior").all()
-    how = np.tile(np.arange(168), (len(ids), 1))
-    got = scorer.score_requested(cold, req, how)
-    users = pd.DataFrame({"user_id": ids, "segment": "unknown", "timezone": zones})
-    uf = build_user_features(_empty_messages(), users, scorer.features.as_of, prior=scorer.features.prior)
-    X = uf.model_frame(np.repeat(np.arange(len(ids)), 168), np.tile(np.arange(168), len(ids)))[scorer.input_columns]
-    want = scorer.model.predict_proba(X)[:, 1].reshape(len(ids), 168)
-    assert np.abs(got - want).max() <= 1e-12
-    np.testing.assert_array_equal(got[0], got[2])  # two users, one zone: one prior
+    # the serving table's (scored by the nightly run, compiled) and the features' (at load)
+    for use_table in (True, False):
+        scorer, _ = load_scorer(replace(settings, use_score_table=use_table))
+        assert (scorer.served is not None) == use_table
+        cold, req = scorer.users(ids, zones)
+        assert req.cold.all() and len(cold.scores) == 3 and (req.source == "prior").all()
+        how = np.tile(np.arange(168), (len(ids), 1))
+        got = scorer.score_requested(cold, req, how)
+        users = pd.DataFrame({"user_id": ids, "segment": "unknown", "timezone": zones})
+        uf = build_user_features(_empty_messages(), users, scorer.as_of, prior=scorer.prior)
+        X = uf.model_frame(np.repeat(np.arange(len(ids)), 168), np.tile(np.arange(168), len(ids)))[scorer.input_columns]
+        want = scorer.model.predict_proba(X)[:, 1].reshape(len(ids), 168)
+        assert np.abs(got - want).max() <= (1e-6 if use_table else 1e-12)  # published as float32
+        np.testing.assert_array_equal(got[0], got[2])  # two users, one zone: one prior

@@ -3,6 +3,7 @@ history allows, so a week of history trains; a history with no labelled send yet
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,8 +66,8 @@ def test_one_day_of_history_publishes_the_stated_prior_only_policy(world_dir, tm
     pred = pd.read_parquet(r.predictions)
     assert len(pred) > 0 and pred["best_hour_local"].between(0, 23).all()
     scorer, manifest = load_scorer(settings)  # what `sendtime serve` loads: the same stated policy
-    assert manifest["policy"] == "profiles" and scorer.model_version == "profiles"
-    scores = scorer.table[:, :24]
+    assert manifest["policy"] == "profiles" and scorer.model_version == "profiles" and scorer.served is not None
+    scores = scorer.served.quantized.values(np.arange(scorer.n_users), np.broadcast_to(np.arange(24), (scorer.n_users, 24)))
     assert (scores.max(1) > scores.min(1)).mean() > 0.5  # the population's rhythm, not a flat answer
 
 
