@@ -250,7 +250,7 @@ def ensure_serving_table(home: Path) -> None:
     priors, scorer = _published_priors(home)
     write_serving_table(snap / SERVING, scorer.features.table, np.load(snap / "scores.npy", mmap_mode="r"),
                         model_version=scorer.model_version, as_of=scorer.as_of, priors=priors,
-                        prior=prior_to_dict(scorer.prior))
+                        prior=prior_to_dict(scorer.prior), input_columns=list(scorer.input_columns))
 
 
 class _Tiled:
@@ -289,7 +289,7 @@ def big_user_home(src: Path, dst: Path, n_users: int) -> Path:
     t = time.perf_counter()
     report = write_serving_table(out / SERVING, big, _Tiled(np.load(snap / "scores.npy", mmap_mode="r"), n_users),
                                  model_version=scorer.model_version, as_of=scorer.as_of, priors=priors,
-                                 prior=prior_to_dict(scorer.prior))
+                                 prior=prior_to_dict(scorer.prior), input_columns=list(scorer.input_columns))
     print(f"serving table for {n_users:,} users written in {time.perf_counter() - t:.0f} s: {report}", flush=True)
     manifest = json.loads((snap / "manifest.json").read_text())
     manifest.update(users=n_users, serving_quantization=report)

@@ -447,7 +447,7 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
     cf = scorer.cold_priors(zones, compiled=True)
     priors = {z: (cf.scores[i], cf.source[i], cf.confidence[i]) for i, z in enumerate(zones)}
     write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest,
-                   priors=priors, order_value=values)
+                   priors=priors, order_value=values, input_columns=list(scorer.input_columns))
     final = publish(settings.published_dir, staging, folder_name)
     mlflow.set_tag("published", "true")
     mlflow.log_dict(manifest, "published/manifest.json")

@@ -223,4 +223,5 @@ def rewrite_scores(folder: Path, table) -> None:
     served = ServingTable(folder / SERVING)
     uf = load_features(folder / "features")
     write_serving_table(folder / SERVING, uf.table, np.asarray(table, dtype=np.float32), model_version=served.model_version,
-                        as_of=served.as_of, priors=served.prior_scores(), prior=served.meta.get("prior"))
+                        as_of=served.as_of, priors=served.prior_scores(), prior=served.meta.get("prior"),
+                        input_columns=served.meta.get("input_columns"))

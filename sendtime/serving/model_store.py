@@ -7,12 +7,14 @@ pointed ``published/CURRENT`` at (:mod:`sendtime.serving.snapshots` owns their l
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import mlflow
 from mlflow import MlflowClient
 
 from sendtime.features.profiles import ShrinkageParams
-from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
+from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer, forests_in
 from sendtime.serving.snapshots import (
     NotReady,
     current_name,
@@ -24,8 +26,9 @@ from sendtime.serving.snapshots import (
     read_serving,
 )
 
-def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion"):
-    """(model, version, input columns) of the aliased registered model.
+def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: str = "champion",
+                  version: str | None = None):
+    """(model, version, input columns) of the aliased registered model (or of ``version``).
 
     The alias is resolved once and that exact version is loaded (an alias moved meanwhile cannot
     pair one version's number with another's weights), through an explicit client: a service
@@ -33,7 +36,7 @@ def load_champion(tracking_uri: str, registry_uri: str, model_name: str, alias: 
     """
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
-        mv = client.get_model_version_by_alias(model_name, alias)
+        mv = client.get_model_version(model_name, version) if version else client.get_model_version_by_alias(model_name, alias)
         uri = client.get_model_version_download_uri(model_name, mv.version)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -72,6 +75,67 @@ def champion_profile_params(settings, alias: str = "champion"):
                    else float("inf"))
 
 
+class DeferredModel:
+    """A registered model version loaded the first time anything of it is used: a service that
+    answers from a serving table never needs the forest (a quarter of a GiB and three seconds
+    per worker at start), only for a zone the table has no answer for."""
+
+    def __init__(self, settings, version: str) -> None:
+        self._settings, self._version, self._model = settings, version, None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self):
+        with self._lock:
+            if self._model is None:
+                s = self._settings
+                model = load_champion(s.tracking_uri, s.registry_uri, s.model_name, version=self._version)[0]
+                for forest in forests_in(model):
+                    forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
+                self._model = model
+        return self._model
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_settings", "_version", "_model", "_lock"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+
+def _alias_version(settings) -> str | None:
+    """The champion's version number (None if there is none or the registry cannot say)."""
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    try:
+        return str(client.get_model_version_by_alias(settings.model_name, "champion").version)
+    except Exception:
+        return None
+
+
+def _served_scorer(settings, folder, manifest: dict, compiled: bool) -> tuple[Scorer, dict] | None:
+    """The Scorer on the snapshot's serving table with the champion deferred, if the table was
+    scored by the champion (or the prior-only policy) and names the model's input columns."""
+    version = _alias_version(settings)
+    if version is None and manifest.get("policy") == PROFILE_POLICY:
+        version = PROFILE_POLICY
+    if version is None:
+        return None
+    try:
+        served = read_serving(folder, version, manifest)
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotReady(f"published snapshot {folder.name} has an unusable serving table: {exc}") from None
+    if served is None or not served.meta.get("input_columns"):
+        return None
+    model = ProfilePolicy() if version == PROFILE_POLICY else DeferredModel(settings, version)
+    manifest = {**manifest, "snapshot": folder.name, "table": True, "serving_table": True}
+    value = manifest.get("objective") == "value"
+    return Scorer(model=model, model_version=version, input_columns=list(served.meta["input_columns"]), features=None,
+                  served=served, negative_risk=_risk(manifest), prior_dict=served.meta.get("prior"),
+                  order_value_prior=float(manifest.get("order_value_population", 0.0)) if value else None,
+                  compiled=compiled), manifest
+
+
 def load_scorer(settings, serving_table: bool = True) -> tuple[Scorer, dict]:
     """The champion model with the currently published snapshot: its serving table when it has
     one scored by the champion (memory-mapped; the feature snapshot is not read), else (or with
@@ -81,6 +145,11 @@ def load_scorer(settings, serving_table: bool = True) -> tuple[Scorer, dict]:
         manifest = read_manifest(folder)
     except (OSError, ValueError, KeyError) as exc:
         raise NotReady(f"published snapshot {folder.name} is unusable: {exc}") from None
+    compiled = bool(getattr(settings, "compiled_scoring", True))
+    if serving_table and getattr(settings, "use_score_table", True):
+        got = _served_scorer(settings, folder, manifest, compiled)
+        if got is not None:
+            return got
     try:
         model, version, columns = load_champion(settings.tracking_uri, settings.registry_uri, settings.model_name)
     except NotReady:
@@ -88,18 +157,6 @@ def load_scorer(settings, serving_table: bool = True) -> tuple[Scorer, dict]:
             raise
         # the nightly could not train yet and said so: the profiles' own probabilities
         model, version, columns = ProfilePolicy(), PROFILE_POLICY, ["p_struct"]
-    compiled = bool(getattr(settings, "compiled_scoring", True))
-    if serving_table and getattr(settings, "use_score_table", True):
-        try:
-            served = read_serving(folder, version, manifest)
-        except (OSError, ValueError, KeyError) as exc:
-            raise NotReady(f"published snapshot {folder.name} has an unusable serving table: {exc}") from None
-        if served is not None:
-            manifest = {**manifest, "snapshot": folder.name, "table": True, "serving_table": True}
-            return Scorer(model=model, model_version=version, input_columns=columns, features=None, served=served,
-                          negative_risk=_risk(manifest), prior_dict=served.meta.get("prior"),
-                          order_value_prior=float(manifest.get("order_value_population", 0.0))
-                          if manifest.get("objective") == "value" else None, compiled=compiled), manifest
     try:
         features = read_features(folder)
     except (OSError, ValueError, KeyError) as exc:

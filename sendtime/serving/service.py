@@ -32,7 +32,7 @@ from sendtime.serving.event_store import EventStore
 from sendtime.serving.guard import Guard
 from sendtime.serving.metrics import service_metrics
 from sendtime.serving.logs import install as scrub_logs
-from sendtime.serving.model_store import load_scorer, snapshot_key, snapshot_model_version
+from sendtime.serving.model_store import DeferredModel, load_scorer, snapshot_key, snapshot_model_version
 from sendtime.serving.policy import ExplorationPolicy
 from sendtime.serving.schemas import (
     MAX_USERS,
@@ -151,8 +151,9 @@ class SendTime:
 
     def _load(self, settings: Settings | None = None) -> ServingState:
         scorer, manifest = load_scorer(settings or self.settings)
-        for forest in scorer.forests():
-            forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
+        if not isinstance(scorer.model, DeferredModel):  # a deferred one does this when it loads
+            for forest in scorer.forests():
+                forest.n_jobs = 1  # small batches: thread start-up costs more than it saves
         sq = self.settings.status_quo_utc_hour
         sq = sq if sq is not None else int(manifest.get("status_quo_utc_hour", 14))
         if scorer.served is not None:  # map the serving table's pages in beside the first requests

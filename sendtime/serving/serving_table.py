@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +118,19 @@ def _id_keys(ids, kind: str, width: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "digest":
         keys = [hashlib.blake2b(str(u).encode(), digest_size=16).digest() for u in ids]
         return np.array(keys, dtype="S16"), np.ones(len(keys), dtype=bool)
-    raw = [str(u).encode() for u in ids]
-    usable = np.fromiter((len(b) <= width and not b.endswith(b"\0") for b in raw), dtype=bool, count=len(raw))
-    return np.array(raw, dtype=f"S{width}") if raw else np.zeros(0, dtype=f"S{width}"), usable
+    text = [str(u) for u in ids]
+    if not text:
+        return np.zeros(0, dtype=f"S{width}"), np.zeros(0, dtype=bool)
+    joined = "\0".join(text)
+    if joined.count("\0") != len(text) - 1 or not joined.isascii():
+        # a NUL inside an id, or non-ASCII text: one id at a time
+        raw = [u.encode() for u in text]
+        usable = np.fromiter((len(b) <= width and b"\0" not in b for b in raw), dtype=bool, count=len(raw))
+        return np.array(raw, dtype=f"S{width}"), usable
+    # plain ASCII ids (the common case): one byte array, one more column to see which are too long
+    wide = np.array(joined.encode().split(b"\0"), dtype=f"S{width + 1}")
+    usable = wide.view(np.uint8).reshape(len(text), width + 1)[:, width] == 0
+    return wide.astype(f"S{width}"), usable
 
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -159,7 +170,8 @@ class ServingTable:
         self.meta = json.loads((folder / "meta.json").read_text())
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{folder}: serving table format {self.meta.get('format')!r}, expected {FORMAT}")
-        load = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
+        # plain arrays over the mappings (np.memmap's own indexing costs per request)
+        load = lambda name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r"))  # noqa: E731
         self.keys = load("ids")
         self.buckets = load("buckets")
         self.quantized = Quantized(codes=load("scores"), lo=load("score_lo"), step=load("score_step"))
@@ -183,7 +195,9 @@ class ServingTable:
                     self.zone_codes, self.zone_from_table, self.source_codes, self.confidence, self.order_value):
             if arr is not None and arr.size:
                 flat = np.asarray(arr).reshape(-1).view(np.uint8)
-                int(flat[::4096].sum())
+                for s in range(0, flat.nbytes, 16 << 20):  # 16 MiB at a time, the GIL let go between
+                    int(flat[s:s + (16 << 20):4096].sum())
+                    time.sleep(0.001)
                 total += flat.nbytes
         return total
 
@@ -228,7 +242,8 @@ class ServingTable:
 
 def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *, model_version: str,
                         as_of: pd.Timestamp, priors: dict[str, tuple[np.ndarray, str, float]],
-                        order_value: np.ndarray | None = None, prior: dict | None = None) -> dict:
+                        order_value: np.ndarray | None = None, prior: dict | None = None,
+                        input_columns: list[str] | None = None) -> dict:
     """Write ``folder`` from the feature table (indexed by user id; its timezone, timezone_source,
     source and confidence columns) and the float score table in the same row order, with the
     answers for unknown users per zone (``priors``) and the population prior as a dict; returns
@@ -269,7 +284,7 @@ def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *
             "zones": [str(z) for z in zones], "sources": [str(s) for s in sources],
             "priors": {"zones": pz, "source": [str(priors[z][1]) for z in pz],
                        "confidence": [float(priors[z][2]) for z in pz]},
-            "quantization": report, "prior": prior}
+            "quantization": report, "prior": prior, "input_columns": list(input_columns or [])}
     (folder / "meta.json").write_text(json.dumps(meta))
     return report
 

@@ -39,7 +39,8 @@ class NotReady(RuntimeError):
 
 def write_snapshot(folder: Path, features: UserFeatures | None = None, scores: np.ndarray | None = None,
                    predictions: pd.DataFrame | None = None, manifest: dict | None = None,
-                   priors: dict | None = None, order_value: np.ndarray | None = None) -> Path:
+                   priors: dict | None = None, order_value: np.ndarray | None = None,
+                   input_columns: list[str] | None = None) -> Path:
     """Write the given parts of a snapshot into ``folder`` (created if needed); with features,
     scores, the manifest and the unknown users' answers per zone (``priors``) also the serving
     table (its quantization report goes into the manifest)."""
@@ -52,7 +53,8 @@ def write_snapshot(folder: Path, features: UserFeatures | None = None, scores: n
     if features is not None and scores is not None and manifest is not None and priors is not None:
         manifest = {**manifest, "serving_quantization": write_serving_table(
             folder / SERVING, features.table, scores, model_version=str(manifest["model_version"]),
-            as_of=features.as_of, priors=priors, order_value=order_value, prior=prior_to_dict(features.prior))}
+            as_of=features.as_of, priors=priors, order_value=order_value, prior=prior_to_dict(features.prior),
+            input_columns=input_columns)}
     if predictions is not None:
         predictions.to_parquet(folder / PREDICTIONS, index=False)
     if manifest is not None:

@@ -130,6 +130,15 @@ def test_served_scorer_answers_like_the_float_table(trained):
     pick_b = np.where(b.allowed, b.p, -np.inf).argmax(1)
     lost = b.p[np.arange(len(ids)), pick_b] - b.p[np.arange(len(ids)), pick_a]
     assert (lost <= 3 * step[:, 0] + 1e-6).all() and np.mean(pick_a == pick_b) > 0.9
+    # the forest was never needed: not loaded; a zone without a published answer loads it once
+    from sendtime.serving.model_store import DeferredModel
+
+    assert isinstance(served.model, DeferredModel) and not served.model.loaded
+    published = served.cold_priors(["Asia/Tokyo"]).scores[0]
+    served.__dict__["_cold_priors"].pop("Asia/Tokyo")
+    again = served.cold_priors(["Asia/Tokyo"]).scores[0]
+    assert served.model.loaded and served.model.get() is served.model.get()
+    assert np.abs(again - published).max() <= 1e-6
 
 
 def test_tiny_tables_and_a_fixed_hash(tmp_path):
