@@ -131,7 +131,7 @@ def _served_scorer(settings, folder, manifest: dict, compiled: bool) -> tuple[Sc
     manifest = {**manifest, "snapshot": folder.name, "table": True, "serving_table": True}
     value = manifest.get("objective") == "value"
     return Scorer(model=model, model_version=version, input_columns=list(served.meta["input_columns"]), features=None,
-                  served=served, negative_risk=_risk(manifest), prior_dict=served.meta.get("prior"),
+                  served=served, negative_risk=_risk(manifest),
                   order_value_prior=float(manifest.get("order_value_population", 0.0)) if value else None,
                   compiled=compiled), manifest
 

@@ -142,7 +142,6 @@ class Scorer:
     score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0, "prior": 0})
     compiled: bool = True  # score the hour-aware forest with the compiled slot traversal where it applies
     served: "ServingTable | None" = None  # the published serving table, in place of features and table
-    prior_dict: dict | None = None  # the population prior (served: for a zone without a published prior)
 
     def __post_init__(self) -> None:
         if self.served is not None:
@@ -368,11 +367,11 @@ class Scorer:
         """The population prior the snapshot's features were built with."""
         if self.features is not None:
             return self.features.prior
-        if self.prior_dict is None:
+        if not self.served.meta.get("prior"):
             raise ValueError("this serving table has no prior for users in a zone it has no answer for")
         from sendtime.features.store import prior_from_dict
 
-        return prior_from_dict(self.prior_dict)
+        return prior_from_dict(self.served.meta["prior"])
 
     def warm_cold_priors(self, default_tz: str = "UTC") -> int:
         """Score the prior of every zone of the snapshot's users and the default (at load, so
