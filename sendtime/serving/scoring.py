@@ -186,9 +186,12 @@ class Scorer:
         return self.served.n if self.served is not None else len(self.features.table)
 
     def user_ids(self) -> np.ndarray:
-        """Every known user id, in row order."""
+        """Every known user id (in row order; a serving table keyed by digests: the features' order)."""
         if self.served is not None:
-            return self.served.user_ids()
+            if self.served.meta["id_kind"] != "digest":
+                return self.served.user_ids()
+            ids = pd.read_parquet(self.served.folder.parent / "features" / "user_features.parquet", columns=["user_id"])
+            return ids["user_id"].to_numpy(dtype=object)
         return np.asarray(self.features.table.index, dtype=object)
 
     @property

@@ -76,6 +76,15 @@ def test_long_ids_are_kept_as_digests_and_still_found(tmp_path):
     assert (rows[:-1] >= 0).all() and len(set(rows[:-1])) == len(ids[::7]) and rows[-1] == -1
     with pytest.raises(ValueError, match="digests"):
         served.user_ids()
+    # a Scorer on it still lists its users (from the snapshot's features) and finds them all
+    from sendtime.serving.scoring import Scorer
+
+    (tmp_path / "features").mkdir()
+    pd.DataFrame({"user_id": ids}).to_parquet(tmp_path / "features" / "user_features.parquet")
+    scorer = Scorer(model=None, model_version="7", input_columns=[], features=None, served=served)
+    assert sorted(scorer.user_ids()) == sorted(ids)
+    cold, req = scorer.users(list(scorer.user_ids()))
+    assert cold is None and not req.cold.any()
 
 
 def test_repeated_ids_are_refused(tmp_path):
