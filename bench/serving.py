@@ -226,16 +226,13 @@ def single_user_latency(base: str, ids: list[str], rate: float, seconds: float, 
 def _published_priors(home: Path) -> tuple[dict, object]:
     """Every zone's answer for unknown users, as the nightly run publishes them, and the Scorer."""
     from dataclasses import replace
-    from zoneinfo import available_timezones
 
     from sendtime.serving.model_store import load_scorer
     from sendtime.settings import Settings
 
     settings = replace(Settings.from_env(_env(home)), use_score_table=False)
     scorer, _ = load_scorer(settings)
-    zones = sorted(set(available_timezones()) | {settings.default_timezone})
-    cf = scorer.cold_priors(zones, compiled=True)
-    return {z: (cf.scores[i], cf.source[i], cf.confidence[i]) for i, z in enumerate(zones)}, scorer
+    return scorer.published_priors(settings.default_timezone), scorer
 
 
 def ensure_serving_table(home: Path) -> None:

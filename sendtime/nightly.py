@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from zoneinfo import available_timezones
 
 import mlflow
 import numpy as np
@@ -443,9 +442,7 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         say(f"expected order value: population {ov.population:.2f}; {int((ov.orders > 0).sum()):,} users with orders of their own")
     # what a user the snapshot does not know gets, in every zone a request may name: scored now,
     # so the service never runs the forest for them
-    zones = sorted(set(available_timezones()) | {settings.default_timezone})
-    cf = scorer.cold_priors(zones, compiled=True)
-    priors = {z: (cf.scores[i], cf.source[i], cf.confidence[i]) for i, z in enumerate(zones)}
+    priors = scorer.published_priors(settings.default_timezone)
     write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest,
                    priors=priors, order_value=values, input_columns=list(scorer.input_columns))
     final = publish(settings.published_dir, staging, folder_name)

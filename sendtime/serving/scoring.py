@@ -376,6 +376,15 @@ class Scorer:
 
         return prior_from_dict(self.served.meta["prior"])
 
+    def published_priors(self, default_tz: str = "UTC") -> dict[str, tuple[np.ndarray, str, float]]:
+        """Zone -> (168 P(open), source, confidence) of an unknown user in every IANA zone and the
+        default: what the nightly run publishes in the serving table (compiled scoring)."""
+        from zoneinfo import available_timezones
+
+        zones = sorted(set(available_timezones()) | {str(default_tz)})
+        cf = self.cold_priors(zones, compiled=True)
+        return {z: (cf.scores[i], cf.source[i], cf.confidence[i]) for i, z in enumerate(zones)}
+
     def warm_cold_priors(self, default_tz: str = "UTC") -> int:
         """Score the prior of every zone of the snapshot's users and the default (at load, so
         no request waits for it); returns how many zones."""

@@ -57,7 +57,8 @@ class Quantized:
 
 
 def quantize(table: np.ndarray, chunk: int = 200_000) -> Quantized:
-    """Per-user affine uint8 codes of a 168-slot table, the best hour of the week kept unique."""
+    """Per-user affine uint8 codes of a 168-slot table, the best hour of the week and of each
+    local day kept above the others."""
     n = len(table)
     codes = np.empty((n, 168), dtype=np.uint8)
     lo = np.empty(n, dtype=np.float32)
