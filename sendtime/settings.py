@@ -90,6 +90,12 @@ class Settings:
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
     events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
     events_salt: str = field(default="", repr=False)
+    events_fsync: bool = True  # POST /events answers after its log record is fsync-ed (0: after the write only)
+    events_segment_seconds: float = 900.0  # a worker starts a new event-log segment this often; sealed ones roll to Parquet
+    events_max_backlog_mb: int = 2048  # 503 + Retry-After when this much event log waits for its roll
+    # SendGrid's Signed Event Webhook verification key (base64, from its settings page): when set,
+    # POST /events needs a valid ECDSA signature over the timestamp and the body
+    events_verification_key: str | None = None
     objective: str = "open"  # open | click | conversion | value; the default model name follows it (sendtime-click-model)
     channel: str = "email"  # email | push | sms; the default model name follows it (sendtime-push-open-model)
     # the cost of an unsubscribe or complaint, in units of the objective (an unsubscribe costs as
@@ -185,6 +191,10 @@ class Settings:
             raise ValueError(f"SENDTIME_UNSUBSCRIBE_PENALTY must be >= 0, got {self.unsubscribe_penalty}")
         if self.events_user_ids not in ("email", "sha256"):
             raise ValueError(f"SENDTIME_EVENTS_USER_IDS must be email or sha256, got {self.events_user_ids!r}")
+        if not self.events_segment_seconds > 0:
+            raise ValueError(f"SENDTIME_EVENTS_SEGMENT_SECONDS must be > 0, got {self.events_segment_seconds}")
+        if self.events_max_backlog_mb < 0:
+            raise ValueError(f"SENDTIME_EVENTS_MAX_BACKLOG_MB must be >= 0 (0: no limit), got {self.events_max_backlog_mb}")
         if self.status_quo_utc_hour is not None and not 0 <= self.status_quo_utc_hour <= 23:
             raise ValueError(f"SENDTIME_STATUS_QUO_UTC_HOUR must be 0-23, got {self.status_quo_utc_hour}")
 
@@ -240,6 +250,10 @@ ENV_VARS: dict[str, str] = {
     "spark_master": "SENDTIME_SPARK_MASTER",
     "events_user_ids": "SENDTIME_EVENTS_USER_IDS",
     "events_salt": "SENDTIME_EVENTS_SALT",
+    "events_fsync": "SENDTIME_EVENTS_FSYNC",
+    "events_segment_seconds": "SENDTIME_EVENTS_SEGMENT_SECONDS",
+    "events_max_backlog_mb": "SENDTIME_EVENTS_MAX_BACKLOG_MB",
+    "events_verification_key": "SENDTIME_EVENTS_VERIFICATION_KEY",
     "objective": "SENDTIME_OBJECTIVE",
     "channel": "SENDTIME_CHANNEL",
     "unsubscribe_penalty": "SENDTIME_UNSUBSCRIBE_PENALTY",

@@ -155,6 +155,14 @@ class ReloadResponse(BaseModel):
     snapshot: str = Field(description="Snapshot served after the call.", examples=["2026-04-14_ab12"])
 
 
+class RollResponse(BaseModel):
+    rolled: bool = Field(description="False when another worker was rolling at that moment (its roll takes the sealed segments).", examples=[True])
+    segments: int = Field(ge=0, description="Event-log segments moved into the inbox.", examples=[3])
+    written: int = Field(ge=0, description="Events written to the inbox's Parquet files.", examples=[120000])
+    doubled: int = Field(ge=0, description="Logged copies dropped because the event was already stored (a retry that reached another worker, or a crash before the answer).", examples=[0])
+    files: list[str] = Field(description="Parquet files written, relative to the inbox.", examples=[["2026-04-14/events-3f9a0c.parquet"]])
+
+
 class SendGridEvent(BaseModel):
     """One event of a SendGrid Event Webhook batch, as SendGrid posts it.
 
@@ -198,4 +206,5 @@ class EventsResponse(BaseModel):
     rejected: int = Field(ge=0, description="Events not stored; see rejects.", examples=[3])
     reasons: dict[str, int] = Field(description="Rejected events by reason.", examples=[{"not used: SendGrid 'deferred' event (no contract equivalent)": 3}])
     rejects: list[RejectedEvent] = Field(description="Every rejected event, with its reason (no addresses).")
+    busy: Optional[str] = Field(default=None, description="On a 503: why the store cannot take the batch now; nothing of it was stored, retry after the Retry-After header's seconds.", examples=[None])
 

@@ -5,8 +5,8 @@ It loads the ``champion`` model from the MLflow registry and the snapshot (featu
 168-slot score table) the last nightly run published; both are located through the settings
 read from the environment. A watcher thread swaps in a new snapshot or champion when the
 nightly run publishes one; requests in flight keep the state they started with. ``POST /events``
-takes SendGrid Event Webhook batches into the event inbox the next nightly run reads
-(serving/event_store.py).
+takes SendGrid Event Webhook batches into the event log, which a background thread rolls into
+the inbox the next nightly run reads (serving/event_store.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 
 from sendtime.settings import Settings
 from sendtime.serving.capacity import plan_with_caps
-from sendtime.serving.event_store import EventStore
+from sendtime.serving.event_store import EventStore, StoreBusy
 from sendtime.serving.guard import Guard
 from sendtime.serving.metrics import service_metrics
 from sendtime.serving.logs import install as scrub_logs
@@ -43,6 +43,7 @@ from sendtime.serving.schemas import (
     PlanSummary,
     RejectedEvent,
     ReloadResponse,
+    RollResponse,
     SendGridBatch,
     ServiceInfo,
     UserRef,
@@ -131,7 +132,9 @@ class SendTime:
         self.settings = Settings.from_env().prepare()
         self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
         self.metrics = service_metrics()
-        self.event_store = EventStore(self.settings.home / "events")
+        self.event_store = EventStore(self.settings.home / "events", fsync=self.settings.events_fsync,
+                                      segment_seconds=self.settings.events_segment_seconds,
+                                      max_backlog_bytes=self.settings.events_max_backlog_mb << 20)
         self._swap = threading.Lock()
         # one deployment per objective served (the first is the default); each its own model and snapshots
         self.deployments = {o: self.settings.for_objective(o) for o in self.settings.served_objectives}
@@ -142,6 +145,7 @@ class SendTime:
         self._stop = threading.Event()
         if self.settings.reload_seconds > 0:
             threading.Thread(target=self._watch, name="sendtime-reload", daemon=True).start()
+        threading.Thread(target=self._roll_events, name="sendtime-roll", daemon=True).start()
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -200,6 +204,21 @@ class SendTime:
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
         self._stop.set()
+        try:  # what this worker logged goes to the inbox now, not at the next start
+            self.event_store.roll(seal_own=True)
+            self.event_store.close()
+        except Exception:  # the log keeps it; the next roll takes it
+            log.exception("rolling the event log at shutdown failed")
+
+    def _roll_events(self) -> None:
+        """Roll sealed event-log segments into the inbox, a few times per segment length (any
+        worker may; one at a time)."""
+        every = min(60.0, self.settings.events_segment_seconds / 3)
+        while not self._stop.wait(every):
+            try:
+                self.event_store.roll()
+            except Exception:
+                log.exception("rolling the event log failed; it stays in the log and is retried")
 
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.reload_seconds):
@@ -360,25 +379,34 @@ class SendTime:
         )
 
     @bentoml.api(route="/events")
-    def events(self, batch: SendGridBatch, /) -> EventsResponse:
-        """Store a SendGrid Event Webhook batch (the JSON array SendGrid posts) in the event inbox
-        the nightly run reads (`sendtime nightly --events $SENDTIME_HOME/events/inbox`).
+    def events(self, batch: SendGridBatch, /, ctx: bentoml.Context) -> EventsResponse:
+        """Store a SendGrid Event Webhook batch (the JSON array SendGrid posts) for the nightly run
+        (`sendtime nightly --events $SENDTIME_HOME/events/inbox`).
 
-        Idempotent: events already stored (a replayed or overlapping batch) count as duplicates
-        and are not stored again. Events the contract refuses come back with their reasons;
-        opens whose send came in an earlier batch are fine."""
+        Answered once the batch is in the event log on disk. Idempotent: events already stored
+        (a replayed or overlapping batch) count as duplicates and are not stored again. Events
+        the contract refuses come back with their reasons; opens whose send came in an earlier
+        batch are fine. 503 with Retry-After when the store is behind (SendGrid retries)."""
         records = [e.model_dump(mode="json", exclude_unset=True) for e in batch.root]
-        got = take_sendgrid_batch(records, self.event_store, self.settings.events_user_ids, self.settings.events_salt)
+        try:
+            got = take_sendgrid_batch(records, self.event_store, self.settings.events_user_ids, self.settings.events_salt)
+        except StoreBusy as busy:
+            self.metrics.requests.labels("events_busy").inc()
+            log.warning("events: 503, %s", busy)
+            ctx.response.status_code = 503
+            ctx.response.headers["Retry-After"] = str(busy.retry_after)
+            return EventsResponse.model_construct(received=len(records), accepted=0, duplicates=0, rejected=0,
+                                                  reasons={}, rejects=[], busy=str(busy))
         self.metrics.requests.labels("events").inc()
         for k, n in (("accepted", got.accepted), ("duplicate", got.duplicates), ("rejected", len(got.rejects))):
             self.metrics.events.labels(k).inc(n)
-        log.info("events: received %d, accepted %d, duplicates %d, rejected %d", got.received, got.accepted,
-                 got.duplicates, len(got.rejects))
-        return EventsResponse(
+        log.debug("events: received %d, accepted %d, duplicates %d, rejected %d", got.received, got.accepted,
+                  got.duplicates, len(got.rejects))
+        return EventsResponse.model_construct(
             received=got.received, accepted=got.accepted, duplicates=got.duplicates, rejected=len(got.rejects),
-            reasons=got.reasons,
-            rejects=[RejectedEvent(index=i, sg_event_id=records[i].get("sg_event_id") if isinstance(records[i].get("sg_event_id"), str) else None,
-                                   reason=why) for i, why in got.rejects],
+            reasons=got.reasons, busy=None,
+            rejects=[RejectedEvent.model_construct(index=i, sg_event_id=records[i].get("sg_event_id") if isinstance(records[i].get("sg_event_id"), str) else None,
+                                                   reason=why) for i, why in got.rejects],
         )
 
     @bentoml.api(route="/info")
@@ -418,6 +446,16 @@ class SendTime:
         ok, msg = self.reload_now()
         state = self.state  # read once: the default objective's
         return ReloadResponse(reloaded=ok, message=msg, model_version=state.scorer.model_version, snapshot=str(state.key[0]))
+
+    @bentoml.api(route="/admin/roll")
+    def roll(self) -> RollResponse:
+        """Move the event log into the inbox now: this worker's open segment and every sealed one
+        (a background thread does it every few minutes; call this before a nightly run)."""
+        got = self.event_store.roll(seal_own=True)
+        if got is None:
+            return RollResponse(rolled=False, segments=0, written=0, doubled=0, files=[])
+        return RollResponse(rolled=True, segments=got.segments, written=got.written, doubled=got.doubled,
+                            files=[str(f.relative_to(self.event_store.inbox)) for f in got.files])
 
     def _mark_served(self) -> None:
         state = self.state

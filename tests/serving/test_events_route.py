@@ -52,7 +52,14 @@ def event(kind: str, email: str, eid: str, msg: str, at: str, **kw) -> dict:
 
 
 def inbox_files(home: Path) -> list[Path]:
-    return sorted((home / "events" / "inbox").glob("*.parquet"))
+    return sorted((home / "events" / "inbox").rglob("*.parquet"))
+
+
+def rolled(client) -> dict:
+    """Move the service's event log into the inbox now (POST /admin/roll)."""
+    r = client.post("/admin/roll")
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def test_a_batch_is_stored_with_counts_and_reasons(client, home):
@@ -65,9 +72,11 @@ def test_a_batch_is_stored_with_counts_and_reasons(client, home):
                                "not used: SendGrid 'deferred' event (no contract equivalent)": 1}
     assert [x["index"] for x in body["rejects"]] == [0, 1, 5, 12]
     assert "@" not in r.text  # no addresses in the answer
+    roll = rolled(client)
+    assert roll["rolled"] and roll["written"] == 11 and roll["doubled"] == 0
     new = set(inbox_files(home)) - before
-    assert len(new) == 1
-    stored = pd.read_parquet(new.pop())
+    assert len(new) == 2 and {p.parent.name for p in new} == {"2026-03-03", "2026-03-04"}  # by the events' UTC day
+    stored = pd.concat([pd.read_parquet(p) for p in sorted(new)])
     assert len(stored) == 11 and str(stored["timestamp"].dt.tz) == "UTC"
     mpp = stored[stored["event_id"].str.endswith("b3Blbi1hbGljZS1tcHAtMQ")]
     assert len(mpp) == 1 and bool(mpp["machine_open"].iloc[0]) is True
@@ -76,11 +85,13 @@ def test_a_batch_is_stored_with_counts_and_reasons(client, home):
 def test_a_replayed_batch_adds_nothing(client, home):
     batch = fresh(SAMPLE)
     first = client.post("/events", json=batch).json()
+    again = client.post("/events", json=batch).json()  # the replay comes before the roll
+    assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, first["accepted"], first["rejected"])
+    rolled(client)
     files, count = inbox_files(home), EventStore(home / "events").count()
-    again = client.post("/events", json=batch)
-    assert again.status_code == 200
-    body = again.json()
-    assert (body["accepted"], body["duplicates"], body["rejected"]) == (0, first["accepted"], first["rejected"])
+    late = client.post("/events", json=batch).json()  # and after it: the index knows the ids
+    assert (late["accepted"], late["duplicates"]) == (0, first["accepted"])
+    assert rolled(client)["written"] == 0
     assert inbox_files(home) == files and EventStore(home / "events").count() == count
 
 
@@ -93,9 +104,11 @@ def test_an_overlapping_batch_adds_only_the_new_events(client, home):
            event("click", "ann@example.com", f"{t}-c1", f"{t}A", "2026-03-03T11:01:00Z", url="https://x.example/"),
            event("open", "ben@example.com", f"{t}-o2", f"{t}B", "2026-03-04T08:00:00Z")]  # its send came in batch one
     assert client.post("/events", json=one).json()["accepted"] == 3
+    rolled(client)
     count = EventStore(home / "events").count()
     body = client.post("/events", json=two).json()
     assert (body["received"], body["accepted"], body["duplicates"], body["rejected"]) == (3, 2, 1, 0)
+    rolled(client)
     assert EventStore(home / "events").count() == count + 2
 
 
@@ -109,6 +122,9 @@ def test_an_open_before_its_send_arrives_and_a_late_second_send(client):
     body = client.post("/events", json=delivered).json()
     assert (body["accepted"], body["rejected"], body["reasons"]) == (0, 1, {SECOND_SEND: 1})
     assert body["rejects"] == [{"index": 0, "sg_event_id": f"{t}-d", "reason": SECOND_SEND}]
+    rolled(client)  # and once the first send is in the index
+    late = [event("delivered", "cy@example.com", f"{t}-d2", f"{t}C", "2026-03-03T10:00:01Z")]
+    assert client.post("/events", json=late).json()["reasons"] == {SECOND_SEND: 1}
 
 
 def test_repeats_inside_one_batch_are_duplicates(client):
@@ -180,8 +196,8 @@ def test_hashed_user_ids_keep_addresses_out_of_the_inbox(home):
     before = set(inbox_files(home))
     with service(home, SENDTIME_EVENTS_USER_IDS="sha256", SENDTIME_EVENTS_SALT="pepper") as c:
         assert c.post("/events", json=batch).json()["accepted"] == 11
-    (new,) = set(inbox_files(home)) - before
-    stored = pd.read_parquet(new)
+        rolled(c)
+    stored = pd.concat([pd.read_parquet(p) for p in set(inbox_files(home)) - before])
     assert "@" not in stored.astype(str).to_csv() and stored["user_id"].str.fullmatch(r"[0-9a-f]{64}").all()
 
 
@@ -210,6 +226,7 @@ def test_concurrent_overlapping_appends_store_each_event_once(tmp_path):
         t.join()
     assert not errors
     assert sum(r.stored for r in results) == 3000 and store.count() == 3000
+    assert store.roll(seal_own=True).written == 3000
     stored = read_events(store.inbox)
     assert stored.read == 3000 and stored.n_rejected == 0 and stored.accepted["event_id"].is_unique
     # separate processes share nothing but the files: a second store object on the same folder agrees
@@ -221,14 +238,18 @@ def test_a_lost_index_is_rebuilt_from_the_inbox_and_temp_files_are_ignored(tmp_p
 
     store = EventStore(tmp_path / "events")
     assert store.append(_frame(["a", "b"], "send")).stored == 2
+    store.roll(seal_own=True)
+    store.close()
     store.index_path.unlink()
     (store.inbox / ".events-crashed.parquet.123.tmp").write_bytes(b"half a file")
     again = EventStore(tmp_path / "events")
-    res = again.append(_frame(["b", "c"], "send"))
-    assert (res.stored, res.duplicates) == (1, 1)
+    res = again.append(_frame(["b", "c"], "send"))  # no index: "b" is logged again ...
+    assert (res.stored, res.duplicates) == (2, 0)
+    roll = again.roll(seal_own=True)  # ... and the roll, with the index rebuilt from the inbox, drops it
+    assert (roll.written, roll.doubled) == (1, 1)
     # the rebuilt index still knows which messages have their send
     second = again.append(_frame(["z"], "send").assign(message_id="m-a"))
-    assert second.stored == 0 and second.refused["reason"].tolist() == [SECOND_SEND]
+    assert second.stored == 0 and second.refused == ["z"]
     assert read_events(store.inbox).read == 3 and usable(store.inbox) is None
 
 
@@ -251,6 +272,7 @@ def test_nightly_reads_the_inbox(tmp_path):
     overlap = store.append(ev.iloc[n // 3:])
     assert (overlap.stored, overlap.duplicates) == (n - 2 * n // 3, 2 * n // 3 - n // 3)
     assert store.append(ev).stored == 0
+    assert store.roll(seal_own=True).written == n
     assert usable(store.inbox) is None and choose_engine("auto", store.inbox) == "duckdb"
     users = tmp_path / "users.parquet"
     world.users.to_parquet(users)
