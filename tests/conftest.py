@@ -225,3 +225,31 @@ def rewrite_scores(folder: Path, table) -> None:
     write_serving_table(folder / SERVING, uf.table, np.asarray(table, dtype=np.float32), model_version=served.model_version,
                         as_of=served.as_of, priors=served.prior_scores(), prior=served.meta.get("prior"),
                         input_columns=served.meta.get("input_columns"))
+
+
+def processes() -> dict[int, int]:
+    """Live (not zombie) PIDs and their parents."""
+    from pathlib import Path
+
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ...
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (BentoML's workers run in sessions of their own, so
+    the process group does not find them)."""
+    parents, found, frontier = processes(), set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found

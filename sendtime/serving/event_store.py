@@ -369,8 +369,13 @@ class EventStore:
                 self._rebuild(con)
             try:
                 self._recover(con)
-                for group in self._sealed_groups(max_bytes):
-                    self._roll_group(con, group, total)
+                segments = self._sealed()
+                try:
+                    for group in self._groups(segments, max_bytes):
+                        self._roll_group(con, group, total)
+                finally:
+                    for _, fd in segments:
+                        os.close(fd)
             finally:
                 con.close()
             total.seconds = time.perf_counter() - t0
@@ -383,33 +388,34 @@ class EventStore:
         finally:
             os.close(lock_fd)
 
-    def _sealed_groups(self, max_bytes: int) -> Iterator[list[tuple[Path, int]]]:
-        """Sealed segments (no writer holds them), oldest first, in groups of at most ``max_bytes``;
-        each held locked (its fd) while it is rolled."""
-        if not self.wal.is_dir():
-            return
-        group: list[tuple[Path, int]] = []
-        size = 0
-        for p in sorted(self.wal.glob("*.wal")):
+    def _sealed(self) -> list[tuple[Path, int]]:
+        """Sealed segments (no writer holds them), oldest first, each opened and locked so that
+        no other roll takes it; the caller closes the descriptors."""
+        out: list[tuple[Path, int]] = []
+        for p in sorted(self.wal.glob("*.wal")) if self.wal.is_dir() else []:
             try:
                 fd = os.open(p, os.O_RDONLY)
             except FileNotFoundError:
                 continue
-            if not _try_lock(fd):
+            if _try_lock(fd):
+                out.append((p, fd))
+            else:
                 os.close(fd)  # a live writer's segment
-                continue
+        return out
+
+    @staticmethod
+    def _groups(segments: list[tuple[Path, int]], max_bytes: int) -> Iterator[list[tuple[Path, int]]]:
+        group: list[tuple[Path, int]] = []
+        size = 0
+        for p, fd in segments:
             n = os.fstat(fd).st_size
             if group and size + n > max_bytes:
                 yield group
-                for _, f in group:
-                    os.close(f)
                 group, size = [], 0
             group.append((p, fd))
             size += n
         if group:
             yield group
-            for _, f in group:
-                os.close(f)
 
     def _roll_group(self, con: sqlite3.Connection, group: list[tuple[Path, int]], total: RollResult) -> None:
         names = [p.name for p, _ in group]
@@ -449,15 +455,22 @@ class EventStore:
                 owners.update(self._owners(con, unowned))
                 mids = list({r[2] for _, rows in rows_by_seg for r in rows if r[3] == "send" and r[0] not in owners})
                 send_of = self._send_owners(con, mids) if mids else {}
+                first: dict[str, tuple] = {}  # two workers logged a send each: the earlier one is the send
+                for _, rows in rows_by_seg:
+                    for r in rows:
+                        if r[3] == "send" and r[0] not in owners and r[2] not in send_of:
+                            if r[2] not in first or (r[4], r[0]) < first[r[2]]:
+                                first[r[2]] = (r[4], r[0])
+                send_of.update((m, e) for m, (_, e) in first.items())
                 for sid, rows in rows_by_seg:
                     for r in rows:
                         if r[0] in owners:
                             continue
-                        if r[3] == "send" and send_of.setdefault(r[2], r[0]) != r[0]:
+                        if r[3] == "send" and send_of[r[2]] != r[0]:
                             continue  # the message's send is another event: a second send, not stored
                         owners[r[0]] = sid
                         claims.append((r[0], sid))
-                        if r[3] == "send":
+                        if r[3] == "send" and first.get(r[2], (0, None))[1] == r[0]:
                             new_sends.append((r[2], r[0]))
                 con.executemany("INSERT INTO events VALUES (?, ?)", sorted(claims))
                 con.executemany("INSERT OR IGNORE INTO sends VALUES (?, ?)", sorted(new_sends))

@@ -29,7 +29,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from sendtime.settings import Settings
 from sendtime.serving.capacity import plan_with_caps
 from sendtime.serving.event_store import EventStore, StoreBusy
-from sendtime.serving.guard import Guard
+from sendtime.serving.guard import Guard, load_verification_key
 from sendtime.serving.metrics import service_metrics
 from sendtime.serving.logs import install as scrub_logs
 from sendtime.serving.model_store import DeferredModel, load_scorer, snapshot_key, snapshot_model_version
@@ -132,6 +132,8 @@ class SendTime:
         self.settings = Settings.from_env().prepare()
         self.policy = ExplorationPolicy(self.settings.exploration_rate, self.settings.holdout_share, self.settings.policy_salt)
         self.metrics = service_metrics()
+        if self.settings.events_verification_key:  # a key that is not one stops the start with its reason
+            load_verification_key(self.settings.events_verification_key)
         self.event_store = EventStore(self.settings.home / "events", fsync=self.settings.events_fsync,
                                       segment_seconds=self.settings.events_segment_seconds,
                                       max_backlog_bytes=self.settings.events_max_backlog_mb << 20)

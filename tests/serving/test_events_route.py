@@ -282,3 +282,38 @@ def test_nightly_reads_the_inbox(tmp_path):
     result = run_nightly(Settings.from_env(env), store.inbox, users, pd.Timestamp(AS_OF, tz="UTC"), say=lambda m: None)
     assert result.events.read == n and result.events.n_accepted == n
     assert result.champion_version and result.predictions.exists()
+
+
+def test_signed_webhooks_need_sendgrids_ecdsa_signature(home):
+    """SENDTIME_EVENTS_VERIFICATION_KEY set: POST /events takes SendGrid's signature (P-256 ECDSA
+    over the timestamp header and the raw body) instead of the API key; nothing else does."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = base64.b64encode(private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    body = json.dumps(fresh(SAMPLE)).encode()
+    stamp = "1772547160"
+
+    def signed(payload: bytes, at: str = stamp) -> dict:
+        sig = base64.b64encode(private.sign(at.encode() + payload, ec.ECDSA(hashes.SHA256()))).decode()
+        return {"content-type": "application/json", "X-Twilio-Email-Event-Webhook-Signature": sig,
+                "X-Twilio-Email-Event-Webhook-Timestamp": at}
+
+    with service(home, SENDTIME_API_KEY="s3cret", SENDTIME_EVENTS_VERIFICATION_KEY=public) as c:
+        assert c.post("/events", content=body, headers={"content-type": "application/json"}).status_code == 403
+        tampered = body.replace(b"alice", b"alicf", 1)
+        r = c.post("/events", content=tampered, headers=signed(body))
+        assert r.status_code == 403 and "invalid SendGrid webhook signature" in r.text
+        other_time = signed(body)
+        other_time["X-Twilio-Email-Event-Webhook-Timestamp"] = "1772547161"
+        assert c.post("/events", content=body, headers=other_time).status_code == 403
+        ok = c.post("/events", content=body, headers=signed(body))
+        assert ok.status_code == 200 and ok.json()["accepted"] == 11
+        assert c.post("/admin/roll").status_code == 401  # other routes still need the API key
+    with pytest.raises(Exception, match="SENDTIME_EVENTS_VERIFICATION_KEY"):
+        with service(home, SENDTIME_EVENTS_VERIFICATION_KEY="not-a-key"):
+            pass

@@ -15,37 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, home_env, wait_ready
+from tests.conftest import descendants as _descendants, free_port, home_env, processes as _processes, wait_ready
 
 pytestmark = pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="needs POSIX exec and /proc")
 
 WINDOW = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-21T00:00:00Z"}
-
-
-def _processes() -> dict[int, int]:
-    """Live (not zombie) PIDs and their parents."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ...
-        if fields[0] != "Z":
-            parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (BentoML's workers run in sessions of their own, so
-    the process group does not find them)."""
-    parents, found, frontier = _processes(), set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return found
 
 
 def _alive(pids: set[int]) -> set[int]:
