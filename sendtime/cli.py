@@ -151,8 +151,10 @@ def nightly(
             fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         settings = dataclasses.replace(settings, engine=engine.strip().lower())
     ContractError, NotReady, TrackingUnavailable = _known_errors()
+    say = _progress()
+    _roll_intake_first(settings, events, say)
     try:
-        r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force, activity_path=activity)
+        r = run_nightly(settings, events, users, cutoff, say=say, force=force, activity_path=activity)
     except AlreadyDone as exc:
         out.print(str(exc))
         raise typer.Exit(0)
@@ -176,6 +178,45 @@ def nightly(
     out.print(f"  predictions for {r.as_of.date()} (champion v{r.champion_version}): {r.predictions}")
     out.print(f"  MLflow run {r.run_id} in {settings.tracking_uri}")
     out.print(f"  took {r.seconds:.1f}s")
+
+
+def _roll_intake_first(settings, events: Path, say) -> None:
+    """Reading the service's own inbox: roll its event log's sealed segments in first."""
+    from sendtime.serving.event_store import EventStore
+
+    store = EventStore(settings.home / "events")
+    try:
+        if events.resolve() != store.inbox.resolve() or not store.wal.is_dir():
+            return
+        got = store.roll()
+    except OSError as exc:
+        say(f"could not roll the event log first ({exc}); reading the inbox as it is")
+        return
+    if got is not None and got.segments:
+        say(f"rolled the event log first: {got.written:,} events from {got.segments} segment(s) "
+            "(what a running server still writes comes tomorrow)")
+
+
+@app.command(name="roll-events")
+def roll_events(
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing when there was nothing to roll."),
+) -> None:
+    """Move the sealed segments of the event log (POST /events) into $SENDTIME_HOME/events/inbox,
+    the folder the nightly run reads. Segments a running server still writes stay in the log."""
+    from sendtime.serving.event_store import EventStore
+
+    settings = _settings()
+    store = EventStore(settings.home / "events")
+    try:
+        got = store.roll()
+    except (OSError, ValueError) as exc:
+        fail(f"cannot roll the event log in {store.root}: {exc}")
+    if got is None:
+        fail("another process is rolling the event log right now; try again in a minute", EXIT_LOCKED)
+    if got.segments or not quiet:
+        out.print(f"rolled {got.segments} segment(s): {got.written:,} events into {len(got.files)} file(s) under {store.inbox}"
+                  + (f"; {got.doubled:,} copies already stored were dropped" if got.doubled else "")
+                  + (f"; {got.torn_bytes:,} bytes of an unanswered, torn record skipped" if got.torn_bytes else ""))
 
 
 @app.command(name="import")

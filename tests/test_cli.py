@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import AS_OF, make_env
 
-COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "import-activity", "report", "build"]
+COMMANDS = ["simulate", "nightly", "predict", "evaluate", "serve", "import", "import-activity", "report", "build", "roll-events"]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -175,7 +175,8 @@ class _Segment:
 
 class EventStore:
     def __init__(self, root: str | Path, *, fsync: bool = True, segment_seconds: float = 900.0,
-                 max_backlog_bytes: int = 2 << 30, max_waiting: int = 64, lock_timeout: float = 5.0) -> None:
+                 max_backlog_bytes: int = 2 << 30, max_waiting: int = 64, lock_timeout: float = 5.0,
+                 segment_events: int = 1_000_000) -> None:
         self.root = Path(root)
         self.wal = self.root / "wal"
         self.inbox = self.root / "inbox"
@@ -183,6 +184,7 @@ class EventStore:
         self.index_path = self.root / "index.sqlite"
         self.fsync = fsync
         self.segment_seconds = segment_seconds
+        self.segment_events = segment_events  # and after this many events (bounds the memory of its id set)
         self.max_backlog_bytes = max_backlog_bytes
         self.max_waiting = max_waiting
         self.lock_timeout = lock_timeout
@@ -190,7 +192,9 @@ class EventStore:
         self._waiting = 0
         self._con: sqlite3.Connection | None = None
         self._segment: _Segment | None = None
-        # what this process logged and the index may not hold yet, by segment: event ids, sends
+        # what this process logged in its open segment (the index does not hold it yet): event ids,
+        # sends. A sealed segment's sets are dropped: a replay of it before the roll is logged
+        # again and the roll keeps one copy, as for a replay that reached another worker.
         self._unrolled: dict[str, tuple[set[str], set[str]]] = {}
         self._backlog: tuple[float, int] = (0.0, 0)
 
@@ -322,25 +326,28 @@ class EventStore:
 
     def _current_segment(self) -> _Segment:
         seg = self._segment
-        if seg is not None and time.time() - seg.started >= self.segment_seconds:
+        if seg is not None and (time.time() - seg.started >= self.segment_seconds
+                                or len(self._unrolled.get(seg.name, ((),))[0]) >= self.segment_events):
             seg.close()
+            self._unrolled.pop(seg.name, None)
             seg = None
         if seg is None:
-            self._forget_rolled()
             seg = self._segment = _Segment(self.wal)
         return seg
 
-    def _forget_rolled(self) -> None:
-        """Drop the own-log sets of segments the roll has taken (their ids are in the index now)."""
-        live = self._segment.name if self._segment is not None else None
-        for name in [n for n in self._unrolled if n != live and not (self.wal / n).exists()]:
-            del self._unrolled[name]
+    def has_sealed(self) -> bool:
+        """Whether a sealed segment waits for the roll (cheap: no segment is read)."""
+        for p, fd in self._sealed():
+            os.close(fd)
+            return True
+        return False
 
     def seal(self) -> None:
         """Close this process's open segment (shutdown, or before a roll that must include it)."""
         with self._lock:
             if self._segment is not None:
                 self._segment.close()
+                self._unrolled.pop(self._segment.name, None)
                 self._segment = None
 
     def close(self) -> None:
@@ -379,8 +386,6 @@ class EventStore:
             finally:
                 con.close()
             total.seconds = time.perf_counter() - t0
-            with self._lock:
-                self._forget_rolled()
             if total.segments:
                 log.info("rolled %d log segment(s): %d rows, %d to Parquet, %d written twice, %.1f s", total.segments,
                          total.rows_read, total.written, total.doubled, total.seconds)
@@ -513,7 +518,7 @@ class EventStore:
 
     # -- reading -----------------------------------------------------------------------------
     def count(self) -> int:
-        """Events stored: in the index, and logged by this process but not rolled yet."""
+        """Events stored: in the index, and in this process's open segment."""
         with self._lock:
             con = self._reader()
             own = list(set().union(*(i for i, _ in self._unrolled.values())))

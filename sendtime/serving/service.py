@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -213,12 +214,17 @@ class SendTime:
             log.exception("rolling the event log at shutdown failed")
 
     def _roll_events(self) -> None:
-        """Roll sealed event-log segments into the inbox, a few times per segment length (any
-        worker may; one at a time)."""
+        """Roll sealed event-log segments into the inbox, a few times per segment length. The
+        roll runs as its own process (`sendtime roll-events`): parsing and writing hundreds of
+        thousands of events would otherwise hold this worker's interpreter from its requests."""
         every = min(60.0, self.settings.events_segment_seconds / 3)
         while not self._stop.wait(every):
             try:
-                self.event_store.roll()
+                if self.event_store.has_sealed():
+                    done = subprocess.run([sys.executable, "-m", "sendtime.cli", "roll-events", "--quiet"],
+                                          capture_output=True, text=True, timeout=3600)
+                    if done.returncode not in (0, 5):  # 5: another worker was rolling
+                        log.error("rolling the event log failed (exit %d): %s", done.returncode, done.stderr.strip()[-500:])
             except Exception:
                 log.exception("rolling the event log failed; it stays in the log and is retried")
 

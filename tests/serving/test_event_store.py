@@ -172,3 +172,26 @@ def test_a_server_killed_mid_stream_loses_and_doubles_nothing(trained, private_h
     stored = read_events(private_home / "events" / "inbox").accepted
     ids = stored.loc[stored["event_id"].str.startswith("kill-"), "event_id"]
     assert ids.is_unique and len(ids) == 48_000
+
+
+def test_roll_events_command_moves_sealed_segments_and_says_when_it_cannot(tmp_path):
+    import fcntl
+
+    from tests.conftest import make_env
+
+    home = tmp_path / "home"
+    store = EventStore(home / "events")
+    store.append_rows(rows("cli", 30))
+    store.seal()
+    live = EventStore(home / "events")
+    live.append_rows(rows("live", 5))  # a running server's open segment stays in the log
+    env = {**make_env(home)}
+    cmd = [sys.executable, "-m", "sendtime.cli", "roll-events"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "rolled 1 segment(s): 30 events" in done.stdout
+    assert sorted(inbox_ids(store)) == sorted(r[0] for r in rows("cli", 30))
+    with open(home / "events" / "roll.lock", "a") as held:  # another roll is running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 5 and busy.stderr.count("error:") == 1 and "another process is rolling" in busy.stderr

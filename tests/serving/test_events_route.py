@@ -317,3 +317,23 @@ def test_signed_webhooks_need_sendgrids_ecdsa_signature(home):
     with pytest.raises(Exception, match="SENDTIME_EVENTS_VERIFICATION_KEY"):
         with service(home, SENDTIME_EVENTS_VERIFICATION_KEY="not-a-key"):
             pass
+
+
+def test_the_service_rolls_sealed_segments_in_the_background(tmp_path, home):
+    """A short segment length: the first batch's segment is sealed when the next batch comes,
+    and the worker's roll thread (a `sendtime roll-events` process) moves it into the inbox."""
+    import time
+
+    before = set(inbox_files(home))
+    with service(home, SENDTIME_EVENTS_SEGMENT_SECONDS="0.3") as c:
+        first = fresh(SAMPLE)
+        assert c.post("/events", json=first).json()["accepted"] == 11
+        time.sleep(0.4)
+        assert c.post("/events", json=fresh(SAMPLE)).json()["accepted"] == 11  # starts a new segment
+        deadline = time.time() + 60
+        while len(set(inbox_files(home)) - before) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        new = set(inbox_files(home)) - before
+        assert len(new) == 2  # the first batch's two days; the open segment stays in the log
+        ids = set(pd.concat([pd.read_parquet(p) for p in new])["event_id"])
+        assert ids == {e["sg_event_id"] for e in first} - {first[i]["sg_event_id"] for i in (0, 1, 5, 12)}
