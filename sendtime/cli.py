@@ -151,10 +151,8 @@ def nightly(
             fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         settings = dataclasses.replace(settings, engine=engine.strip().lower())
     ContractError, NotReady, TrackingUnavailable = _known_errors()
-    say = _progress()
-    _roll_intake_first(settings, events, say)
     try:
-        r = run_nightly(settings, events, users, cutoff, say=say, force=force, activity_path=activity)
+        r = run_nightly(settings, events, users, cutoff, say=_progress(), force=force, activity_path=activity)
     except AlreadyDone as exc:
         out.print(str(exc))
         raise typer.Exit(0)
@@ -178,23 +176,6 @@ def nightly(
     out.print(f"  predictions for {r.as_of.date()} (champion v{r.champion_version}): {r.predictions}")
     out.print(f"  MLflow run {r.run_id} in {settings.tracking_uri}")
     out.print(f"  took {r.seconds:.1f}s")
-
-
-def _roll_intake_first(settings, events: Path, say) -> None:
-    """Reading the service's own inbox: roll its event log's sealed segments in first."""
-    from sendtime.serving.event_store import EventStore
-
-    store = EventStore(settings.home / "events")
-    try:
-        if events.resolve() != store.inbox.resolve() or not store.wal.is_dir():
-            return
-        got = store.roll()
-    except OSError as exc:
-        say(f"could not roll the event log first ({exc}); reading the inbox as it is")
-        return
-    if got is not None and got.segments:
-        say(f"rolled the event log first: {got.written:,} events from {got.segments} segment(s) "
-            "(what a running server still writes comes tomorrow)")
 
 
 @app.command(name="roll-events")

@@ -29,6 +29,7 @@ from sendtime.features.message_extras import attach_extras, build_extras, channe
 from sendtime.features.profiles import ShrinkageParams
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
+from sendtime.serving.event_store import EventStore
 from sendtime.serving.model_store import champion_profile_params, load_champion
 from sendtime.serving.snapshots import ORDER_VALUES, PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
@@ -146,6 +147,21 @@ def find_done_run(settings: Settings, fingerprint: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def roll_intake_log(settings: Settings, events_path: str | Path, say: Callable[[str], None]) -> None:
+    """Reading this home's webhook inbox: roll the event log's sealed segments into it first
+    (what a running server still writes comes in the next run)."""
+    store = EventStore(settings.home / "events")
+    try:
+        if Path(events_path).resolve() != store.inbox.resolve() or not store.wal.is_dir():
+            return
+        got = store.roll()
+    except OSError as exc:
+        say(f"could not roll the event log first ({exc}); reading the inbox as it is")
+        return
+    if got is not None and got.segments:
+        say(f"rolled the event log into the inbox first: {got.written:,} events from {got.segments} segment(s)")
+
+
 def run_nightly(
     settings: Settings,
     events_path: str | Path,
@@ -157,6 +173,7 @@ def run_nightly(
 ) -> NightlyResult:
     """One nightly run, holding the lock; idempotent for the same inputs unless ``force``.
     ``activity_path``: sessions, app opens, page views, purchases (sendtime.features.activity)."""
+    roll_intake_log(settings, events_path, say)
     for what, path in (("events", events_path), ("users", users_path), ("activity", activity_path)):
         if path is not None and not Path(path).exists():
             raise ContractError(f"{what} file not found: {path}")
