@@ -90,6 +90,27 @@ class FastJSON:
         return orjson.dumps(data, default=_nested).decode()
 
 
+_CHUNK = 256  # answers serialized at a time: well under the 0.5 ms interpreter switch interval
+
+
+def json_body(model: "FastJSON") -> bytes:
+    """The response's JSON, its ``results`` a few hundred answers at a time. Called in the
+    request's worker thread (the route returns the bytes), so the event loop only sends them,
+    and a 10,000-answer body never holds the interpreter for more than a fraction of a
+    millisecond at once: a single-user request beside it keeps its latency. Same bytes as
+    ``model_dump_json``."""
+    data = dict(model.__dict__)
+    results = data.pop("results")
+    head = orjson.dumps(data, default=_nested)
+    parts = [head[:-1] + (b',"results":[' if len(head) > 2 else b'"results":[')]
+    for i in range(0, len(results), _CHUNK):
+        if i:
+            parts.append(b",")
+        parts.append(orjson.dumps(results[i:i + _CHUNK], default=_nested)[1:-1])
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
 def _nested(obj):
     """orjson's fallback: nested pydantic models (the plan summary) dump through pydantic."""
     if isinstance(obj, BaseModel):

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
+from starlette.responses import Response
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from sendtime.settings import Settings
@@ -49,6 +50,7 @@ from sendtime.serving.schemas import (
     ServiceInfo,
     UserRef,
     check_quiet_hours,
+    json_body,
     parse_quiet_hours,
 )
 from sendtime.serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
@@ -103,6 +105,11 @@ class ServingState:
     def objective(self) -> str:
         """What the published snapshot was trained for (snapshots before objectives: open)."""
         return str(self.manifest.get("objective", "open"))
+
+
+def _json(model) -> Response:
+    """The answer serialized here, in the worker thread, in small pieces (``schemas.json_body``)."""
+    return Response(json_body(model), media_type="application/json")
 
 
 def _workers() -> int:
@@ -323,12 +330,12 @@ class SendTime:
         state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
         res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour, penalty=self._penalty(unsubscribe_penalty))
         self.metrics.requests.labels("best_send_time").inc()
-        return BestSendTimeResponse.model_construct(
+        return _json(BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
             objective=state.objective,
             features_as_of=state.scorer.as_of.isoformat(),
             results=self._respond(state, res, g.candidates),
-        )
+        ))
 
     @bentoml.api(route="/plan_campaign")
     def plan_campaign(
@@ -378,13 +385,13 @@ class SendTime:
             hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
         )
         self.metrics.requests.labels("plan_campaign").inc()
-        return PlanResponse.model_construct(
+        return _json(PlanResponse.model_construct(
             model_version=state.scorer.model_version,
             objective=state.objective,
             features_as_of=state.scorer.as_of.isoformat(),
             summary=summary,
             results=self._respond(state, res, g.candidates),
-        )
+        ))
 
     @bentoml.api(route="/events")
     def events(self, batch: SendGridBatch, /, ctx: bentoml.Context) -> EventsResponse:

@@ -191,3 +191,17 @@ def test_window_near_year_one_is_a_4xx_naming_the_field(client):
                                              "window_start": "0001-01-01T01:00:01+21:00",
                                              "window_end": "0001-01-01T11:00:00+21:00"})
     assert 400 <= r.status_code < 500 and "window_start" in r.text, r.text
+
+
+def test_answers_serialized_in_pieces_are_the_same_bytes():
+    """json_body (the route's serializer, a few hundred answers at a time) writes exactly what
+    one orjson call over the whole response writes, around every piece boundary."""
+    from sendtime.serving.schemas import BestSendTimeResponse, PlanResponse, PlanSummary, json_body
+
+    for n in (0, 1, 255, 256, 257, 1000):
+        results = [{"user_id": f"u{i}", "p_open": i / 7, "send_at": None} for i in range(n)]
+        m = BestSendTimeResponse.model_construct(model_version="3", objective="open", features_as_of="x", results=results)
+        assert json_body(m) == m.model_dump_json().encode()
+    summary = PlanSummary.model_construct(expected_opens_plan=1.5, users_planned=2, hourly=[])
+    plan = PlanResponse.model_construct(model_version="3", objective="open", features_as_of="x", summary=summary, results=results)
+    assert json_body(plan) == plan.model_dump_json().encode()
