@@ -9,7 +9,8 @@ import re
 
 import orjson
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from typing_extensions import NotRequired, TypedDict
 
 from sendtime.features.contract import known_timezone
 
@@ -17,22 +18,26 @@ MAX_USERS = 10_000
 MAX_EVENTS = 10_000  # per webhook batch; SendGrid posts batches of at most 768 KB
 
 
-class UserRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UserRef(TypedDict):
+    """One user of a request. A typed dict, not a model: pydantic checks it in C without
+    building an object per user (3 ms instead of 16 for 10,000 users, time the event loop is
+    blocked); the time zone is checked once per distinct zone by :func:`unknown_zone`."""
 
-    user_id: str = Field(min_length=1, max_length=256, description="The user's id in the event history.", examples=["u000123"])
-    timezone: Optional[str] = Field(
-        default=None,
-        description="IANA time zone overriding the users table (e.g. for a user who moved).",
-        examples=["Europe/Berlin"],
-    )
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not known_timezone(v):
-            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as 'America/New_York'")
-        return v
+    user_id: Annotated[str, Field(min_length=1, max_length=256, description="The user's id in the event history.", examples=["u000123"])]
+    timezone: NotRequired[Annotated[Optional[str], Field(
+        description="IANA time zone overriding the users table (e.g. for a user who moved).", examples=["Europe/Berlin"])]]
+
+
+def unknown_zone(users: list[UserRef]) -> str | None:
+    """The 400 message for the first user whose time zone is not an IANA zone, if any."""
+    zones = {u.get("timezone") for u in users} - {None}
+    bad = {z for z in zones if not known_timezone(z)}
+    if not bad:
+        return None
+    i = next(i for i, u in enumerate(users) if u.get("timezone") in bad)
+    return f"users.{i}.timezone: unknown time zone {users[i]['timezone']!r}: use an IANA name such as 'America/New_York'"
 
 
 QUIET_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")

@@ -52,12 +52,14 @@ from sendtime.serving.schemas import (
     check_quiet_hours,
     json_body,
     parse_quiet_hours,
+    unknown_zone,
 )
 from sendtime.serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
 from sendtime.serving.webhooks import take_sendgrid_batch
 
 log = logging.getLogger("sendtime.service")
 MAX_CAP = 1_000_000_000  # sends per hour; larger caps mean "no cap"
+CHUNK_USERS = 1024  # users scored at a time in /best_send_time
 
 Users = Annotated[list[UserRef], Field(min_length=1, max_length=MAX_USERS, description="Users to schedule (1 to 10,000).")]
 WindowStart = Annotated[AwareDatetime, Field(description="Earliest send time, ISO 8601 with offset.", examples=["2026-04-14T00:00:00Z"])]
@@ -118,6 +120,13 @@ def _workers() -> int:
     return max(1, int(raw)) if raw.isdigit() else 1
 
 
+def _threads() -> int:
+    """Requests one worker runs at once (SENDTIME_THREADS, default 8; BentoML's own default is
+    1, which queues a single-user call behind a 10,000-user one)."""
+    raw = os.environ.get("SENDTIME_THREADS", "8")
+    return max(1, int(raw)) if raw.isdigit() else 8
+
+
 def _host() -> str:
     """Address to bind (SENDTIME_HOST, default loopback; 0.0.0.0 inside a container)."""
     return os.environ.get("SENDTIME_HOST", "127.0.0.1").strip() or "127.0.0.1"
@@ -129,7 +138,7 @@ ops = FastAPI(title="sendtime operations")
 _FIRST_YEAR, _LAST_YEAR = 1970, 2200  # the windows a request may ask about
 
 
-@bentoml.service(name="sendtime", workers=_workers(), traffic={"timeout": 60}, http={"host": _host()})
+@bentoml.service(name="sendtime", workers=_workers(), threads=_threads(), traffic={"timeout": 60}, http={"host": _host()})
 @bentoml.asgi_app(ops, path="/ops")
 class SendTime:
     def __init__(self) -> None:
@@ -267,6 +276,9 @@ class SendTime:
     def _check_users(self, users: list[UserRef]) -> None:
         if len(users) > self.settings.max_users_per_request:
             raise InvalidArgument(f"users: at most {self.settings.max_users_per_request} per request")
+        bad = unknown_zone(users)
+        if bad:
+            raise InvalidArgument(bad)
 
     def _respond(self, state: ServingState, res: Answers, candidates: pd.DatetimeIndex) -> list[dict]:
         """Answers (``SendTimeAnswer`` fields) without per-row pandas work: times are looked up
@@ -298,20 +310,23 @@ class SendTime:
                             "timezone_source": zsrc, "model_version": version, "policy": pol, "propensity": None})
         return out
 
-    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes, objective=None):
-        """Validate the request and score its users over the window: (state, ids, grid)."""
-        self._check_users(users)
-        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
+    def _state(self, objective: str | None) -> ServingState:
         states = self.states  # one consistent (snapshot, model) pair for the whole request
         if objective is not None and objective not in states:
             raise InvalidArgument(f"objective {objective!r} is not served here: this deployment serves "
                                   f"{', '.join(repr(o) for o in states)} (SENDTIME_OBJECTIVE, SENDTIME_SERVE_OBJECTIVES)")
-        state = states[objective or self.settings.objective]
-        ids = [u.user_id for u in users]
-        before = dict(state.scorer.score_sources)
-        g = state.scorer.grid(ids, [u.timezone for u in users], rules, self.settings.default_timezone)
-        for k in ("table", "model"):
-            self.metrics.answers.labels(k).inc(state.scorer.score_sources[k] - before[k])
+        return states[objective or self.settings.objective]
+
+    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes, objective=None,
+              state: ServingState | None = None):
+        """Validate the request and score its users over the window: (state, ids, grid)."""
+        self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
+        state = state or self._state(objective)
+        ids = [u["user_id"] for u in users]
+        g = state.scorer.grid(ids, [u.get("timezone") for u in users], rules, self.settings.default_timezone)
+        known = int(np.count_nonzero(~g.info.cold)) * len(g.candidates)  # from this request alone: requests run in parallel
+        self.metrics.answers.labels("table" if state.scorer.has_table else "model").inc(known)
         return state, ids, g
 
     # -- routes ------------------------------------------------------------------------------
@@ -327,14 +342,21 @@ class SendTime:
         unsubscribe_penalty: Penalty = None,
     ) -> BestSendTimeResponse:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
-        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
-        res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour, penalty=self._penalty(unsubscribe_penalty))
+        self._check_users(users)
+        state, penalty = self._state(objective), self._penalty(unsubscribe_penalty)
+        results: list[dict] = []
+        # users a slice at a time: each answer depends on its user alone, and no array operation
+        # of a 10,000-user request then holds the interpreter long enough to stall a small request
+        for i in range(0, len(users), CHUNK_USERS):
+            _, ids, g = self._grid(users[i:i + CHUNK_USERS], window_start, window_end, quiet_hours, min_lead_minutes, state=state)
+            res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour, penalty=penalty)
+            results += self._respond(state, res, g.candidates)
         self.metrics.requests.labels("best_send_time").inc()
         return _json(BestSendTimeResponse.model_construct(
             model_version=state.scorer.model_version,
             objective=state.objective,
             features_as_of=state.scorer.as_of.isoformat(),
-            results=self._respond(state, res, g.candidates),
+            results=results,
         ))
 
     @bentoml.api(route="/plan_campaign")
