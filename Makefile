@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench bench-events load bench-scale bench-nightly bench-train bench-slots suite serve sample-request lock clean audit docs
+.PHONY: setup demo test test-slow bench bench-events bench-heavy load bench-scale bench-nightly bench-train bench-slots suite serve sample-request lock clean audit docs
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ load: setup
 
 bench-events: setup  ## POST /events: 1,000-event batches on a real server, 1 and 2 workers, vs the straightforward intake
 	$(BIN)/python -m bench.events
+
+bench-heavy: setup  ## single-user latency beside 10,000-user requests and plans, 1 worker, vs BentoML's one thread per worker
+	$(BIN)/python -m bench.heavy_light
 
 bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events (SIZES="1e6 1e7 1e8" for 100M, REPEAT=3 for the spread)
 	$(BIN)/python -m bench.scale --sizes $(or $(SIZES),1e6 1e7) --repeat $(or $(REPEAT),1)

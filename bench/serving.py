@@ -181,9 +181,12 @@ def heavy_beside_light(base: str, ids: list[str], seconds: float) -> dict:
             "heavy_errors": sum(1 for h in heavy if h[1] != 200), "light": light}
 
 
-def single_user_latency(base: str, ids: list[str], rate: float, seconds: float, lanes: int = 4) -> dict:
+def single_user_latency(base: str, ids: list[str], rate: float, seconds: float, lanes: int = 4,
+                        max_seconds: float | None = None) -> dict:
     """Open-loop load: requests leave on a fixed schedule over ``lanes`` warm keep-alive
-    connections (a scheduler's connection pool), whatever the answers' timing."""
+    connections (a scheduler's connection pool), whatever the answers' timing. With
+    ``max_seconds``, requests not sent by then are not sent (a server that holds them for
+    seconds would otherwise keep the run going for many minutes)."""
 
     async def run():
         lat, codes = [], []
@@ -198,6 +201,8 @@ def single_user_latency(base: str, ids: list[str], rate: float, seconds: float, 
             async def lane(k: int) -> None:
                 c = clients[k]
                 for i in range(k, n, lanes):
+                    if max_seconds is not None and time.perf_counter() > start + max_seconds:
+                        return
                     delay = start + i / rate - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)

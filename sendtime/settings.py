@@ -86,6 +86,7 @@ class Settings:
     compiled_scoring: bool = True  # the hour-aware forest by the compiled slot traversal (0: predict_proba)
     refit: str = "auto"  # refit on the validation weeks too: auto (short histories), always, never
     max_window_hours: int = 24 * 7
+    plan_seconds: float = 2.0  # /plan_campaign: the search for the best capped plan stops after this (0: no limit)
     spark_master: str = "local[2]"  # for SENDTIME_ENGINE=spark; spark-submit's --master wins when set
     engine: str = "auto"  # feature build: auto (duckdb for typed Parquet, else pandas), duckdb, pandas, spark
     events_user_ids: str = "email"  # POST /events: user_id is the address ("email") or its salted SHA-256 ("sha256")
@@ -191,6 +192,8 @@ class Settings:
             raise ValueError(f"SENDTIME_UNSUBSCRIBE_PENALTY must be >= 0, got {self.unsubscribe_penalty}")
         if self.events_user_ids not in ("email", "sha256"):
             raise ValueError(f"SENDTIME_EVENTS_USER_IDS must be email or sha256, got {self.events_user_ids!r}")
+        if not self.plan_seconds >= 0:
+            raise ValueError(f"SENDTIME_PLAN_SECONDS must be >= 0 (0: no limit), got {self.plan_seconds}")
         if not self.events_segment_seconds > 0:
             raise ValueError(f"SENDTIME_EVENTS_SEGMENT_SECONDS must be > 0, got {self.events_segment_seconds}")
         if self.events_max_backlog_mb < 0:
@@ -242,6 +245,7 @@ ENV_VARS: dict[str, str] = {
     "policy_salt": "SENDTIME_POLICY_SALT",
     "max_users_per_request": "SENDTIME_MAX_USERS_PER_REQUEST",
     "max_window_hours": "SENDTIME_MAX_WINDOW_HOURS",
+    "plan_seconds": "SENDTIME_PLAN_SECONDS",
     "reload_seconds": "SENDTIME_RELOAD_SECONDS",
     "use_score_table": "SENDTIME_SCORE_TABLE",
     "compiled_scoring": "SENDTIME_COMPILED_SCORING",

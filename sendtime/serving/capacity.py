@@ -27,6 +27,7 @@ class Plan:
     expected_opens: float
     prices: np.ndarray
     iterations: int
+    stopped_early: bool = False  # the time budget ended the auction before its prices settled
 
     @property
     def assigned(self) -> np.ndarray:
@@ -41,11 +42,19 @@ def _net_choice(w: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return choice, net
 
 
-def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_iter: int = 500, eps: float = 1e-3) -> Plan:
+def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_iter: int = 500, eps: float = 1e-3,
+                   max_seconds: float | None = None) -> Plan:
     """Assign users (rows) to hours (columns) under ``caps``, maximising the sum of ``p``.
 
     ``allowed`` marks the (user, hour) pairs that may be used (window, quiet hours, lead time).
+    ``max_seconds`` bounds the auction (many users with identical scores, e.g. new users of one
+    zone, make its prices creep up by ``eps`` for hundreds of rounds); the repair pass then
+    makes every cap hold, so a plan stopped early is feasible, only perhaps a little worse.
     """
+    import time
+
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    stopped = False
     n, m = p.shape
     caps = np.asarray(caps, dtype=np.int64)
     if caps.shape != (m,):
@@ -71,6 +80,9 @@ def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_ite
             break
         if it > 20 and (load - caps)[over].sum() <= max(1, n // 5000):
             break  # near-equilibrium: the repair pass moves the last few users
+        if deadline is not None and time.perf_counter() > deadline:
+            stopped = True
+            break
         # the highest price at which each user still wants their current hour
         bid = w[rows, np.maximum(choice, 0)] - np.maximum(top2[:, 1], 0.0)
         for h in over:
@@ -81,7 +93,7 @@ def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_ite
     choice, _ = _net_choice(w, prices)
     choice = _repair(w, choice, caps)
     opens = float(p[np.arange(n)[choice >= 0], choice[choice >= 0]].sum())
-    return Plan(hour=choice, expected_opens=opens, prices=prices, iterations=it)
+    return Plan(hour=choice, expected_opens=opens, prices=prices, iterations=it, stopped_early=stopped)
 
 
 def _repair(w: np.ndarray, choice: np.ndarray, caps: np.ndarray) -> np.ndarray:

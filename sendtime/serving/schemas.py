@@ -164,6 +164,7 @@ class PlanSummary(BaseModel):
     users_planned: int = Field(examples=[10000])
     users_unplanned: int = Field(description="Users with no allowed hour or no capacity left.", examples=[0])
     hourly: list[HourLoad] = Field(description="Planned sends and cap of every whole hour of the window.")
+    stopped_early: bool = Field(default=False, description="True when the plan's search hit its time budget (SENDTIME_PLAN_SECONDS) before it settled: every cap still holds, expected opens may be slightly below the best plan.", examples=[False])
 
 
 class PlanResponse(FastJSON, BaseModel):

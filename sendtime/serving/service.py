@@ -385,7 +385,7 @@ class SendTime:
             caps = np.full(m, int(hourly_cap), dtype=np.int64)
         penalty = self._penalty(unsubscribe_penalty)
         score = g.ranked(penalty)
-        plan = plan_with_caps(score, g.allowed, caps)
+        plan = plan_with_caps(score, g.allowed, caps, max_seconds=self.settings.plan_seconds or None)
         res = state.scorer.answers(g, ids, chosen=plan.hour)
         sq = status_quo_index(g.candidates, state.status_quo_utc_hour)
         load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
@@ -404,6 +404,7 @@ class SendTime:
             unsubscribe_penalty=penalty,
             users_planned=int(plan.assigned.sum()),
             users_unplanned=int((~plan.assigned).sum()),
+            stopped_early=plan.stopped_early,
             hourly=[HourLoad.model_construct(send_at=t.to_pydatetime(), planned=int(n), cap=int(c)) for t, n, c in zip(g.candidates, load, caps)],
         )
         self.metrics.requests.labels("plan_campaign").inc()

@@ -86,3 +86,21 @@ def test_scores_of_any_scale_and_sign_still_plan_everyone_with_room():
     assert plan.hour.tolist() == [1, 0]
     neg = plan_with_caps(np.array([[-0.2, -0.05, -0.1]]), np.ones((1, 3), dtype=bool), np.array([5, 5, 5]))
     assert neg.hour.tolist() == [1]
+
+
+def test_a_time_budget_stops_the_auction_on_identical_users_and_the_caps_still_hold():
+    """8,000 new users of one zone have one score row: the auction's prices creep up by eps for
+    hundreds of rounds. Stopped by the budget, the repaired plan keeps every cap and places
+    as many users as the caps allow, at their best hours first."""
+    rng = np.random.default_rng(3)
+    m = 48
+    row = rng.beta(2, 20, size=m)
+    p = np.vstack([np.tile(row, (8000, 1)), rng.beta(2, 20, size=(2000, m))])
+    allowed = np.ones_like(p, dtype=bool)
+    caps = np.full(m, 150)
+    plan = plan_with_caps(p, allowed, caps, max_seconds=0.05)
+    full = plan_with_caps(p, allowed, caps)
+    assert plan.stopped_early and plan.iterations < full.iterations
+    load = np.bincount(plan.hour[plan.hour >= 0], minlength=m)
+    assert (load <= caps).all() and plan.assigned.sum() == min(len(p), caps.sum())
+    assert plan.expected_opens >= 0.97 * full.expected_opens  # the repair's greedy fill is nearly as good
