@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pandas as pd
 
-from bench.serving import RESULTS, ROOT, WEEK, ZONES, prepare_state, server, single_user_latency
+from bench.serving import RESULTS, ROOT, WEEK, ZONES, heavy_beside_light, prepare_state, server, single_user_latency
 
 
 def heavy_bodies(known: list[str], n: int = 10_000) -> dict[str, tuple[str, bytes]]:
@@ -34,38 +31,6 @@ def heavy_bodies(known: list[str], n: int = 10_000) -> dict[str, tuple[str, byte
         "best_send_time, 10,000 new users, 7 days": ("/best_send_time", json.dumps({"users": new, **WEEK}).encode()),
         "plan_campaign, 10,000 users, 7 days, hourly cap": ("/plan_campaign", json.dumps({"users": mixed, **WEEK, "hourly_cap": 200}).encode()),
     }
-
-
-def _heavy_loop(base: str, path: str, body: bytes, stop, out) -> None:
-    with httpx.Client(timeout=300) as c:
-        while not stop.is_set():
-            t = time.perf_counter()
-            r = c.post(f"{base}{path}", content=body, headers={"content-type": "application/json"})
-            out.put((time.perf_counter() - t, r.status_code))
-
-
-def beside(base: str, ids: list[str], path: str, body: bytes, seconds: float) -> dict:
-    with httpx.Client(timeout=300) as c:
-        t = time.perf_counter()
-        r = c.post(f"{base}{path}", content=body, headers={"content-type": "application/json"})
-        alone_s = time.perf_counter() - t
-        r.raise_for_status()
-    ctx = mp.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_heavy_loop, args=(base, path, body, stop, out), daemon=True)
-    proc.start()
-    try:
-        time.sleep(1.0)
-        light = single_user_latency(base, ids, rate=100, seconds=seconds, max_seconds=3 * seconds)
-    finally:
-        stop.set()
-        proc.join(timeout=300)
-    heavy = []
-    while not out.empty():
-        heavy.append(out.get())
-    return {"heavy_alone_seconds": alone_s, "heavy_requests": len(heavy),
-            "heavy_mean_seconds": float(np.mean([h[0] for h in heavy])) if heavy else None,
-            "heavy_errors": sum(1 for h in heavy if h[1] != 200), "light": light}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
             run = {"alone": single_user_latency(base, ids, rate=100, seconds=args.seconds)}
             print(label, "alone", json.dumps(run["alone"]), flush=True)
             for what, (path, body) in bodies.items():
-                run[what] = beside(base, ids, path, body, args.seconds)
+                run[what] = heavy_beside_light(base, ids, args.seconds, body=body, path=path, max_seconds=3 * args.seconds)
                 print(label, what, json.dumps(run[what]), flush=True)
         out["runs"][label] = run
     (RESULTS / "heavy_light.json").write_text(json.dumps(out, indent=2))
@@ -109,7 +74,7 @@ def markdown(out: dict) -> str:
                 continue
             lt = r["light"]
             lines.append(f"| {label} | beside {what} | {lt['p50_ms']:.1f} | **{lt['p99_ms']:.1f}** | {lt['achieved_rate']:.0f} "
-                         f"| {r['heavy_mean_seconds']:.2f} ({r['heavy_requests']} requests, {r['heavy_errors']} errors) |")
+                         f"| {r['heavy_mean_seconds']:.2f} ({r['heavy_requests_beside']} requests, {r['heavy_errors']} errors) |")
     return "\n".join(lines) + "\n"
 
 

@@ -141,38 +141,39 @@ def heavy_body(n: int = 10_000) -> bytes:
     return json.dumps({"users": users, **WEEK}).encode()
 
 
-def _heavy_loop(base: str, body: bytes, stop, out) -> None:
+def _heavy_loop(base: str, body: bytes, stop, out, path: str = "/best_send_time") -> None:
     """Back-to-back heavy requests until ``stop`` is set (a process of its own: parsing 10,000
     answers must not hold the light client's interpreter)."""
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(timeout=300) as c:
         while not stop.is_set():
             t = time.perf_counter()
-            r = c.post(f"{base}/best_send_time", content=body, headers={"content-type": "application/json"})
+            r = c.post(f"{base}{path}", content=body, headers={"content-type": "application/json"})
             out.put((time.perf_counter() - t, r.status_code))
 
 
-def heavy_beside_light(base: str, ids: list[str], seconds: float) -> dict:
-    """Single-user latency at 100 rps while 10,000-user 7-day requests of new users run back to
-    back beside it, from another client process (a scheduler's big campaign and its
-    transactional sends at once)."""
+def heavy_beside_light(base: str, ids: list[str], seconds: float, body: bytes | None = None,
+                       path: str = "/best_send_time", max_seconds: float | None = None) -> dict:
+    """Single-user latency at 100 rps while heavy requests (by default 10,000-user 7-day
+    requests of new users) run back to back beside it, from another client process (a
+    scheduler's big campaign and its transactional sends at once)."""
     import multiprocessing as mp
 
-    body = heavy_body()
-    with httpx.Client(timeout=120) as c:  # alone first: how long one heavy request takes
+    body = heavy_body() if body is None else body
+    with httpx.Client(timeout=300) as c:  # alone first: how long one heavy request takes
         t = time.perf_counter()
-        alone = c.post(f"{base}/best_send_time", content=body, headers={"content-type": "application/json"})
+        alone = c.post(f"{base}{path}", content=body, headers={"content-type": "application/json"})
         alone_s = time.perf_counter() - t
         alone.raise_for_status()
     ctx = mp.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_heavy_loop, args=(base, body, stop, out), daemon=True)
+    proc = ctx.Process(target=_heavy_loop, args=(base, body, stop, out, path), daemon=True)
     proc.start()
     try:
         time.sleep(1.0)  # the heavy client is running before the light one starts
-        light = single_user_latency(base, ids, rate=100, seconds=seconds)
+        light = single_user_latency(base, ids, rate=100, seconds=seconds, max_seconds=max_seconds)
     finally:
         stop.set()
-        proc.join(timeout=180)
+        proc.join(timeout=300)
     heavy = []
     while not out.empty():
         heavy.append(out.get())
