@@ -84,7 +84,6 @@ class AppendResult:
     stored: int = 0  # new events written
     duplicates: int = 0  # event ids already in the store
     refused: list[str] = field(default_factory=list)  # event ids of sends whose message already has one
-    segment: str | None = None
 
 
 @dataclass
@@ -204,17 +203,44 @@ class EventStore:
         con = sqlite3.connect(self.index_path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy; a lost claim is claimed again
-        con.execute("CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, rolled INTEGER NOT NULL DEFAULT 0)")
+        con.execute("CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
         con.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, seg INTEGER NOT NULL) WITHOUT ROWID")
         con.execute("CREATE TABLE IF NOT EXISTS sends (message_id TEXT PRIMARY KEY, event_id TEXT NOT NULL) WITHOUT ROWID")
-        con.execute("INSERT OR IGNORE INTO segments VALUES (0, '(inbox)', 1)")
+        con.execute("INSERT OR IGNORE INTO segments VALUES (0, '(inbox)')")
         return con
 
     def _reader(self) -> sqlite3.Connection | None:
         """The appends' connection (under ``self._lock``); None while no roll has made the index."""
         if self._con is None and self.index_path.exists():
-            self._con = sqlite3.connect(self.index_path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
+            con = sqlite3.connect(self.index_path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
+            if "file" in {r[1] for r in con.execute("PRAGMA table_info(events)")}:
+                con.close()
+                self._migrate()
+                con = sqlite3.connect(self.index_path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False)
+            self._con = con
         return self._con
+
+    def _migrate(self) -> None:
+        """An index of the store before the log (one Parquet file per batch, an id per row with
+        its file): kept aside, and the index built again from the inbox, which holds those files."""
+        lock_fd = os.open(self.root / "roll.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            con = sqlite3.connect(self.index_path, timeout=self.lock_timeout)
+            old = "file" in {r[1] for r in con.execute("PRAGMA table_info(events)")}
+            con.close()
+            if old:  # not done meanwhile by another worker
+                os.replace(self.index_path, self.index_path.with_name("index-before-the-log.sqlite"))
+                for extra in ("-wal", "-shm"):
+                    Path(f"{self.index_path}{extra}").unlink(missing_ok=True)
+                new = self._open()
+                try:
+                    self._rebuild(new)
+                finally:
+                    new.close()
+                log.warning("the event index had the layout before the log; rebuilt from %s", self.inbox)
+        finally:
+            os.close(lock_fd)
 
     def _rebuild(self, con: sqlite3.Connection) -> None:
         """Index every event already in the inbox (the index was deleted or lost); the log's
@@ -321,7 +347,6 @@ class EventStore:
         own_ids, own_sends = self._unrolled.setdefault(seg.name, (set(), set()))
         own_ids.update(r[0] for r in new)
         own_sends.update(r[2] for r in new if r[3] == "send")
-        result.segment = seg.name
         return result
 
     def _current_segment(self) -> _Segment:
@@ -375,7 +400,7 @@ class EventStore:
             if fresh and any(self.inbox.rglob("*.parquet")):
                 self._rebuild(con)
             try:
-                self._recover(con)
+                self._recover()
                 segments = self._sealed()
                 try:
                     for group in self._groups(segments, max_bytes):
@@ -440,7 +465,7 @@ class EventStore:
         _write_json(intent, {"segments": names, "files": [str(f.relative_to(self.root)) for f in files]})
         for f, d in zip(files, day_list):
             write_events_parquet(frame[days == d], f)
-        self._finish(con, names, intent)
+        self._finish_files(names, intent)
         total.segments += len(group)
         total.written += len(keep)
         total.files += files
@@ -494,14 +519,14 @@ class EventStore:
                     total.doubled += 1
         return keep
 
-    def _finish(self, con: sqlite3.Connection, names: list[str], intent: Path) -> None:
-        con.executemany("UPDATE segments SET rolled = 1 WHERE name = ?", ((n,) for n in names))
+    def _finish_files(self, names: list[str], intent: Path) -> None:
+        """The roll's files are in place: remove its segments, then its journal."""
         for n in names:
             (self.wal / n).unlink(missing_ok=True)
         _fsync_dir(self.wal)
         intent.unlink(missing_ok=True)
 
-    def _recover(self, con: sqlite3.Connection) -> None:
+    def _recover(self) -> None:
         """Finish or undo the rolls a crash interrupted (see the module docstring)."""
         if not self.rolls.is_dir():
             return
@@ -509,7 +534,7 @@ class EventStore:
             plan = json.loads(intent.read_text())
             present = [n for n in plan["segments"] if (self.wal / n).exists()]
             if len(present) < len(plan["segments"]):  # its files were all in place: finish the removal
-                self._finish(con, plan["segments"], intent)
+                self._finish_files(plan["segments"], intent)
                 continue
             for f in plan["files"]:  # its files may be partial: remove them, the segments roll again
                 (self.root / f).unlink(missing_ok=True)
@@ -526,14 +551,6 @@ class EventStore:
                 return len(own)
             rolled = int(con.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             return rolled + len(own) - len(self._owners(con, own))
-
-    def rolled_frame(self) -> pd.DataFrame:
-        """Every event in the inbox's Parquet files (tests and small stores)."""
-        from sendtime.features.contract import read_events
-
-        if not any(self.inbox.rglob("*.parquet")):
-            return frame_of([])
-        return read_events(self.inbox).accepted
 
 
 def _write_json(path: Path, obj: dict) -> None:

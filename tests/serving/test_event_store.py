@@ -195,3 +195,26 @@ def test_roll_events_command_moves_sealed_segments_and_says_when_it_cannot(tmp_p
         fcntl.flock(held, fcntl.LOCK_EX)
         busy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert busy.returncode == 5 and busy.stderr.count("error:") == 1 and "another process is rolling" in busy.stderr
+
+
+def test_an_index_from_before_the_log_is_rebuilt_from_the_inbox(tmp_path):
+    """A home written by the store before the log: one Parquet file per batch in a flat inbox
+    and an index of ids and files. Its events stay known: a replay adds nothing."""
+    import sqlite3
+
+    from sendtime.features.importers import write_events_parquet
+    from sendtime.serving.event_store import frame_of
+
+    old = rows("v1", 20)
+    write_events_parquet(frame_of(old), tmp_path / "inbox" / "events-0123abcd.parquet")
+    con = sqlite3.connect(tmp_path / "index.sqlite")
+    con.execute("CREATE TABLE events (event_id TEXT PRIMARY KEY, file TEXT NOT NULL) WITHOUT ROWID")
+    con.executemany("INSERT INTO events VALUES (?, 'events-0123abcd.parquet')", ((r[0],) for r in old))
+    con.commit()
+    con.close()
+    store = EventStore(tmp_path)
+    got = store.append_rows(rows("v1", 25))
+    assert (got.stored, got.duplicates) == (5, 20)
+    store.roll(seal_own=True)
+    ids = inbox_ids(store)
+    assert len(ids) == 25 and ids.is_unique and (tmp_path / "index-before-the-log.sqlite").exists()
