@@ -70,10 +70,7 @@ def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_ite
     it = 0
     rows = np.arange(n)
     for it in range(1, max_iter + 1):
-        net = w - prices[None, :]
-        top2 = -np.partition(-net, 1, axis=1)[:, :2] if m > 1 else np.hstack([net, np.full((n, 1), -np.inf)])
-        choice = net.argmax(axis=1)
-        choice = np.where(top2[:, 0] > 0, choice, -1)
+        choice, top2 = _bids(w, prices)
         load = np.bincount(choice[choice >= 0], minlength=m)
         over = np.flatnonzero(load > caps)
         if len(over) == 0:
@@ -94,6 +91,23 @@ def plan_with_caps(p: np.ndarray, allowed: np.ndarray, caps: np.ndarray, max_ite
     choice = _repair(w, choice, caps)
     opens = float(p[np.arange(n)[choice >= 0], choice[choice >= 0]].sum())
     return Plan(hour=choice, expected_opens=opens, prices=prices, iterations=it, stopped_early=stopped)
+
+
+_SLICE = 1024  # users per numpy call: a 10,000-user plan never holds the interpreter for long
+
+
+def _bids(w: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's best hour at these prices (-1 when none is worth it) and their two best net
+    values, a slice of users at a time (so a single-user request beside a plan keeps its turn)."""
+    n, m = w.shape
+    choice = np.empty(n, dtype=np.int64)
+    top2 = np.empty((n, 2))
+    for i in range(0, n, _SLICE):
+        net = w[i:i + _SLICE] - prices[None, :]
+        t2 = -np.partition(-net, 1, axis=1)[:, :2] if m > 1 else np.hstack([net, np.full((len(net), 1), -np.inf)])
+        choice[i:i + _SLICE] = np.where(t2[:, 0] > 0, net.argmax(axis=1), -1)
+        top2[i:i + _SLICE] = t2
+    return choice, top2
 
 
 def _repair(w: np.ndarray, choice: np.ndarray, caps: np.ndarray) -> np.ndarray:

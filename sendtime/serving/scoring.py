@@ -7,7 +7,7 @@ users missing from the snapshot get cold-start features built from the snapshot'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 from datetime import date as Date
 from typing import TYPE_CHECKING, Sequence
@@ -83,6 +83,23 @@ class Grid:
         if not penalty or self.risk is None:
             return self.expected
         return self.expected - penalty * self.risk
+
+    @classmethod
+    def concat(cls, parts: list["Grid"]) -> "Grid":
+        """The grids of consecutive slices of one request's users, as one (same candidates).
+        A cold user's ``info.row`` indexed its own slice's zone priors: it becomes -1 here
+        (nothing reads it once the scores are in)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(get):
+            first = get(parts[0])
+            return None if first is None else np.concatenate([get(g) for g in parts], axis=0)
+
+        info = Requested(**{f.name: cat(lambda g, k=f.name: getattr(g.info, k)) for f in fields(Requested)})
+        info.row = np.where(info.cold, -1, info.row)
+        return cls(candidates=parts[0].candidates, info=info, local_hour=cat(lambda g: g.local_hour), p=cat(lambda g: g.p),
+                   allowed=cat(lambda g: g.allowed), risk=cat(lambda g: g.risk), value=cat(lambda g: g.value))
 
 
 

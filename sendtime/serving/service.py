@@ -54,12 +54,12 @@ from sendtime.serving.schemas import (
     parse_quiet_hours,
     unknown_zone,
 )
-from sendtime.serving.scoring import Answers, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
+from sendtime.serving.scoring import Answers, Grid, Scorer, WindowRules, candidate_hours, local_slots, status_quo_index
 from sendtime.serving.webhooks import take_sendgrid_batch
 
 log = logging.getLogger("sendtime.service")
 MAX_CAP = 1_000_000_000  # sends per hour; larger caps mean "no cap"
-CHUNK_USERS = 1024  # users scored at a time in /best_send_time
+CHUNK_USERS = 1024  # users scored at a time in /best_send_time and /plan_campaign
 
 Users = Annotated[list[UserRef], Field(min_length=1, max_length=MAX_USERS, description="Users to schedule (1 to 10,000).")]
 WindowStart = Annotated[AwareDatetime, Field(description="Earliest send time, ISO 8601 with offset.", examples=["2026-04-14T00:00:00Z"])]
@@ -375,7 +375,12 @@ class SendTime:
         unsubscribe_penalty: Penalty = None,
     ) -> PlanResponse:
         """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
-        state, ids, g = self._grid(users, window_start, window_end, quiet_hours, min_lead_minutes, objective)
+        self._check_users(users)
+        state = self._state(objective)
+        parts = [self._grid(users[i:i + CHUNK_USERS], window_start, window_end, quiet_hours, min_lead_minutes, state=state)
+                 for i in range(0, len(users), CHUNK_USERS)]  # scored a slice at a time, planned as one
+        ids = [u for _, part, _ in parts for u in part]
+        g = Grid.concat([part for _, _, part in parts])
         m = len(g.candidates)
         if isinstance(hourly_cap, list):
             if len(hourly_cap) != m:

@@ -205,3 +205,22 @@ def test_answers_serialized_in_pieces_are_the_same_bytes():
     summary = PlanSummary.model_construct(expected_opens_plan=1.5, users_planned=2, hourly=[])
     plan = PlanResponse.model_construct(model_version="3", objective="open", features_as_of="x", summary=summary, results=results)
     assert json_body(plan) == plan.model_dump_json().encode()
+
+
+def test_requests_scored_in_slices_answer_as_in_one_piece(client, trained, monkeypatch):
+    """Slices of 7 users (known ones and new ones of several zones, so each slice has its own
+    zone priors) give the same answers and the same capped plan as the whole request at once."""
+    import sendtime.serving.service as service_module
+
+    known = list(trained[1].users.accepted["user_id"].head(40))
+    users = [{"user_id": u} for u in known] + [{"user_id": f"new-{i}", "timezone": z}
+                                                for i, z in enumerate(["Europe/Berlin", "Asia/Tokyo", "America/New_York"] * 6)]
+    week = {"window_start": "2026-04-14T00:00:00Z", "window_end": "2026-04-16T00:00:00Z"}
+    asks = {"/best_send_time": {"users": users, **week}, "/plan_campaign": {"users": users, **week, "hourly_cap": 3}}
+    whole = {path: client.post(path, json=body).json() for path, body in asks.items()}
+    monkeypatch.setattr(service_module, "CHUNK_USERS", 7)
+    sliced = {path: client.post(path, json=body).json() for path, body in asks.items()}
+    for path in asks:
+        assert sliced[path] == whole[path], path
+    assert whole["/plan_campaign"]["summary"]["users_planned"] == len(users)
+    assert {a["source"] for a in whole["/best_send_time"]["results"]} >= {"prior"}
