@@ -317,17 +317,13 @@ class SendTime:
                                   f"{', '.join(repr(o) for o in states)} (SENDTIME_OBJECTIVE, SENDTIME_SERVE_OBJECTIVES)")
         return states[objective or self.settings.objective]
 
-    def _grid(self, users: list[UserRef], window_start, window_end, quiet_hours, min_lead_minutes, objective=None,
-              state: ServingState | None = None):
-        """Validate the request and score its users over the window: (state, ids, grid)."""
-        self._check_users(users)
-        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
-        state = state or self._state(objective)
+    def _grid(self, users: list[UserRef], rules: WindowRules, state: ServingState):
+        """Score a slice of the request's users over the window: (ids, grid)."""
         ids = [u["user_id"] for u in users]
         g = state.scorer.grid(ids, [u.get("timezone") for u in users], rules, self.settings.default_timezone)
         known = int(np.count_nonzero(~g.info.cold)) * len(g.candidates)  # from this request alone: requests run in parallel
         self.metrics.answers.labels("table" if state.scorer.has_table else "model").inc(known)
-        return state, ids, g
+        return ids, g
 
     # -- routes ------------------------------------------------------------------------------
     @bentoml.api(route="/best_send_time")
@@ -343,12 +339,13 @@ class SendTime:
     ) -> BestSendTimeResponse:
         """Each user's best send time: a whole UTC hour inside the window, outside quiet hours."""
         self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
         state, penalty = self._state(objective), self._penalty(unsubscribe_penalty)
         results: list[dict] = []
         # users a slice at a time: each answer depends on its user alone, and no array operation
         # of a 10,000-user request then holds the interpreter long enough to stall a small request
         for i in range(0, len(users), CHUNK_USERS):
-            _, ids, g = self._grid(users[i:i + CHUNK_USERS], window_start, window_end, quiet_hours, min_lead_minutes, state=state)
+            ids, g = self._grid(users[i:i + CHUNK_USERS], rules, state)
             res = state.scorer.answers(g, ids, self.policy, state.status_quo_utc_hour, penalty=penalty)
             results += self._respond(state, res, g.candidates)
         self.metrics.requests.labels("best_send_time").inc()
@@ -376,11 +373,12 @@ class SendTime:
     ) -> PlanResponse:
         """A whole campaign's send times: no hour over its cap, expected opens as high as possible."""
         self._check_users(users)
+        rules = self._rules(window_start, window_end, quiet_hours, min_lead_minutes)
         state = self._state(objective)
-        parts = [self._grid(users[i:i + CHUNK_USERS], window_start, window_end, quiet_hours, min_lead_minutes, state=state)
+        parts = [self._grid(users[i:i + CHUNK_USERS], rules, state)
                  for i in range(0, len(users), CHUNK_USERS)]  # scored a slice at a time, planned as one
-        ids = [u for _, part, _ in parts for u in part]
-        g = Grid.concat([part for _, _, part in parts])
+        ids = [u for part, _ in parts for u in part]
+        g = Grid.concat([part for _, part in parts])
         m = len(g.candidates)
         if isinstance(hourly_cap, list):
             if len(hourly_cap) != m:
