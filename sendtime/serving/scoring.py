@@ -7,7 +7,7 @@ users missing from the snapshot get cold-start features built from the snapshot'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from datetime import date as Date
 from typing import TYPE_CHECKING, Sequence
@@ -156,7 +156,6 @@ class Scorer:
     negative_risk: np.ndarray | None = None  # (24,) P(unsubscribe or complaint) by local hour of delivery
     order_value: np.ndarray | None = None  # (known users,) expected order value (value objective), same row order
     order_value_prior: float | None = None  # the population's, for users the snapshot does not know
-    score_sources: dict = field(default_factory=lambda: {"table": 0, "model": 0, "prior": 0})
     compiled: bool = True  # score the hour-aware forest with the compiled slot traversal where it applies
     served: "ServingTable | None" = None  # the published serving table, in place of features and table
 
@@ -240,9 +239,7 @@ class Scorer:
         rows = np.asarray(rows, dtype=np.int64)
         how = np.asarray(how, dtype=np.int64) % 168
         if not self.has_table:
-            self.score_sources["model"] += len(rows)
             return self.score_model(uf, rows, how)
-        self.score_sources["table"] += len(rows)
         return self._looked_up(rows, how)
 
     def full_table(self, chunk_users: int = 5_000) -> np.ndarray:
@@ -344,7 +341,6 @@ class Scorer:
         n, m = how.shape
         rows, is_cold = req.row, req.cold
         if not is_cold.any() and self.has_table:  # the common case: one fancy index
-            self.score_sources["table"] += n * m
             return self._looked_up(rows, how)
         p = np.empty((n, m))
         k = ~is_cold
@@ -352,7 +348,6 @@ class Scorer:
             p[k] = self.score(self.features, np.repeat(rows[k], m), how[k].ravel()).reshape(-1, m)
         if is_cold.any():
             p[is_cold] = cold.scores[rows[is_cold][:, None], how[is_cold]]
-            self.score_sources["prior"] += int(is_cold.sum()) * m
         return p
 
     def cold_priors(self, zones: Sequence[str], compiled: bool = False) -> "ColdPriors":

@@ -29,6 +29,7 @@ from sendtime.serving.event_store import SECOND_SEND, EventStore, Row, rows_of_f
 _EARLIEST_US = EARLIEST.value // 1000
 _DAY_US = 86_400_000_000
 _MISSING = frozenset(R.MISSING_TEXT)
+_MISSING_LEN = max(len(t) for t in R.MISSING_TEXT)
 _PROCESSED = "not used: 'processed' (the message's 'delivered' event is its send)"
 
 
@@ -56,7 +57,7 @@ def _nonempty(v: Any) -> str | None:
 
 def _text(v: str) -> str | None:
     """The contract's reading of an id: text that exports write for missing is missing."""
-    return None if len(v) <= 5 and v.lower() in _MISSING else v
+    return None if len(v) <= _MISSING_LEN and v.lower() in _MISSING else v
 
 
 def plain_rows(records: list[Any], key: Callable[[str], str], now_us: int) -> tuple[list[Row], list[tuple[int, str]]] | None:
