@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sendtime.features.engagement import outcomes_at  # noqa: E402
-from sendtime.features.messages import human_open_time, hour_of_week  # noqa: E402
+from sendtime.features.messages import hour_of_week  # noqa: E402
 from sendtime.training.plots import importance_figure, reliability_figure  # noqa: E402,F401  (re-exported)
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -68,7 +68,7 @@ def message_outcomes(msgs: pd.DataFrame, cutoff: pd.Timestamp | None = None, hor
     users, uidx = np.unique(msgs["user_id"].astype(str).to_numpy(), return_inverse=True)
     oc = outcomes_at(msgs, uidx, len(users), cutoff, horizon_hours)
     out = msgs.copy()
-    t_human = human_open_time(msgs, oc.is_machine_user[uidx], cutoff)
+    t_human = pd.Series(pd.DatetimeIndex(oc.human_open_us.view("datetime64[us]"), tz="UTC"), index=msgs.index)
     out["t_human"] = t_human
     out["hours_to_open"] = ((t_human - msgs["send_ts"]) / pd.Timedelta(hours=1)).to_numpy(dtype=float, na_value=np.nan)
     out["opened"] = oc.opened

@@ -557,6 +557,7 @@ _AGG_TEMPLATE = """
             min(ts) FILTER (WHERE event_type = 'open' AND NOT machine_open AND ts < CUT) AS t_open_human_flag,
             min(ts) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT) AS t_unk,
             count(*) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT) AS n_unk,
+            (min(ts, 2) FILTER (WHERE event_type = 'open' AND machine_open IS NULL AND ts < CUT))[2] AS t_open_unk_next,
             min(ts) FILTER (WHERE event_type = 'click' AND ts < CUT) AS t_click,
             min(ts) FILTER (WHERE event_type = 'bounce' AND ts < CUT) AS t_bounce
         FROM ok GROUP BY mh),
@@ -571,7 +572,7 @@ _AGG_TEMPLATE = """
            send_ts, propensity, t_open_machine_flag, t_open_human_flag,
            CASE WHEN FAST THEN t_unk END AS t_open_unk_fast,
            CASE WHEN NOT (FAST) THEN t_unk END AS t_open_unk_slow,
-           t_click, t_bounce,
+           t_open_unk_next, t_click, t_bounce,
            CASE WHEN bucket < getvariable('string_buckets') THEN coalesce(timezone, getvariable('default_tz')) END AS timezone
     FROM flagged
     WHERE NOT regular OR send_ts < CUT OR n_before > 0
@@ -598,7 +599,7 @@ _TEXT_TEMPLATE = """
     sends AS (SELECT hash(message_id) AS mh, message_id, event_id AS send_event FROM ok
               WHERE event_type = 'send' AND CAST(hash(user_id) % getvariable('buckets') AS INTEGER) < getvariable('string_buckets'))
     SELECT s.message_id, t.user_id, t.send_ts, t.propensity, t.t_open_machine_flag, t.t_open_human_flag,
-           t.t_open_unk_fast, t.t_open_unk_slow, t.t_click, t.t_bounce, t.timezone,
+           t.t_open_unk_fast, t.t_open_unk_slow, t.t_open_unk_next, t.t_click, t.t_bounce, t.timezone,
            HOW AS send_how, s.send_event, t.bucket
     FROM read_parquet(getvariable('text_rows')) t JOIN sends s USING (mh)
 """
@@ -637,6 +638,7 @@ _FIX_TEMPLATE = """
                               AND epoch_us(o.ts) - epoch_us(s.send_ts) <= getvariable('fast_us')) AS t_open_unk_fast,
             min(o.ts) FILTER (WHERE o.event_type = 'open' AND o.machine_open IS NULL
                               AND epoch_us(o.ts) - epoch_us(s.send_ts) > getvariable('fast_us')) AS t_open_unk_slow,
+            (min(o.ts, 2) FILTER (WHERE o.event_type = 'open' AND o.machine_open IS NULL))[2] AS t_open_unk_next,
             min(o.ts) FILTER (WHERE o.event_type = 'click') AS t_click,
             min(o.ts) FILTER (WHERE o.event_type = 'bounce') AS t_bounce
         FROM ok o JOIN sends s USING (message_id)
@@ -644,12 +646,12 @@ _FIX_TEMPLATE = """
         GROUP BY o.message_id
     ),
     joined AS (
-        SELECT s.*, t_open_machine_flag, t_open_human_flag, t_open_unk_fast, t_open_unk_slow, t_click, t_bounce,
+        SELECT s.*, t_open_machine_flag, t_open_human_flag, t_open_unk_fast, t_open_unk_slow, t_open_unk_next, t_click, t_bounce,
                u.uidx, coalesce(u.timezone, getvariable('default_tz')) AS timezone
         FROM sends s LEFT JOIN outcomes USING (message_id) LEFT JOIN _users u ON u.user_id = s.user_id
     )
     SELECT message_id, user_id, send_ts, propensity, t_open_machine_flag, t_open_human_flag,
-           t_open_unk_fast, t_open_unk_slow, t_click, t_bounce, timezone,
+           t_open_unk_fast, t_open_unk_slow, t_open_unk_next, t_click, t_bounce, timezone,
            HOW AS send_how, send_event, CAST(hash(user_id) % getvariable('buckets') AS INTEGER) AS bucket
     FROM joined
 """

@@ -147,9 +147,9 @@ def build_user_features(
     n = len(index)
     uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
 
-    oc = outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}, uidx, n,
-                     micros_of(as_of), H, machine=prior.machine if prior is not None else machine)
     send_how = msgs["send_how"].to_numpy(dtype=np.int64)
+    oc = outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}, uidx, n,
+                     micros_of(as_of), H, machine=prior.machine if prior is not None else machine, how=send_how)
     if prior is None:
         decay, lam_pop = fit_decay(send_how, oc.at_risk_hours, oc.open_delay_hour, H)
         pop_rate = float(oc.opened.sum() + 1) / float(oc.sent.sum() + 5)
@@ -263,7 +263,7 @@ def build_user_features_bucketed(
         n_local = len(known) + len(extra)
         send = arr.send_us[keep]
         how = arr.how[keep].astype(np.int64)
-        oc = kernels.outcomes(send, t, local, n_local, cut, H, machine=machine, settle_us=settle_us)
+        oc = kernels.outcomes(send, t, local, n_local, cut, H, machine=machine, settle_us=settle_us, how=how)
         activity, a, bb = kernels.activity_and_decay(send, t["t_click"], how, local, n_local, oc, cut, H)
         A += a
         B += bb

@@ -17,7 +17,7 @@ import numpy as np
 
 from sendtime.features.machine_opens import classify, machine_stats
 from sendtime.features.messages import MACHINE_OPEN_WINDOW
-from sendtime.features.outcomes import OutcomesAt, activity_from_counts
+from sendtime.features.outcomes import OutcomesAt, activity_from_counts, human_unflagged_open
 from sendtime.features.profiles import H, ShrinkageParams, at_risk_beyond, smoothing_weights
 
 _JIT = {"cache": True, "nogil": True}
@@ -278,7 +278,7 @@ def row_stats(O: np.ndarray, E: np.ndarray, rows: np.ndarray | None = None,
 
 
 @numba.njit(parallel=True, **_JIT)
-def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_machine):
+def _outcomes(send, thf, hunk, tclick, tbounce, cut, horizon):
     m = send.size
     nat = np.iinfo(np.int64).min
     big = np.iinfo(np.int64).max
@@ -288,20 +288,14 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_
     k_open = np.full(m, -1, np.int64)
     at_risk = np.zeros(m, np.int64)
     clicked = np.zeros(m, np.bool_)
-    for i in numba.prange(m):  # each message on its own: the machine openers are known
+    for i in numba.prange(m):  # each message on its own: its human unflagged open is known
         s = send[i]
         sent_a[i] = s < cut
         live = sent_a[i] and not (tbounce[i] != nat and tbounce[i] < cut)
         first = big
-        for x in (thf[i], tclick[i]):
+        for x in (thf[i], tclick[i], hunk[i]):
             if x != nat and x < first:
                 first = x
-        mach = is_machine[uidx[i]]
-        if tuf[i] != nat and tuf[i] < first and not (mach and tmf[i] == nat):
-            first = tuf[i]
-        fetched = tmf[i] != nat or tuf[i] != nat
-        if tus[i] != nat and tus[i] < first and not (mach and not fetched):
-            first = tus[i]
         avail = min(max(np.ceil((cut - s) / hour), 0.0), float(horizon))
         if live:
             if first < cut and (first - s) / hour < horizon:
@@ -316,7 +310,7 @@ def _outcomes(send, tmf, thf, tuf, tus, tclick, tbounce, uidx, cut, horizon, is_
 
 
 def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int,
-             machine=None, settle_us: int | None = None):
+             machine=None, settle_us: int | None = None, how: np.ndarray | None = None):
     """:func:`sendtime.features.engagement.outcomes_of`, compiled: the same arrays."""
 
     window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
@@ -324,9 +318,10 @@ def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut:
     stats = machine_stats(send, t, uidx, int(n_users), int(cut), int(horizon), window, settle_us)
     is_machine, prob, model = classify(stats, machine)
     fast_share = np.where(stats[:, 0] > 0, stats[:, 2] / np.maximum(stats[:, 0], 1), 0.0)
+    how = np.zeros(len(send), np.int64) if how is None else how
+    hunk = human_unflagged_open(send, how, t, uidx, is_machine, int(cut))
     sent, opened, k_open, at_risk, clicked = _outcomes(
-        send, t["t_open_machine_flag"], t["t_open_human_flag"], t["t_open_unk_fast"], t["t_open_unk_slow"],
-        t["t_click"], t["t_bounce"], uidx, int(cut), int(horizon), is_machine)
+        send, t["t_open_human_flag"], hunk, t["t_click"], t["t_bounce"], int(cut), int(horizon))
     return OutcomesAt(sent, uidx, opened, k_open, at_risk, clicked, is_machine, fast_share, prob, model)
 
 

@@ -150,7 +150,7 @@ def split_channel(msgs: pd.DataFrame, channel: str) -> tuple[pd.DataFrame, pd.Da
     if channel != "email" and len(served):
         opens = served[["t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow"]].min(axis=1)
         served["t_open_human_flag"] = opens.astype("datetime64[us, UTC]")
-        for c in ("t_open_machine_flag", "t_open_unk_fast", "t_open_unk_slow"):
+        for c in ("t_open_machine_flag", "t_open_unk_fast", "t_open_unk_slow", "t_open_unk_next"):
             served[c] = pd.Series(pd.NaT, index=served.index, dtype="datetime64[us, UTC]")
     other = msgs.loc[msgs["channel"] != channel]
     is_email = (other["channel"] == "email").to_numpy()

@@ -23,8 +23,10 @@ US_PER_HOUR = 3_600_000_000
 #: engine computes the local hour of the week as (local hours since the epoch + this) % 168.
 EPOCH_HOUR_OF_WEEK = 72
 
-#: A message's outcomes: its first open of each kind, first click and first bounce (UTC instants).
-OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_click", "t_bounce")
+#: A message's outcomes: its first open of each kind, its second unflagged open (a machine
+#: opener's proxy fetch is one of the first two), first click and first bounce (UTC instants).
+OUTCOME_COLUMNS = ("t_open_machine_flag", "t_open_human_flag", "t_open_unk_fast", "t_open_unk_slow", "t_open_unk_next",
+                   "t_click", "t_bounce")
 TIME_COLUMNS = ("send_ts", *OUTCOME_COLUMNS)
 #: The message table's columns, in order: every engine (pandas, DuckDB, Spark) writes exactly these.
 MESSAGE_COLUMNS = ("message_id", "user_id", "send_ts", "propensity", *OUTCOME_COLUMNS, "timezone", "send_how")
@@ -83,6 +85,9 @@ def build_messages(events: pd.DataFrame, users: pd.DataFrame, default_tz: str = 
     msgs["t_open_human_flag"] = first(flag == False)  # noqa: E712
     msgs["t_open_unk_fast"] = first(flag.isna() & fast)
     msgs["t_open_unk_slow"] = first(flag.isna() & ~fast)
+    unflagged = opens.loc[flag.isna().to_numpy(), ["message_id", "timestamp"]].sort_values(["message_id", "timestamp"])
+    second = unflagged[unflagged.groupby("message_id").cumcount().to_numpy() == 1]
+    msgs["t_open_unk_next"] = second.set_index("message_id")["timestamp"]
     clicks = ev.loc[ev["event_type"] == "click", ["message_id", "timestamp"]]
     msgs["t_click"] = clicks.groupby("message_id")["timestamp"].min()
     bounces = ev.loc[ev["event_type"] == "bounce", ["message_id", "timestamp"]]
@@ -146,6 +151,7 @@ class MessageArrays:
     t_open_human_flag: np.ndarray
     t_open_unk_fast: np.ndarray
     t_open_unk_slow: np.ndarray
+    t_open_unk_next: np.ndarray
     t_click: np.ndarray
     t_bounce: np.ndarray
 
@@ -155,21 +161,3 @@ class MessageArrays:
         return cls(uidx=uidx, unknown_ids=msgs["user_id"].to_numpy(dtype=object)[uidx < 0],
                    send_us=micros(msgs["send_ts"]), how=msgs["send_how"].to_numpy(dtype=np.int16),
                    **{c: micros(msgs[c]) for c in OUTCOME_COLUMNS})
-
-
-def human_open_time(msgs: pd.DataFrame, is_mpp: np.ndarray, cutoff: pd.Timestamp) -> pd.Series:
-    """First evidence of a human open, as seen before ``cutoff``: the rule of
-    :func:`sendtime.features.engagement.outcomes_of`.
-
-    Flagged human opens and clicks always count. For a machine opener (``is_mpp`` per message
-    row) the first unflagged open is the proxy's fetch unless a flagged machine open already
-    is; an unflagged open after the fetch counts.
-    """
-    mpp = pd.Series(np.asarray(is_mpp, dtype=bool), index=msgs.index)
-    flagged_fetch = msgs["t_open_machine_flag"].notna()
-    fetched = flagged_fetch | msgs["t_open_unk_fast"].notna()
-    cols = [msgs["t_open_human_flag"], msgs["t_click"],
-            msgs["t_open_unk_fast"].where(~mpp | flagged_fetch),
-            msgs["t_open_unk_slow"].where(~mpp | fetched)]
-    t = pd.concat(cols, axis=1).min(axis=1)
-    return t.where(t < cutoff)

@@ -29,23 +29,103 @@ class OutcomesAt:
     fast_share: np.ndarray  # per user
     machine_prob: np.ndarray | None = None  # per user: the mixture's posterior
     machine_model: MachineOpenModel | None = None
+    human_open_us: np.ndarray | None = None  # per message: the first human evidence (open or click), NAT if none
+
+
+#: delay bins (hours after delivery) in which a machine opener's fetch pattern is tallied
+FETCH_DELAY_EDGES_H = (1 / 6, 1.0, 3.0, 8.0, 24.0)
+
+
+def human_unflagged_open(send: np.ndarray, how: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray,
+                         is_machine: np.ndarray, cut: int) -> np.ndarray:
+    """Per message: the unflagged open that is human evidence, as seen from ``cut`` (NAT if none).
+
+    For most users that is the first unflagged open. A machine opener's proxy fetches (nearly)
+    every message once, so without a flagged fetch one of a message's unflagged opens is the
+    fetch: with one open, that one; with two, the one that looks more like this user's own
+    fetches, i.e. the opens of their messages with a single unflagged open (and their flagged
+    machine opens), tallied by local hour of day and by delay since delivery. A proxy that
+    fetches on the charger at night, or hours late, or seconds after delivery, leaves its own
+    pattern; the human open is the other one, whether it came before the fetch or after it. A
+    user with no such pattern yet keeps the first open as the fetch."""
+    nat = NAT
+    hour = 3_600_000_000
+    send = np.asarray(send, np.int64)
+    uidx = np.asarray(user_idx, np.int64)
+
+    def seen(x: np.ndarray) -> np.ndarray:
+        return (x != nat) & (x < cut)
+
+    tuf, tus, tmf = t["t_open_unk_fast"], t["t_open_unk_slow"], t["t_open_machine_flag"]
+    tnx = t.get("t_open_unk_next", np.full(len(send), nat))
+    u1 = np.where(seen(tuf), tuf, np.where(seen(tus), tus, nat))
+    u2 = np.where(seen(u1) & seen(tnx), tnx, nat)
+    flagged_fetch = seen(tmf)
+    mach = np.asarray(is_machine, bool)[uidx] & ~flagged_fetch if len(uidx) else np.zeros(0, bool)
+    out = np.where(mach, nat, u1)
+    two = mach & seen(u2)
+    if not two.any():
+        return out
+    how = np.asarray(how, np.int64)
+    edges = (np.asarray(FETCH_DELAY_EDGES_H) * hour).astype(np.int64)
+
+    def slot(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = send[rows]
+        hod = (how[rows] + (s % hour + (x[rows] - s)) // hour) % 24
+        return hod, np.searchsorted(edges, x[rows] - s, side="right")
+
+    # each machine opener's own fetches (the lone unflagged opens and the flagged machine
+    # opens), and their own human moments (clicks), tallied by local hour and by delay
+    users = np.flatnonzero(is_machine)
+    pos = np.full(len(is_machine), -1, np.int64)
+    pos[users] = np.arange(len(users))
+    nd = len(edges) + 1
+    machine_rows = np.asarray(is_machine, bool)[uidx]
+    tc = t["t_click"]
+
+    def tally(parts) -> tuple[np.ndarray, np.ndarray]:
+        by_hour, by_delay = np.zeros(len(users) * 24), np.zeros(len(users) * nd)
+        for rows, x in parts:
+            hod, dbin = slot(x, rows)
+            p = pos[uidx[rows]]
+            by_hour += np.bincount(p * 24 + hod, minlength=len(by_hour))
+            by_delay += np.bincount(p * nd + dbin, minlength=len(by_delay))
+        return by_hour.reshape(len(users), 24), by_delay.reshape(len(users), nd)
+
+    fetch = tally(((np.flatnonzero(mach & seen(u1) & ~seen(u2)), u1), (np.flatnonzero(machine_rows & flagged_fetch), tmf)))
+    human = tally(((np.flatnonzero(machine_rows & seen(tc)), tc),))
+    rows = np.flatnonzero(two)
+    p = pos[uidx[rows]]
+
+    def density(x: np.ndarray, counts) -> np.ndarray:  # hour and delay shares, each smoothed by 1/2
+        hod, dbin = slot(x, rows)
+        by_hour, by_delay = counts
+        n = by_hour[p].sum(axis=1)
+        return (by_hour[p, hod] + 0.5) / (n + 12.0) * (by_delay[p, dbin] + 0.5) / (n + 0.5 * nd)
+
+    first_is_fetch = density(u1, fetch) * density(u2, human) >= density(u2, fetch) * density(u1, human)
+    out[rows] = np.where(first_is_fetch, u2[rows], u1[rows])
+    return out
 
 
 def outcomes_at(msgs: pd.DataFrame, user_idx: np.ndarray, n_users: int, cutoff: pd.Timestamp, horizon: int) -> OutcomesAt:
     """Classify machine opens and find human opens for every message, as seen from ``cutoff``."""
     return outcomes_of(micros(msgs["send_ts"]), {c: micros(msgs[c]) for c in OUTCOME_COLUMNS},
-                       np.asarray(user_idx), n_users, micros_of(cutoff), horizon)
+                       np.asarray(user_idx), n_users, micros_of(cutoff), horizon,
+                       how=msgs["send_how"].to_numpy(dtype=np.int64))
 
 
 def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray, n_users: int, cut: int,
-                horizon: int, machine: MachineOpenModel | None = None, settle_us: int | None = None) -> OutcomesAt:
+                horizon: int, machine: MachineOpenModel | None = None, settle_us: int | None = None,
+                how: np.ndarray | None = None) -> OutcomesAt:
     """:func:`outcomes_at` on integer microseconds (``t``: the outcome columns, NaT as NAT).
 
     Machine openers are the users the :class:`features.machine_opens.MachineOpenModel` mixture
     puts there (``machine``: a fitted one, e.g. pooled over every bucket; else it is fitted on
-    these messages). For them the first unflagged open of a message is the proxy's fetch, so
-    it is not human evidence; a later open is, and so are flagged human opens and clicks. For
-    everyone else every open counts."""
+    these messages). For them one unflagged open of a message is the proxy's fetch, so it is
+    not human evidence (:func:`human_unflagged_open` says which); another open is, and so are
+    flagged human opens and clicks. For everyone else every open counts. ``how``: each send's
+    local hour of the week (it places the opens in the user's day)."""
     hour = 3_600_000_000
     window = int(MACHINE_OPEN_WINDOW / pd.Timedelta(microseconds=1))
 
@@ -58,16 +138,11 @@ def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray
 
     sent = send < cut
     bounced = seen(t["t_bounce"])
+    how = np.zeros(len(send), np.int64) if how is None else how
     big = np.iinfo(np.int64).max
     first = np.full(len(send), big, dtype=np.int64)
-    for name in ("t_open_human_flag", "t_click"):
-        x = t[name]
+    for x in (t["t_open_human_flag"], t["t_click"], human_unflagged_open(send, how, t, user_idx, is_machine, cut)):
         np.minimum(first, np.where(x == NAT, big, x), out=first)
-    tuf, tus, tmf = t["t_open_unk_fast"], t["t_open_unk_slow"], t["t_open_machine_flag"]
-    mach = is_machine[user_idx]
-    fetched = (tmf != NAT) | (tuf != NAT)  # the proxy's fetch is already accounted for before a slow open
-    np.minimum(first, np.where((tuf == NAT) | (mach & (tmf == NAT)), big, tuf), out=first)
-    np.minimum(first, np.where((tus == NAT) | (mach & ~fetched), big, tus), out=first)
     has = first < cut
     delay = np.full(len(send), np.nan)
     delay[has] = (first[has] - send[has]) / hour
@@ -78,7 +153,8 @@ def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray
     at_risk = np.where(sent & ~bounced, at_risk, 0)
     ct = t["t_click"]
     clicked = sent & seen(ct) & ((ct - send) < horizon * hour)
-    return OutcomesAt(sent, user_idx, opened, k_open, at_risk, clicked, is_machine, fast_share, machine_prob, model)
+    return OutcomesAt(sent, user_idx, opened, k_open, at_risk, clicked, is_machine, fast_share, machine_prob, model,
+                      np.where(first < cut, first, NAT))
 
 
 def _days_since(last_us: np.ndarray, cut: int) -> np.ndarray:

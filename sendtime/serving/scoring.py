@@ -642,6 +642,7 @@ def _empty_messages() -> pd.DataFrame:
             "t_open_human_flag": ts,
             "t_open_unk_fast": ts,
             "t_open_unk_slow": ts,
+            "t_open_unk_next": ts,
             "t_click": ts,
             "t_bounce": ts,
             "timezone": pd.Series([], dtype=object),

@@ -17,7 +17,8 @@ import pandas as pd
 
 from sendtime.features.contract import read_events, read_users
 from sendtime.features.engagement import outcomes_at
-from sendtime.features.messages import build_messages, hour_of_week
+from sendtime.features.messages import OUTCOME_COLUMNS, build_messages, hour_of_week, micros, micros_of
+from sendtime.features.outcomes import human_unflagged_open
 from sendtime.simulation.simulate import night_hours
 
 
@@ -238,15 +239,21 @@ def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: p
     """Precision and recall of the machine-open classification against the simulator's truth:
     of individual opens, and (with ``user_truth``) of machine-open users with a settled send.
 
-    An open is a machine open when flagged so, or, unflagged, when it is the first unflagged
-    open of a message to a user the mixture calls a machine opener and no flagged machine open
-    came before it (the rule of :func:`sendtime.features.engagement.outcomes_of`).
+    An open is a machine open when flagged so, or, unflagged, when it is the one of the first
+    two unflagged opens of a message to a user the mixture calls a machine opener that is not
+    the human one, and the message has no flagged machine open (the rule of
+    :func:`sendtime.features.outcomes.human_unflagged_open`).
     """
 
     msgs = build_messages(events, users, default_tz)
     index = pd.Index(pd.concat([users["user_id"], msgs["user_id"]]).unique())
-    oc = outcomes_at(msgs, index.get_indexer(msgs["user_id"]), len(index), as_of, 24)
+    uidx = index.get_indexer(msgs["user_id"])
+    oc = outcomes_at(msgs, uidx, len(index), as_of, 24)
     machine_user = pd.Series(oc.is_machine_user, index=index)
+    human_unk = human_unflagged_open(micros(msgs["send_ts"]), msgs["send_how"].to_numpy(dtype=np.int64),
+                                     {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}, uidx, oc.is_machine_user,
+                                     micros_of(as_of))
+    human_unk = pd.Series(human_unk, index=msgs["message_id"].to_numpy())
     opens = events.loc[(events["event_type"] == "open") & (events["timestamp"] < as_of)]
     opens = opens.loc[opens["message_id"].isin(msgs["message_id"])]
     flag = opens["machine_open"]
@@ -254,7 +261,9 @@ def machine_open_report(events: pd.DataFrame, users: pd.DataFrame, open_truth: p
     rank = opens["timestamp"].where(unflagged).groupby(opens["message_id"]).rank(method="first")
     flagged_machine = opens["message_id"].isin(opens.loc[(flag == True).fillna(False), "message_id"])  # noqa: E712
     by_machine_user = opens["user_id"].map(machine_user).fillna(False).astype(bool)
-    predicted = (flag == True).fillna(False) | (unflagged & by_machine_user & (rank == 1) & ~flagged_machine)  # noqa: E712
+    is_human_unk = micros(opens["timestamp"]) == opens["message_id"].map(human_unk).to_numpy(dtype=np.int64)
+    predicted = (flag == True).fillna(False) | (unflagged & by_machine_user & (rank <= 2) & ~is_human_unk  # noqa: E712
+                                                & ~flagged_machine)
     truth = opens["event_id"].map(open_truth.set_index("event_id")["is_machine"]).fillna(False).astype(bool)
     tp = int((predicted & truth).sum())
     out = {

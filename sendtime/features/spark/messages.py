@@ -119,7 +119,7 @@ def build_messages_spark(events_sdf: "DataFrame", users_sdf: "DataFrame", defaul
         .drop("_rn")
     )
 
-    # opens, clicks and bounces of sent messages; one pass, six conditional minimums
+    # opens, clicks and bounces of sent messages; one pass, conditional minimums (and one second-earliest)
     out = (
         ev.where(F.col("event_type").isin("open", "click", "bounce"))
         .select("message_id", "event_type", "timestamp", "machine_open")
@@ -132,11 +132,16 @@ def build_messages_spark(events_sdf: "DataFrame", users_sdf: "DataFrame", defaul
     def first(cond):
         return F.min(F.when(cond, F.col("timestamp")))
 
+    def second(cond):  # the second earliest (collect_list skips the nulls)
+        two = F.sort_array(F.collect_list(F.when(cond, F.col("timestamp"))))
+        return F.when(F.size(two) >= 2, F.element_at(two, 2))
+
     outcomes = out.groupBy("message_id").agg(
         first(is_open & (flag == F.lit(True))).alias("t_open_machine_flag"),
         first(is_open & (flag == F.lit(False))).alias("t_open_human_flag"),
         first(is_open & flag.isNull() & fast).alias("t_open_unk_fast"),
         first(is_open & flag.isNull() & ~fast).alias("t_open_unk_slow"),
+        second(is_open & flag.isNull()).alias("t_open_unk_next"),
         first(F.col("event_type") == "click").alias("t_click"),
         first(F.col("event_type") == "bounce").alias("t_bounce"),
     )
