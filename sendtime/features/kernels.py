@@ -310,7 +310,7 @@ def _outcomes(send, thf, hunk, tclick, tbounce, cut, horizon):
 
 
 def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut: int, horizon: int,
-             machine=None, settle_us: int | None = None, how: np.ndarray | None = None):
+             machine=None, settle_us: int | None = None, *, how: np.ndarray):
     """:func:`sendtime.features.engagement.outcomes_of`, compiled: the same arrays."""
 
     window = int(MACHINE_OPEN_WINDOW.total_seconds() * 1_000_000)
@@ -318,7 +318,6 @@ def outcomes(send: np.ndarray, t: dict, user_idx: np.ndarray, n_users: int, cut:
     stats = machine_stats(send, t, uidx, int(n_users), int(cut), int(horizon), window, settle_us)
     is_machine, prob, model = classify(stats, machine)
     fast_share = np.where(stats[:, 0] > 0, stats[:, 2] / np.maximum(stats[:, 0], 1), 0.0)
-    how = np.zeros(len(send), np.int64) if how is None else how
     hunk = human_unflagged_open(send, how, t, uidx, is_machine, int(cut))
     sent, opened, k_open, at_risk, clicked = _outcomes(
         send, t["t_open_human_flag"], hunk, t["t_click"], t["t_bounce"], int(cut), int(horizon))

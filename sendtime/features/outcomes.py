@@ -116,8 +116,8 @@ def outcomes_at(msgs: pd.DataFrame, user_idx: np.ndarray, n_users: int, cutoff: 
 
 
 def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray, n_users: int, cut: int,
-                horizon: int, machine: MachineOpenModel | None = None, settle_us: int | None = None,
-                how: np.ndarray | None = None) -> OutcomesAt:
+                horizon: int, machine: MachineOpenModel | None = None, settle_us: int | None = None, *,
+                how: np.ndarray) -> OutcomesAt:
     """:func:`outcomes_at` on integer microseconds (``t``: the outcome columns, NaT as NAT).
 
     Machine openers are the users the :class:`features.machine_opens.MachineOpenModel` mixture
@@ -138,7 +138,6 @@ def outcomes_of(send: np.ndarray, t: dict[str, np.ndarray], user_idx: np.ndarray
 
     sent = send < cut
     bounced = seen(t["t_bounce"])
-    how = np.zeros(len(send), np.int64) if how is None else how
     big = np.iinfo(np.int64).max
     first = np.full(len(send), big, dtype=np.int64)
     for x in (t["t_open_human_flag"], t["t_click"], human_unflagged_open(send, how, t, user_idx, is_machine, cut)):

@@ -103,8 +103,9 @@ def test_compiled_outcomes_equal_the_reference(world_dir, days_before):
     uidx = index.get_indexer(msgs["user_id"]).astype(np.int64)
     send = micros(msgs["send_ts"])
     t = {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}
-    ref = outcomes_of(send, t, uidx, len(index), micros_of(cut), 24)
-    got = kernels.outcomes(send, t, uidx, len(index), micros_of(cut), 24)
+    how = msgs["send_how"].to_numpy(np.int64)
+    ref = outcomes_of(send, t, uidx, len(index), micros_of(cut), 24, how=how)
+    got = kernels.outcomes(send, t, uidx, len(index), micros_of(cut), 24, how=how)
     for name in ("sent", "opened", "open_delay_hour", "at_risk_hours", "clicked", "is_machine_user", "fast_share"):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
     assert ref.opened.sum() > 50 and ref.is_machine_user.any() and (ref.at_risk_hours < 24).any()
@@ -123,7 +124,7 @@ def test_compiled_activity_and_decay_counts_equal_the_reference(world_dir):
     send, how = micros(msgs["send_ts"]), msgs["send_how"].to_numpy(np.int64)
     t = {c: micros(msgs[c]) for c in OUTCOME_COLUMNS}
     cut = micros_of(AS_OF - pd.Timedelta(days=2))
-    oc = outcomes_of(send, t, uidx, len(index), cut, 24)
+    oc = outcomes_of(send, t, uidx, len(index), cut, 24, how=how)
     ref = activity_columns(send, t["t_click"], uidx, len(index), oc, cut)
     cols, A, B = kernels.activity_and_decay(send, t["t_click"], how, uidx, len(index), oc, cut, 24)
     assert list(cols) == list(ref)
