@@ -27,6 +27,8 @@ from sendtime.features.profiles import (
     fit_decay,
     fit_decay_counts,
     fit_mixture,
+    from_daytype48,
+    rhythm_confidence,
     to_daytype48,
     group_profiles,
     risk_counts,
@@ -170,8 +172,11 @@ def build_user_features(
             if params.mixture_k > 0 else None,
             machine=oc.machine_model,
         )
+    resp = coded = None
     if prior.mixture is not None:
-        group_prior = prior.mixture.prior(O48, E48, segments)
+        coded = np.unique(np.asarray(segments, dtype=str), return_inverse=True)
+        resp = prior.mixture.responsibilities(O48, E48, None, coded=coded)
+        group_prior = from_daytype48(resp @ prior.mixture.components)
     else:
         group_prior = np.stack([prior.group_profile(s, z) for s, z in zip(segments, zones)]) if n else np.zeros((0, 168))
     if activity is not None and len(activity):
@@ -182,8 +187,10 @@ def build_user_features(
     cols = activity_columns(micros(msgs["send_ts"]), micros(msgs["t_click"]), uidx, n, oc, micros_of(as_of))
     finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
-    e_tot = E.sum(1)
-    cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
+    conf = None if resp is None else rhythm_confidence(prior.mixture, resp, prior.mixture.prior_weights(None, coded), lam,
+                                                       prior.decay, H)
+    cols["confidence"] = _own_share(E.sum(1), params)
+    cols["answer_confidence"] = _confidence(conf, cols["confidence"])
 
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
 
@@ -309,10 +316,19 @@ def build_user_features_bucketed(
     lam = np.empty((n, 168), dtype=np.float32)
     level = np.empty(n)
     seen = np.zeros(n, dtype=bool)
+    conf: np.ndarray | None = np.zeros(n)
+    mix = prior.mixture
     for (known, extra, _c, uidx, how, at_risk, delay), g in zip(parts, rows):
         O, E = kernels.risk_counts(uidx, how, at_risk, delay, len(g), H, decay, out=buffers)
         o48, e48, _ = kernels.row_stats(O, E)  # the rows of O48 and E48 above, without gathering them
-        kernels.user_profiles(O, E, _prior48(prior, o48, e48, (seg_names, seg_codes[g])), params, rows=g, out=(lam, level))
+        coded = (seg_names, seg_codes[g])
+        resp = mix.responsibilities(o48, e48, None, coded=coded)
+        kernels.user_profiles(O, E, resp @ mix.components, params, rows=g, out=(lam, level))
+        part = rhythm_confidence(mix, resp, mix.prior_weights(None, coded), lam[g], decay, H)
+        if part is None:
+            conf = None
+        elif conf is not None:
+            conf[g] = part
         seen[g] = True
     if (~seen).any():
         u = np.flatnonzero(~seen)
@@ -320,7 +336,8 @@ def build_user_features_bucketed(
         kernels.user_profiles(z, z, _prior48(prior, O48[u], E48[u], (seg_names, seg_codes[u])), params, rows=u, out=(lam, level))
     finish_rates(cols, pop_rate)
     cols["level_ratio"] = level.astype(np.float32)
-    cols["confidence"] = (e_tot / (e_tot + 24 * params.shape_strength)).astype(np.float32)
+    cols["confidence"] = _own_share(e_tot, params)
+    cols["answer_confidence"] = _confidence(conf, cols["confidence"])
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
 
 
@@ -337,6 +354,25 @@ def _local_users(arr: MessageArrays, keep: np.ndarray, n_table: int) -> tuple[np
     local[~unknown] = local_of[known_rows[~unknown]]
     local[unknown] = len(known) + extra_inv
     return known, extra, local
+
+
+def answer_confidence(table: pd.DataFrame) -> np.ndarray:
+    """Each user's answer ``confidence`` (float64) from a feature table; a table published before
+    the column existed gives its ``confidence`` feature, which is what answers carried then."""
+    return table["answer_confidence" if "answer_confidence" in table.columns else "confidence"].to_numpy(dtype=np.float64)
+
+
+def _own_share(exposure: np.ndarray, params: ShrinkageParams) -> np.ndarray:
+    """The ``confidence`` feature the forest reads: the share of the profile that is the user's
+    own exposure, against the shape shrinkage."""
+    return (exposure / (exposure + 24 * params.shape_strength)).astype(np.float32)
+
+
+def _confidence(conf: np.ndarray | None, own_share: np.ndarray) -> np.ndarray:
+    """The answers' ``confidence``: :func:`sendtime.features.profiles.rhythm_confidence` where
+    there are rhythms to choose between, else the user's own share of the profile (with one
+    rhythm only shrinkage moves a user's hours)."""
+    return (own_share if conf is None else conf).astype(np.float32)
 
 
 def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -362,4 +398,5 @@ def _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H) -> 
     table["timezone_source"] = tz_source
     table["segment"] = segments
     table["source"] = np.where(n_sends > 0, "model", "prior")
+    table["answer_confidence"] = cols["answer_confidence"]
     return UserFeatures(as_of=as_of, table=table, lam=lam, prior=prior, horizon=H)

@@ -298,10 +298,56 @@ class RhythmMixture:
         r = np.exp(z)
         return r / r.sum(1, keepdims=True)
 
+    def prior_weights(self, segments: np.ndarray, coded: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """(n, K): each user's weights before any history (their segment's mixing weights)."""
+        segs, inv = coded if coded is not None else np.unique(np.asarray(segments, dtype=str), return_inverse=True)
+        table = np.array([self.weights.get(s, self.weights["*"]) for s in segs]).reshape(len(segs), -1)
+        w = table[inv] if len(inv) else np.zeros((0, len(self.components)))
+        return w / np.maximum(w.sum(1, keepdims=True), 1e-12)
+
     def prior(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
         """(n,168) prior rates: posterior mix of the components."""
         r = self.responsibilities(O48, E48, segments)
         return from_daytype48(r @ self.components)
+
+
+#: a weekday (Wednesday) and a weekend day (Saturday) whose 24 hours' horizons stay in their day type
+_CONFIDENCE_DAYS = ((2, 5 / 7), (5, 2 / 7))
+
+
+def _best_hours(lam: np.ndarray, decay: float, width: int) -> np.ndarray:
+    """(n, 2): the hour of the day with the most expected activity for a delivery, on a weekday
+    and on a weekend day (the decayed sums of :func:`decayed_sums`, for those 48 slots only)."""
+    out = np.empty((len(lam), len(_CONFIDENCE_DAYS)), np.int64)
+    for j, (day, _w) in enumerate(_CONFIDENCE_DAYS):
+        slots = day * 24 + np.arange(24)
+        s = np.zeros((len(lam), 24), np.float64)
+        for k in range(width):
+            s += lam[:, (slots + k) % H] * decay**k
+        out[:, j] = s.argmax(1)
+    return out
+
+
+def rhythm_confidence(mixture: "RhythmMixture", resp: np.ndarray, resp0: np.ndarray, lam: np.ndarray, decay: float,
+                      width: int) -> np.ndarray | None:
+    """How far a user's own history raised the chance that their best hour is right.
+
+    Under the learned rhythms, the chance that a user's best hour (of a weekday, of a weekend
+    day) is within an hour of the truth is the posterior weight of the rhythms whose own best
+    hour is that close: ``resp`` (n, K), the user's posterior over rhythms; ``resp0``, the
+    same user's before any history (their segment's weights). Returns (a - a0) / (1 - a0),
+    clipped to 0..1: 0 when the history says no more than the prior, 1 when it is certain.
+    None with fewer than two rhythms (nothing to be sure of)."""
+    if mixture is None or len(mixture.components) < 2:
+        return None
+    comp = from_daytype48(mixture.components)
+    d = np.abs(_best_hours(comp, decay, width)[None, :, :] - _best_hours(lam, decay, width)[:, None, :])
+    near = np.minimum(d, 24 - d) <= 1  # (n, K, days)
+    w = np.array([x for _d, x in _CONFIDENCE_DAYS])
+    agree = (near * w).sum(2)  # (n, K)
+    a, a0 = (resp * agree).sum(1), (resp0 * agree).sum(1)
+    gain = (a - a0) / np.maximum(1.0 - a0, 1e-9)
+    return np.where(gain > 1e-9, np.minimum(gain, 1.0), 0.0)  # no history: exactly 0, not rounding noise
 
 
 def segment_codes(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.definitions import HOUR_BLIND_FEATURES
-from sendtime.features.engagement import UserFeatures, build_user_features
+from sendtime.features.engagement import UserFeatures, answer_confidence, build_user_features
 from sendtime.serving.policy import ExplorationPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -185,7 +185,7 @@ class Scorer:
         self._zone = _Coded.of(t["timezone"])
         self._zone_from_table = (t["timezone_source"] == "users_table").to_numpy(dtype=bool)
         self._source = _Coded.of(t["source"])
-        self._confidence = t["confidence"].to_numpy(dtype=np.float32)
+        self._confidence = answer_confidence(t).astype(np.float32)
         # an object index hashes Python strings directly; its hash table is built once, here
         ids = t.index if t.index.dtype == object else pd.Index(t.index.to_numpy(dtype=object), dtype=object)
         ids.get_indexer(ids[:1])
@@ -369,7 +369,7 @@ class Scorer:
             # the model's own predict_proba unless asked (the service needs no compiled code)
             p = (self.proba(X, np.arange(0, k * 168, 168)) if compiled else self.model.predict_proba(X)[:, 1]).reshape(k, 168)
             src = cf.table["source"].to_numpy(dtype=object)[rows]
-            conf = cf.table["confidence"].to_numpy(dtype=np.float64)[rows]
+            conf = answer_confidence(cf.table)[rows]
             for i, z in enumerate(missing):
                 cache[z] = (p[i], src[i], conf[i])
         got = [cache[str(z)] for z in zones]

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sendtime.features.engagement import answer_confidence
+
 SERVING = "serving"
 FORMAT = 2
 MAX_ID_BYTES = 64
@@ -273,7 +275,7 @@ def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *
     np.save(folder / "zone.npy", zone.astype(np.int16 if len(zones) < 2**15 else np.int32))
     np.save(folder / "zone_from_table.npy", (table["timezone_source"] == "users_table").to_numpy(dtype=bool)[order])
     np.save(folder / "source.npy", source.astype(np.int8 if len(sources) < 128 else np.int16))
-    np.save(folder / "confidence.npy", table["confidence"].to_numpy(dtype=np.float32)[order])
+    np.save(folder / "confidence.npy", answer_confidence(table).astype(np.float32)[order])
     if order_value is not None:
         np.save(folder / "order_value.npy", np.asarray(order_value, dtype=np.float64)[order])
     pz = sorted(priors)

@@ -19,7 +19,10 @@ def test_suite_beats_status_quo_and_reference(tmp_path, monkeypatch):
     runs = pd.read_csv(tmp_path / "capture_runs.csv")
     assert len(runs) == 1 and (tmp_path / "capture.png").stat().st_size > 5_000
     bands = runs[[f"capture_confidence_{b}of3" for b in (1, 2, 3)]].iloc[0]
-    assert bands.notna().all() and bands.iloc[2] > bands.iloc[0]  # confident answers capture more
+    # confidence means something: each third of the answers by confidence captures more than the
+    # one below (measured 0.38 / 0.67 / 0.81; the own share of the profile gave 0.53 / 0.69 / 0.59)
+    assert bands.notna().all() and bands.iloc[0] < bands.iloc[1] < bands.iloc[2]
+    assert bands.iloc[2] - bands.iloc[0] > 0.2
     assert "| default |" in (tmp_path / "capture.md").read_text()
 
 

@@ -54,15 +54,19 @@ def _with_user(population, n_days):
 
 def test_shrinkage_moves_from_prior_to_own_evidence(population):
     cut = pd.Timestamp("2026-05-01", tz="UTC")
-    profiles, conf = {}, {}
+    profiles, conf, answer = {}, {}, {}
     for n in (0, 3, 20, 90):
         ev, us = _with_user(population, n)
         uf = build_user_features(build_messages(ev, us), us, cut)
         row = uf.rows_of(["u1"])[0]
         profiles[n] = uf.lam[row] / uf.lam[row].sum()
         conf[n] = float(uf.table.iloc[row]["confidence"])
+        answer[n] = float(uf.table.iloc[row]["answer_confidence"])
         assert uf.table.iloc[row]["source"] == ("prior" if n == 0 else "model")
-    assert conf[0] == 0 and conf[0] < conf[3] < conf[20] < conf[90] < 1
+    assert conf[0] == 0 and conf[0] < conf[3] < conf[20] < conf[90] < 1  # the own share of the profile
+    # the answers' confidence: how far the user's own history raised the chance that their best
+    # hour is right (0 with none; this user's rhythm is clear, so three weeks make it near certain)
+    assert answer[0] == 0 and answer[0] < answer[3] < answer[20] <= answer[90] <= 1 and answer[90] >= 0.9
     # a user with no history gets exactly the prior profile of a new user of their segment
     ev, us = _with_user(population, 0)
     uf0 = build_user_features(build_messages(ev, us), us, cut)
