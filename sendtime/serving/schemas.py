@@ -70,7 +70,7 @@ class SendTimeAnswer(BaseModel):
     p_unsubscribe: Optional[float] = Field(default=None, ge=0, le=1, description="Probability of an unsubscribe or complaint within the horizon after a send at that local hour (the snapshot's risk by delivery hour); null without one.", examples=[0.0021])
     expected_value: Optional[float] = Field(default=None, ge=0, description="The value objective's expected revenue of a send then: p_open (P(conversion)) times the user's expected order value; null for other objectives.", examples=[4.2])
     reason: Optional[str] = Field(default=None, description="Why send_at is null (no allowed hour, or no capacity left).", examples=[None])
-    confidence: float = Field(ge=0, le=1, description="Share of the answer that rests on the user's own history (0 = prior only).", examples=[0.8])
+    confidence: float = Field(ge=0, le=1, description="How far the user's own history raised the chance that their best hour is within an hour of the truth, under the learned reading rhythms (0 = no more than the prior's, 1 = certain).", examples=[0.8])
     source: Literal["model", "prior"] = Field(description="'model' for users with history, 'prior' for users without.", examples=["model"])
     timezone: str = Field(description="Time zone used.", examples=["America/New_York"])
     timezone_source: Literal["request", "users_table", "default"] = Field(description="Where the time zone came from.", examples=["users_table"])
