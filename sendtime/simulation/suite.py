@@ -32,6 +32,7 @@ from sendtime.simulation.evaluate import (
     reference_policy,
     tradeoff_figure,
 )
+from sendtime.simulation.real_rhythms import default_realdata_dir
 from sendtime.simulation.simulate import (
     HELD_OUT_SEED_FROM,
     family_config,
@@ -279,6 +280,16 @@ def capture_figure(rows: pd.DataFrame):
     return fig
 
 
+def missing_realdata_warning(family_seeds: list[int]) -> str | None:
+    """What to say when family members are asked for without the real-data folder: they then
+    draw no real people's rhythms, so a seed is a different world than on a machine with it."""
+    root = default_realdata_dir()
+    if not family_seeds or root.is_dir():
+        return None
+    return (f"warning: no real-data folder at {root} (set SENDTIME_REALDATA): family members draw no real "
+            "people's rhythms, so a member is not the world it is on a machine that has the folder")
+
+
 def run_suite(worlds: list[str], seeds: list[int], n_users: int, days: int, out_dir: Path,
               say: Callable[[str], None] = print, family_seeds: list[int] | None = None) -> pd.DataFrame:
     """Every preset x seed, then every family member in ``family_seeds``; returns the preset
@@ -287,6 +298,9 @@ def run_suite(worlds: list[str], seeds: list[int], n_users: int, days: int, out_
     work = out_dir / "worlds"
     results = []
     plan = [(p, s) for p in worlds for s in seeds] + [("family", s) for s in (family_seeds or [])]
+    warning = missing_realdata_warning(family_seeds or [])
+    if warning:
+        say(warning)
     for preset, seed in plan:
         r = run_world(preset, seed, n_users, days, work, say)
         say(f"[{preset} s{seed}] capture {r.capture:.3f} (reference {r.reference_capture:.3f}) in {r.seconds:.0f}s")

@@ -45,3 +45,14 @@ def test_family_summary_reports_tuned_on_and_held_out_apart():
     assert fam.loc["family: held out", "mpp_open_recall_worst"] == 0.7 and fam.loc["family: held out", "worlds"] == 1
     text = family_markdown(family_summary(rows), rows)
     assert "| family: held out | 1 | 0.500 (0.500)" in text and text.count("\n| family |") == 3
+
+
+def test_family_members_without_the_real_data_folder_are_announced(tmp_path, monkeypatch):
+    from sendtime.simulation.suite import missing_realdata_warning
+
+    monkeypatch.setenv("SENDTIME_REALDATA", str(tmp_path / "absent"))
+    said = missing_realdata_warning([0, 1000])
+    assert said is not None and str(tmp_path / "absent") in said
+    assert missing_realdata_warning([]) is None  # presets only: nothing real is drawn
+    monkeypatch.setenv("SENDTIME_REALDATA", str(tmp_path))
+    assert missing_realdata_warning([0]) is None
