@@ -376,7 +376,7 @@ def _confidence(conf: np.ndarray | None, own_share: np.ndarray) -> np.ndarray:
 
 
 def _prior48(prior: PopulationPrior, O48: np.ndarray, E48: np.ndarray, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The rhythm mixture's prior in its (n, 48) form (``mixture.prior`` repeats it to 168 hours);
+    """The rhythm mixture's prior in its (n, 48) form (the responsibilities times the rhythms);
     ``segments``: (names, codes) as ``np.unique(..., return_inverse=True)`` gives them."""
     return prior.mixture.responsibilities(O48, E48, None, coded=segments) @ prior.mixture.components
 

@@ -305,11 +305,6 @@ class RhythmMixture:
         w = table[inv] if len(inv) else np.zeros((0, len(self.components)))
         return w / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
-    def prior(self, O48: np.ndarray, E48: np.ndarray, segments: np.ndarray) -> np.ndarray:
-        """(n,168) prior rates: posterior mix of the components."""
-        r = self.responsibilities(O48, E48, segments)
-        return from_daytype48(r @ self.components)
-
 
 #: a weekday (Wednesday) and a weekend day (Saturday) whose 24 hours' horizons stay in their day type
 _CONFIDENCE_DAYS = ((2, 5 / 7), (5, 2 / 7))
