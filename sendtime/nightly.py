@@ -7,6 +7,7 @@ leaves the previous snapshot being served.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,12 @@ from sendtime.features.inputs import data_files
 from sendtime.features.order_values import order_values
 from sendtime.features.message_extras import attach_extras, build_extras, channel_history, extras_events
 from sendtime.features.profiles import ShrinkageParams
+from sendtime.features.store import PROFILES
 from sendtime.runguard import input_fingerprint, nightly_lock
 from sendtime.settings import Settings
 from sendtime.serving.event_store import EventStore
 from sendtime.serving.model_store import champion_profile_params, load_champion
-from sendtime.serving.snapshots import ORDER_VALUES, PREDICTIONS, NotReady, publish, staging_folder, write_snapshot
+from sendtime.serving.snapshots import FEATURES, ORDER_VALUES, PREDICTIONS, SCORES, NotReady, publish, staging_folder, write_snapshot
 from sendtime.serving.scoring import PROFILE_POLICY, ProfilePolicy, Scorer
 from sendtime.training.dataset import HistoryTooShort, build_training_set, fit_windows, objective_label, sample_users
 from sendtime.training.offpolicy import evaluate_policy, logged_sends, policy_hours
@@ -205,8 +207,7 @@ def _run_nightly(settings, events_path, users_path, as_of, say, force, activity_
         final, predictions = publish_snapshot(settings, run.info.run_id, scorer, as_of, result, policy, not_trained,
                                               status_quo_hour, say, risk, tab.messages)
         log_engagement_figures(tab.messages, uf, mlflow.get_run(run.info.run_id).data.metrics, say)
-        mlflow.log_metrics({"users_scored": len(predictions),
-                            "users_prior": int((predictions["source"] == "prior").sum())})
+        mlflow.log_metrics({"users_scored": predictions["users"], "users_prior": predictions["prior"]})
 
     return NightlyResult(
         as_of=as_of, events=tab.events, users=us, run_id=run.info.run_id,
@@ -389,9 +390,10 @@ def serving_features(settings: Settings, tab: MessageTable, us: ReadResult, as_o
     """Every user's features as of the cutoff, with the profile settings the champion was trained on."""
     say("building serving features as of the cutoff and publishing")
     serve_params = champion_profile_params(settings)
-    if tab.buckets is not None:
+    if tab.buckets is not None:  # a large history: its profiles go to a work file (see publish_snapshot)
         uf = build_user_features_bucketed(tab.buckets, us.accepted, as_of, params=serve_params,
-                                          default_tz=settings.default_timezone, progress=say)
+                                          default_tz=settings.default_timezone, progress=say,
+                                          profiles_path=work_profiles(settings, tab))
         tab.close()
     else:
         uf = build_user_features(tab.messages, us.accepted, as_of, params=serve_params,
@@ -402,6 +404,11 @@ def serving_features(settings: Settings, tab: MessageTable, us: ReadResult, as_o
         say(f"machine openers: {mo['machine_share']:.1%} of users with settled sends by the open-delay mixture "
             f"({int(mo['labelled_users']):,} users labelled by flags)")
     return uf
+
+
+def work_profiles(settings: Settings, tab: MessageTable) -> Path:
+    """Where a bucketed build writes its profiles before the snapshot they belong to exists."""
+    return settings.runs_dir / f"{tab.bucket_dir.name}.profiles.npy"
 
 
 def champion_scorer(settings: Settings, uf, trained: bool, say: Callable[[str], None]) -> tuple[Scorer, str]:
@@ -424,13 +431,18 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
                      not_trained: str | None, status_quo_hour: int, say: Callable[[str], None], risk=None,
                      tab_messages: pd.DataFrame | None = None):
     """Score every user's 168 slots, predict the as-of day, write and publish the snapshot:
-    (published folder, predictions)."""
+    (published folder, {"users": scored, "prior": answered by the prior})."""
     uf = scorer.features
     folder_name = f"{as_of.date().isoformat()}_{run_id[:12]}"
     staging = staging_folder(settings.published_dir, folder_name)
     say(f"scoring all 168 weekly slots of {len(uf.table):,} users with champion v{scorer.model_version}")
-    scorer.table = scorer.full_table()
-    predictions = scorer.predict_day(as_of.date())
+    # written into the snapshot's file as it is scored, and read back through a map: at ten
+    # million users the float table is 6.7 GB, which need not stay in memory
+    table = np.lib.format.open_memmap(staging / SCORES, mode="w+", dtype=np.float32, shape=(len(uf.table), 168))
+    scorer.full_table(out=table)
+    del table
+    scorer.table = np.load(staging / SCORES, mmap_mode="r")
+    predictions = scorer.write_predictions(as_of.date(), staging / PREDICTIONS)
     manifest = {
         "as_of": as_of.isoformat(),
         "run_id": run_id,
@@ -460,7 +472,12 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
     # what a user the snapshot does not know gets, in every zone a request may name: scored now,
     # so the service never runs the forest for them
     priors = scorer.published_priors(settings.default_timezone)
-    write_snapshot(staging, features=uf, scores=scorer.table, predictions=predictions, manifest=manifest,
+    built = getattr(uf.lam, "filename", None)
+    if built is not None and Path(built).resolve().parent == Path(settings.runs_dir).resolve():  # a work file: moved in
+        (staging / FEATURES).mkdir(parents=True, exist_ok=True)
+        os.replace(built, staging / FEATURES / PROFILES)
+        uf.lam = np.load(staging / FEATURES / PROFILES, mmap_mode="r")
+    write_snapshot(staging, features=uf, scores=scorer.table, manifest=manifest,
                    priors=priors, order_value=values, input_columns=list(scorer.input_columns))
     final = publish(settings.published_dir, staging, folder_name)
     mlflow.set_tag("published", "true")

@@ -389,14 +389,37 @@ def fit_mixture(
     with users x iterations; a few hundred thousand users pin ten rhythms down) and every user
     then gets responsibilities from the fitted components.
     """
-    segs = np.asarray(segments)
-    O_all, E_all = O48, E48
-    if max_users is not None and len(O48) > max_users:
-        keep = np.sort(np.random.default_rng(seed + 1).choice(len(O48), max_users, replace=False))
-        O48, E48 = O48[keep], E48[keep]
+    keep = mixture_sample(len(O48), max_users, seed)
+    mix, fitted = fit_rhythms(O48 if keep is None else O48[keep], E48 if keep is None else E48[keep], lam_pop48,
+                              k=k, iters=iters, min_opens=min_opens, smooth_hours=smooth_hours, seed=seed,
+                              marginal_level=marginal_level)
+    if not fitted:
+        return mix
+    return segment_weights(mix, mix.responsibilities(O48, E48, None, coded=one_segment(len(O48))), segments)
+
+
+def mixture_sample(n: int, max_users: int | None, seed: int = 0) -> np.ndarray | None:
+    """The sorted rows the rhythm EM of :func:`fit_mixture` sees (None: all ``n``); a builder
+    that never holds every user's 48-slot counts keeps only these."""
+    if max_users is None or n <= max_users:
+        return None
+    return np.sort(np.random.default_rng(seed + 1).choice(n, max_users, replace=False))
+
+
+def one_segment(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` users coded into the single segment "*" (for ``responsibilities(coded=...)``)."""
+    return np.array(["*"]), np.zeros(n, dtype=np.int64)
+
+
+def fit_rhythms(O48: np.ndarray, E48: np.ndarray, lam_pop48: np.ndarray, k: int = 10, iters: int = 40,
+                min_opens: float = 3, smooth_hours: float = 1.0, seed: int = 0,
+                marginal_level: bool = True) -> tuple[RhythmMixture, bool]:
+    """The EM of :func:`fit_mixture` on the users given (its sample): (mixture with the
+    population's weights only, fitted). Not fitted: too few users with opens, and the mixture is
+    the population's one rhythm, final as it is."""
     fit = O48.sum(1) >= min_opens
     if fit.sum() < 5 * k:
-        return RhythmMixture(lam_pop48[None, :].copy(), {"*": np.ones(1)})
+        return RhythmMixture(lam_pop48[None, :].copy(), {"*": np.ones(1)}), False
     rng = np.random.default_rng(seed)
     Oi, Ei = O48[fit], E48[fit]
     rates = _smooth48((Oi + 2 * lam_pop48) / (Ei + 2), smooth_hours)
@@ -426,10 +449,15 @@ def fit_mixture(
         if marginal_level and it % 5 == 4:
             alpha = float(grid[np.argmax([_gamma_marginal(Of, Ef, r, comp, a) for a in grid])])
         mix = RhythmMixture(comp, {"*": r.mean(0)}, alpha)
-    r_all = mix.responsibilities(O_all, E_all, None, coded=(np.array(["*"]), np.zeros(len(O_all), dtype=np.int64)))
+    return mix, True
+
+
+def segment_weights(mix: RhythmMixture, r_all: np.ndarray, segments: np.ndarray) -> RhythmMixture:
+    """``mix`` with each segment's mixing weights: its users' responsibilities under the
+    population's weights (``r_all``, every user, in table order), shrunk to those."""
     weights = {"*": mix.weights["*"]}
-    names, codes = segment_codes(segs)
+    names, codes = segment_codes(np.asarray(segments))
     for j, s in enumerate(names):
         m = codes == j
         weights[str(s)] = (r_all[m].sum(0) + 10 * weights["*"]) / (m.sum() + 10)
-    return RhythmMixture(mix.components, weights, alpha)
+    return RhythmMixture(mix.components, weights, mix.alpha)

@@ -15,6 +15,7 @@ import pandas as pd
 from sendtime.features.definitions import FEATURE_SET_VERSION
 from sendtime.features.engagement import UserFeatures
 from sendtime.features.machine_opens import MachineOpenModel
+from sendtime.features.mapped import is_file
 from sendtime.features.profiles import PopulationPrior, RhythmMixture
 
 TABLE = "user_features.parquet"
@@ -56,7 +57,8 @@ def save_features(uf: UserFeatures, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     uf.table.reset_index().to_parquet(folder / TABLE, index=False)
-    np.save(folder / PROFILES, uf.lam.astype(np.float32))
+    if not is_file(uf.lam, folder / PROFILES):  # profiles built into the file are there already
+        np.save(folder / PROFILES, np.asarray(uf.lam, dtype=np.float32))  # no copy of a float32 table (6.7 GB at 10M users)
     meta = {
         "feature_set_version": FEATURE_SET_VERSION,
         "as_of": uf.as_of.isoformat(),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from sendtime.features.definitions import HOUR_BLIND_FEATURES
 from sendtime.features.engagement import UserFeatures, answer_confidence, build_user_features
+from sendtime.features.mapped import RELEASE_ROWS, release
 from sendtime.serving.policy import ExplorationPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +105,9 @@ class Grid:
 
 
 PROFILE_POLICY = "profiles"
+#: users per call of the hour-blind part in :meth:`Scorer.full_table` (a forest's predict_proba
+#: has a fixed cost per call: in chunks of 5,000 users it was 2,000 calls at ten million)
+BLIND_CALL_USERS = 100_000
 
 
 class ProfilePolicy:
@@ -242,29 +246,46 @@ class Scorer:
             return self.score_model(uf, rows, how)
         return self._looked_up(rows, how)
 
-    def full_table(self, chunk_users: int = 5_000) -> np.ndarray:
+    def full_table(self, chunk_users: int = 5_000, out: np.ndarray | None = None) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
 
         For the hour blend, its hour-blind part is the same at every slot of a user, so it is
         scored once per user rather than 168 times; the hour-aware forest runs compiled over
         each user's 168 rows (:mod:`sendtime.serving.slot_forest`). The numbers are the blend's
-        own ``predict_proba``'s, up to the order of a float sum."""
+        own ``predict_proba``'s, up to the order of a float sum. ``out``: the (users, 168)
+        float32 array to fill, such as a memory-mapped file, whose pages are released as it
+        fills (a ten-million-user table, 6.7 GB, does not stay resident)."""
         n = len(self.features.table)
-        out = np.empty((n, 168), dtype=np.float32)
+        out = np.empty((n, 168), dtype=np.float32) if out is None else out
+        if out.shape != (n, 168):
+            raise ValueError(f"full_table: out has shape {out.shape}, the snapshot has {n} users x 168 slots")
         parts = blend_parts(self.model)
         hourly = parts[0][0] if parts is not None else self.model
-        for s in range(0, n, chunk_users):
+        if parts is not None:  # the hour-blind part: one row per user, in large calls (each has a fixed cost)
+            (_, w_full), (blind, w_blind) = parts
+            p_blind = np.empty(n)
+            for s in range(0, n, BLIND_CALL_USERS):
+                e = min(n, s + BLIND_CALL_USERS)
+                once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
+                p_blind[s:e] = blind.predict_proba(once)[:, 1]
+        every = max(1, RELEASE_ROWS // chunk_users)
+        fast = self._slot_forest(hourly) if self.compiled else None
+        for k, s in enumerate(range(0, n, chunk_users)):
             e = min(n, s + chunk_users)
             rows = np.repeat(np.arange(s, e), 168)
             how = np.tile(np.arange(168), e - s)
-            p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[self.input_columns], 168)
+            if fast is not None:  # the compiled traversal reads a plain float32 matrix: no frame
+                p_hours = fast.predict(self.features.model_matrix(rows, how, self.input_columns), 168, *self._slot_layout)
+            else:
+                p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[self.input_columns], 168)
             if parts is None:
                 out[s:e] = p_hours.reshape(e - s, 168)
-                continue
-            (_, w_full), (blind, w_blind) = parts
-            once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
-            p_blind = blind.predict_proba(once)[:, 1]
-            out[s:e] = (w_full * p_hours.reshape(e - s, 168) + w_blind * p_blind[:, None]) / (w_full + w_blind)
+            else:
+                out[s:e] = (w_full * p_hours.reshape(e - s, 168) + w_blind * p_blind[s:e, None]) / (w_full + w_blind)
+            if (k + 1) % every == 0:
+                release(out)
+                release(self.features.lam)
+        release(out)
         return out
 
     def proba(self, X: pd.DataFrame, groups: np.ndarray) -> np.ndarray:
@@ -425,6 +446,30 @@ class Scorer:
                 "model_version": self.model_version,
             }
         )
+
+    def write_predictions(self, day: Date, path, chunk_users: int = 500_000) -> dict[str, int]:
+        """:meth:`predict_day` for every known user, written to the Parquet file ``path`` a chunk
+        of users at a time (the frame of ten million users' 24 scores would be gigabytes):
+        the same rows as ``predict_day(day).to_parquet(path)``. Returns the users and prior answers."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ids = self.user_ids()
+        writer, counts = None, {"users": 0, "prior": 0}
+        try:
+            for s in range(0, max(len(ids), 1), chunk_users):
+                part = self.predict_day(day, ids[s:s + chunk_users])
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(path), table.schema)
+                writer.write_table(table.cast(writer.schema))
+                counts["users"] += len(part)
+                counts["prior"] += int((part["source"] == "prior").sum())
+                release(self.table)
+        finally:
+            if writer is not None:
+                writer.close()
+        return counts
 
     def grid(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None, rules: WindowRules,
              default_tz: str = "UTC") -> Grid:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import answer_confidence
+from sendtime.features.mapped import RELEASE_ROWS, release
 
 SERVING = "serving"
 FORMAT = 2
@@ -79,6 +80,9 @@ def quantize(table: np.ndarray, chunk: int = 200_000) -> Quantized:
         c[np.arange(len(t)), best] = np.where(st > 0, LEVELS, 0)
         _keep_day_bests(c.reshape(-1, 7, 24), t.reshape(-1, 7, 24))
         codes[s:s + chunk], lo[s:s + chunk], step[s:s + chunk] = c, mn, st
+        if (s // chunk + 1) % max(1, RELEASE_ROWS // chunk) == 0:
+            release(table)
+    release(table)
     return Quantized(codes=codes, lo=lo, step=step)
 
 
@@ -267,9 +271,19 @@ def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *
     np.save(folder / "ids.npy", keys)
     starts = np.searchsorted(h >> np.uint64(64 - bits), np.arange(2**bits + 1, dtype=np.uint64))
     np.save(folder / "buckets.npy", starts.astype(np.int32 if len(keys) < 2**31 else np.int64))
-    q = quantize(_Rows(scores, order))
-    for name, arr in (("scores", q.codes), ("score_lo", q.lo), ("score_step", q.step)):
-        np.save(folder / f"{name}.npy", arr)
+    # quantized in the table's own order (each user's codes are their own), read front to back,
+    # then written in the id order: a memory-mapped table is read once, sequentially
+    q = quantize(scores)
+    report = quantization_report(scores, q)
+    release(scores)
+    codes = np.lib.format.open_memmap(folder / "scores.npy", mode="w+", dtype=np.uint8, shape=q.codes.shape)
+    for s in range(0, len(order), RELEASE_ROWS):
+        codes[s:s + RELEASE_ROWS] = q.codes[order[s:s + RELEASE_ROWS]]
+        release(codes)
+    del codes
+    np.save(folder / "score_lo.npy", q.lo[order])
+    np.save(folder / "score_step.npy", q.step[order])
+    del q
     zone, zones = pd.factorize(table["timezone"].astype(str).to_numpy()[order])
     source, sources = pd.factorize(table["source"].astype(str).to_numpy()[order])
     np.save(folder / "zone.npy", zone.astype(np.int16 if len(zones) < 2**15 else np.int32))
@@ -281,7 +295,6 @@ def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *
     pz = sorted(priors)
     np.save(folder / "priors.npy", np.stack([np.asarray(priors[z][0], dtype=np.float32) for z in pz])
             if pz else np.zeros((0, 168), dtype=np.float32))
-    report = quantization_report(_Rows(scores, order), q)
     meta = {"format": FORMAT, "users": int(len(keys)), "id_kind": kind, "id_width": int(width), "bucket_bits": bits,
             "model_version": str(model_version), "as_of": pd.Timestamp(as_of).isoformat(),
             "zones": [str(z) for z in zones], "sources": [str(s) for s in sources],
@@ -290,16 +303,3 @@ def write_serving_table(folder: Path, table: pd.DataFrame, scores: np.ndarray, *
             "quantization": report, "prior": prior, "input_columns": list(input_columns or [])}
     (folder / "meta.json").write_text(json.dumps(meta))
     return report
-
-
-class _Rows:
-    """A table's rows in another order, read a chunk at a time (a memory-mapped table stays mapped)."""
-
-    def __init__(self, table: np.ndarray, order: np.ndarray) -> None:
-        self.table, self.order = table, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, idx) -> np.ndarray:
-        return np.asarray(self.table[self.order[idx]])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sendtime.features.engagement import UserFeatures
+from sendtime.features.mapped import is_file
 from sendtime.features.store import load_features, prior_to_dict, save_features
 from sendtime.serving.serving_table import SERVING, ServingTable, write_serving_table
 
@@ -48,7 +49,7 @@ def write_snapshot(folder: Path, features: UserFeatures | None = None, scores: n
     folder.mkdir(parents=True, exist_ok=True)
     if features is not None:
         save_features(features, folder / FEATURES)
-    if scores is not None:
+    if scores is not None and not is_file(scores, folder / SCORES):  # a table scored into the file is there
         np.save(folder / SCORES, scores)
     if features is not None and scores is not None and manifest is not None and priors is not None:
         manifest = {**manifest, "serving_quantization": write_serving_table(

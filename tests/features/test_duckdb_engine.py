@@ -172,6 +172,11 @@ def test_nightly_in_user_buckets_publishes_the_same_features(world_dir, trained,
     b = pd.read_parquet(ref.published / "features" / "user_features.parquet")
     pd.testing.assert_frame_equal(a, b)
     assert not list((settings.runs_dir).glob("buckets_*"))  # the buckets are cleaned up
+    # the profiles were built into a work file and moved into the snapshot: the same numbers
+    np.testing.assert_array_equal(np.load(result.published / "features" / "profiles.npy"),
+                                  np.load(ref.published / "features" / "profiles.npy"))
+    assert not list(settings.runs_dir.glob("*.profiles.npy"))
+    assert np.load(result.published / "scores.npy").shape == (len(a), 168)
 
 
 def test_aggregation_in_several_passes_gives_the_same_messages(world_dir, tmp_path, monkeypatch):
@@ -243,3 +248,25 @@ def test_training_messages_do_not_depend_on_the_row_order_of_the_buckets(world_d
     b = training_messages([lambda h=h: h.sample(frac=1.0, random_state=3) for h in halves], 10**9, lambda _m: None)
     assert a["send_ts"].duplicated().any()
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_bucketed_features_with_the_rhythm_em_on_a_sample_equal_the_in_memory_build(world_dir, tmp_path):
+    """Where the rhythm EM sees a sample of users (every large history), the bucketed build
+    keeps only the sample's 48-slot counts and every user's responsibilities: still the same
+    mixture, profiles and table as the in-memory build that holds all the counts."""
+    from sendtime.features.duckdb_engine import bucket_loaders
+    from sendtime.features.engagement import build_user_features_bucketed
+    from sendtime.features.profiles import ShrinkageParams
+
+    users = read_users(world_dir / "users.parquet").accepted
+    ref = build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW).messages
+    build_messages_duckdb(world_dir / "events.parquet", users, AS_OF, now=NOW, buckets=3, bucket_dir=tmp_path / "b")
+    params = ShrinkageParams(mixture_fit_users=len(users) // 2, mixture_k=3)
+    a = build_user_features(ref, users, AS_OF, params=params)
+    b = build_user_features_bucketed(bucket_loaders(tmp_path / "b"), users, AS_OF, params=params)
+    assert len(a.prior.mixture.components) > 1  # the EM ran (not the one-rhythm fallback)
+    np.testing.assert_array_equal(a.prior.mixture.components, b.prior.mixture.components)
+    for seg, w in a.prior.mixture.weights.items():
+        np.testing.assert_array_equal(w, b.prior.mixture.weights[seg])
+    np.testing.assert_array_equal(a.lam, b.lam)
+    pd.testing.assert_frame_equal(a.table, b.table)

@@ -125,3 +125,19 @@ def test_history_with_sends_but_no_opens_builds_features():
     us = validate_users(pd.DataFrame({"user_id": ["u"], "timezone": ["UTC"]})).accepted
     uf = build_user_features(build_messages(ev, us), us, pd.Timestamp("2026-03-10", tz="UTC"))
     assert uf.table.loc["u", "sends_28d"] == 2 and uf.table.loc["u", "human_opens_28d"] == 0
+
+
+def test_the_model_matrix_is_the_model_frame_as_float32(tmp_path):
+    """The compiled scoring's input, built without the frame: the same numbers, any columns' order."""
+    from sendtime.simulation.simulate import simulate_world, world_config
+
+    w = simulate_world(world_config("default", n_users=300, days=30, seed=4))
+    ev, us = validate_events(w.events).accepted, validate_users(w.users).accepted
+    uf = build_user_features(build_messages(ev, us), us, w.config.end_ts)
+    rows = np.repeat(np.arange(0, 300, 7), 168)
+    how = np.tile(np.arange(168) + 168, len(rows) // 168)  # hours of the week past 167 wrap
+    cols = list(MODEL_FEATURES)[::-1]
+    want = uf.model_frame(rows, how)[cols].to_numpy(dtype=np.float32)
+    np.testing.assert_array_equal(uf.model_matrix(rows, how, cols), want)
+    with pytest.raises(KeyError, match="not a model feature"):
+        uf.model_matrix(rows[:3], how[:3], ["nope"])

@@ -120,3 +120,27 @@ def test_users_the_snapshot_does_not_know_get_their_zones_prior(trained):
         want = scorer.model.predict_proba(X)[:, 1].reshape(len(ids), 168)
         assert np.abs(got - want).max() <= (1e-6 if use_table else 1e-12)  # published as float32
         np.testing.assert_array_equal(got[0], got[2])  # two users, one zone: one prior
+
+
+def test_the_table_scored_into_a_file_and_the_chunked_predictions_are_the_in_memory_ones(trained, tmp_path):
+    """The nightly scores into the snapshot's file and writes the predictions a chunk of users
+    at a time (ten million users' would not fit in memory): the same numbers, the same rows."""
+    from sendtime.serving.model_store import load_scorer
+
+    settings, _ = trained
+    scorer, _ = load_scorer(replace(settings, use_score_table=False))
+    want = scorer.full_table()
+    mm = np.lib.format.open_memmap(tmp_path / "scores.npy", mode="w+", dtype=np.float32, shape=want.shape)
+    scorer.full_table(chunk_users=97, out=mm)  # chunks that do not divide the users
+    del mm
+    np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), want)
+    with pytest.raises(ValueError, match="168 slots"):
+        scorer.full_table(out=np.zeros((3, 168), np.float32))
+    scorer.table = np.load(tmp_path / "scores.npy", mmap_mode="r")
+    day = scorer.as_of.date()
+    counts = scorer.write_predictions(day, tmp_path / "predictions.parquet", chunk_users=333)
+    got = pd.read_parquet(tmp_path / "predictions.parquet")
+    ref = scorer.predict_day(day)
+    assert counts == {"users": len(ref), "prior": int((ref["source"] == "prior").sum())} and len(ref) > 333
+    pd.testing.assert_frame_equal(got.drop(columns="hour_scores"), ref.drop(columns="hour_scores"), check_dtype=False)
+    np.testing.assert_array_equal(np.stack(got["hour_scores"]), np.stack(ref["hour_scores"]))
