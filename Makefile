@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-slow bench bench-events bench-heavy load bench-scale bench-nightly bench-train bench-slots suite serve sample-request lock clean audit docs
+.PHONY: setup demo test test-slow bench bench-events bench-heavy load bench-scale bench-nightly bench-nightly-10m bench-train bench-slots suite serve sample-request lock clean audit docs
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench-scale: setup  ## feature build, DuckDB engine vs pandas, 1M and 10M events
 
 bench-nightly: setup  ## the whole nightly run on a generated 50M-event, 1.28M-user history
 	$(BIN)/python -m bench.nightly_scale --events $(or $(EVENTS),5e7)
+
+bench-nightly-10m: setup  ## the nightly run for 10M users (about 200M events over 48 days; 1M simulated, the rest copies)
+	$(BIN)/python -m bench.nightly_scale --users 1e7 --days 48 --distinct 1e6
 
 bench-train: setup  ## forest fit time and validation metrics by training-sample size
 	$(BIN)/python -m bench.train_sample

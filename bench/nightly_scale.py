@@ -26,14 +26,25 @@ RESULTS = ROOT / "bench" / "results"
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=float, default=5e7, help="size of the generated history (events)")
+    ap.add_argument("--users", type=float, default=0,
+                    help="instead of --events: this many users (10e6 for the ten-million-user run), over --days")
+    ap.add_argument("--days", type=int, default=48, help="history length with --users (48: about 20 events per user)")
+    ap.add_argument("--distinct", type=float, default=1e6,
+                    help="with --users: users simulated; the rest are copies of them under new ids")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "scale")
     args = ap.parse_args(argv)
     if not 1e4 <= args.events <= 2e9:
         ap.error("--events must be between 1e4 and 2e9")
-    from bench.scale import AS_OF, generate
+    if args.users and not (1e3 <= args.users <= 1e9 and 1e3 <= args.distinct and 14 <= args.days <= 365):
+        ap.error("--users must be in [1e3, 1e9], --distinct at least 1e3 and --days in [14, 365]")
+    from bench.scale import AS_OF, generate, generate_users
 
-    folder = generate(int(args.events), args.cache)
-    home = args.cache / f"nightly-home-{args.events:.0e}".replace("+", "")
+    if args.users:
+        folder = generate_users(int(args.users), args.days, int(min(args.distinct, args.users)), args.cache)
+        home = args.cache / f"nightly-home-{args.users:.0e}u-{args.days}d".replace("+", "")
+    else:
+        folder = generate(int(args.events), args.cache)
+        home = args.cache / f"nightly-home-{args.events:.0e}".replace("+", "")
     shutil.rmtree(home, ignore_errors=True)
     env = {**os.environ, "SENDTIME_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -58,10 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     events = sum(pq.ParquetFile(f).metadata.num_rows for f in (folder / "events").glob("*.parquet"))
     out = {"events": events, "users": users, "seconds": total, "peak_rss_mib": peak, "stages": stages}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "nightly_scale.json").write_text(json.dumps(out, indent=2))
+    name = f"nightly_scale_{args.users:.0e}u".replace("+", "") if args.users else "nightly_scale"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
     md = (f"| events | users | nightly run, end to end | peak RSS |\n|---|---|---|---|\n"
           f"| {events:,} | {users:,} | {total / 60:.1f} min | {peak:,.0f} MiB |\n")
-    (RESULTS / "nightly_scale.md").write_text(md)
+    (RESULTS / f"{name}.md").write_text(md)
     print(md)
     return out
 
