@@ -43,6 +43,9 @@ from sendtime.training.registry import configure
 from sendtime.training.shrinkage_search import choose_shrinkage
 from sendtime.training.train import refit_wanted, train_and_register
 
+#: from this many users the score table's pass says how far it is (each tenth)
+PROGRESS_USERS = 200_000
+
 
 @dataclass
 class NightlyResult:
@@ -439,10 +442,14 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
     # written into the snapshot's file as it is scored, and read back through a map: at ten
     # million users the float table is 6.7 GB, which need not stay in memory
     table = np.lib.format.open_memmap(staging / SCORES, mode="w+", dtype=np.float32, shape=(len(uf.table), 168))
-    scorer.full_table(out=table)
+    t0 = time.perf_counter()
+    scorer.full_table(out=table, progress=say if len(uf.table) >= PROGRESS_USERS else None)
     del table
+    took = time.perf_counter() - t0
+    say(f"score table written in {took:.0f} s ({168 * len(uf.table) / max(took, 1e-9):,.0f} slot rows/s); writing predictions")
     scorer.table = np.load(staging / SCORES, mmap_mode="r")
     predictions = scorer.write_predictions(as_of.date(), staging / PREDICTIONS)
+    say(f"predictions for {as_of.date()} written ({predictions['users']:,} users); writing the snapshot")
     manifest = {
         "as_of": as_of.isoformat(),
         "run_id": run_id,
@@ -479,6 +486,7 @@ def publish_snapshot(settings: Settings, run_id: str, scorer: Scorer, as_of: pd.
         uf.lam = np.load(staging / FEATURES / PROFILES, mmap_mode="r")
     write_snapshot(staging, features=uf, scores=scorer.table, manifest=manifest,
                    priors=priors, order_value=values, input_columns=list(scorer.input_columns))
+    say("feature snapshot, score table and serving table written")
     final = publish(settings.published_dir, staging, folder_name)
     mlflow.set_tag("published", "true")
     mlflow.log_dict(manifest, "published/manifest.json")

@@ -63,14 +63,40 @@ class UserFeatures:
         """Model input for (user row, local hour-of-week) pairs, columns = MODEL_FEATURES."""
         return pd.DataFrame(dict(self._columns(rows, how, MODEL_FEATURES)), columns=list(MODEL_FEATURES))
 
-    def model_matrix(self, rows: np.ndarray, how: np.ndarray, columns: Sequence[str]) -> np.ndarray:
-        """``model_frame(rows, how)[columns].to_numpy(np.float32)``, written column by column
-        into one array: the 168-slot table's compiled scoring reads this, and building the
-        frame, selecting its columns and converting it cost a third as much as the forest."""
-        X = np.empty((len(rows), len(columns)), dtype=np.float32)
-        for j, (_name, col) in enumerate(self._columns(rows, how, columns)):
-            X[:, j] = col
-        return X
+    def slot_blocks(self, start: int, end: int, columns: Sequence[str], varies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model input of users ``start:end`` at all 168 slots, split as the compiled
+        traversal reads it: (columns with ``varies``, users x 168) float32, each column's rows
+        side by side, and (users, the other columns), one row per user; both in ``columns``'
+        order. The same numbers as ``model_frame`` of those rows (nothing repeated 168 times)."""
+        n = end - start
+        slots = slot_features(np.asarray(self.lam[start:end]), self.prior.decay, self.horizon)
+        how = np.arange(168)
+        XT = np.empty((int(np.sum(varies)), n * 168), dtype=np.float32)
+        U = np.empty((n, len(columns) - XT.shape[0]), dtype=np.float32)
+        i = j = 0
+        for name, vary in zip(columns, varies):
+            if vary:
+                if name in slots:
+                    col = slots[name]
+                elif name == "cand_hour":
+                    col = np.broadcast_to((how % 24).astype(np.float32), (n, 168))
+                elif name == "cand_weekday":
+                    col = np.broadcast_to((how // 24).astype(np.float32), (n, 168))
+                elif name == "cand_weekend":
+                    col = np.broadcast_to((how // 24 >= 5).astype(np.float32), (n, 168))
+                else:
+                    raise KeyError(f"model input: {name!r} is not a model feature that varies by slot")
+                XT[i].reshape(n, 168)[:] = col
+                i += 1
+            else:
+                if name == "p_struct_week":
+                    U[:, j] = slots["p_struct"].mean(axis=1)
+                elif name in USER_FEATURE_NAMES:
+                    U[:, j] = self.table[name].to_numpy(dtype=np.float32)[start:end]
+                else:
+                    raise KeyError(f"model input: {name!r} is not a per-user model feature")
+                j += 1
+        return XT, U
 
     def _columns(self, rows: np.ndarray, how: np.ndarray, names: Sequence[str]):
         """(name, values) of the model's input columns ``names``, in that order."""

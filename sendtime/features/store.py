@@ -53,10 +53,32 @@ def prior_from_dict(d: dict) -> PopulationPrior:
     )
 
 
+#: rows of the feature table converted to Arrow at a time when it is saved
+SAVE_ROWS = 1_000_000
+
+
+def write_table_chunked(table: pd.DataFrame, path: Path, rows: int = SAVE_ROWS) -> None:
+    """``table.reset_index().to_parquet(path, index=False)``, converted ``rows`` at a time:
+    ten million users' table is not copied whole into a frame and then into Arrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for s in range(0, max(len(table), 1), rows):
+            part = pa.Table.from_pandas(table.iloc[s:s + rows].reset_index(), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), part.schema)
+            writer.write_table(part.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def save_features(uf: UserFeatures, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    uf.table.reset_index().to_parquet(folder / TABLE, index=False)
+    write_table_chunked(uf.table, folder / TABLE)
     if not is_file(uf.lam, folder / PROFILES):  # profiles built into the file are there already
         np.save(folder / PROFILES, np.asarray(uf.lam, dtype=np.float32))  # no copy of a float32 table (6.7 GB at 10M users)
     meta = {

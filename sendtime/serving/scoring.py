@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from datetime import date as Date
-from typing import TYPE_CHECKING, Sequence
+import time
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,22 @@ class _Coded:
 
     def __getitem__(self, rows) -> np.ndarray:
         return self.categories[self.codes[rows]]
+
+
+class ProgressTenths:
+    """Says how far a long pass over ``n`` items is, at each tenth: count, rate, time left."""
+
+    def __init__(self, n: int, say: "Callable[[str], None] | None", what: str, t0: float) -> None:
+        self.n, self.say, self.what, self.t0, self.next = n, say, what, t0, 1
+
+    def __call__(self, done: int) -> None:
+        if self.say is None or self.n <= 0 or done * 10 < self.next * self.n:
+            return
+        while self.next <= 10 and done * 10 >= self.next * self.n:
+            self.next += 1
+        took = time.perf_counter() - self.t0
+        left = took * (self.n - done) / max(done, 1)
+        self.say(f"{done:,}/{self.n:,} {self.what} ({done / max(took, 1e-9):,.0f}/s, about {left / 60:.1f} min left)")
 
 
 class SchemaMismatch(ValueError):
@@ -246,7 +263,8 @@ class Scorer:
             return self.score_model(uf, rows, how)
         return self._looked_up(rows, how)
 
-    def full_table(self, chunk_users: int = 5_000, out: np.ndarray | None = None) -> np.ndarray:
+    def full_table(self, chunk_users: int = 5_000, out: np.ndarray | None = None,
+                   progress: "Callable[[str], None] | None" = None) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
 
         For the hour blend, its hour-blind part is the same at every slot of a user, so it is
@@ -254,8 +272,11 @@ class Scorer:
         each user's 168 rows (:mod:`sendtime.serving.slot_forest`). The numbers are the blend's
         own ``predict_proba``'s, up to the order of a float sum. ``out``: the (users, 168)
         float32 array to fill, such as a memory-mapped file, whose pages are released as it
-        fills (a ten-million-user table, 6.7 GB, does not stay resident)."""
+        fills (a ten-million-user table, 6.7 GB, does not stay resident). ``progress`` hears
+        of each tenth of the users scored (with the rate and the time left)."""
         n = len(self.features.table)
+        t0 = time.perf_counter()
+        tell = ProgressTenths(n, progress, "users' 168 slots scored", t0)
         out = np.empty((n, 168), dtype=np.float32) if out is None else out
         if out.shape != (n, 168):
             raise ValueError(f"full_table: out has shape {out.shape}, the snapshot has {n} users x 168 slots")
@@ -272,11 +293,13 @@ class Scorer:
         fast = self._slot_forest(hourly) if self.compiled else None
         for k, s in enumerate(range(0, n, chunk_users)):
             e = min(n, s + chunk_users)
-            rows = np.repeat(np.arange(s, e), 168)
-            how = np.tile(np.arange(168), e - s)
-            if fast is not None:  # the compiled traversal reads a plain float32 matrix: no frame
-                p_hours = fast.predict(self.features.model_matrix(rows, how, self.input_columns), 168, *self._slot_layout)
+            if fast is not None:  # the compiled traversal reads the slot and user columns apart: no frame
+                varies, key, ordered = self._slot_layout
+                XT, U = self.features.slot_blocks(s, e, self.input_columns, varies)
+                p_hours = fast.predict_split(XT, U, 168, varies, key, ordered)
             else:
+                rows = np.repeat(np.arange(s, e), 168)
+                how = np.tile(np.arange(168), e - s)
                 p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[self.input_columns], 168)
             if parts is None:
                 out[s:e] = p_hours.reshape(e - s, 168)
@@ -285,6 +308,7 @@ class Scorer:
             if (k + 1) % every == 0:
                 release(out)
                 release(self.features.lam)
+            tell(e)
         release(out)
         return out
 

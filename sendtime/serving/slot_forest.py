@@ -32,10 +32,12 @@ NODE = np.dtype([("feature", np.int32), ("threshold", np.float32), ("child", np.
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _forest_predict(X, bounds, varies, key, ordered, nodes, value, roots, out):  # pragma: no cover - compiled
+def _forest_predict(XT, U, bounds, varies, pos, key, ordered, nodes, value, roots, out):  # pragma: no cover - compiled
+    # XT: (varying columns, rows), each column's rows side by side; U: (groups, fixed columns);
+    # column f of the model is XT[pos[f]] if varies[f] else U[:, pos[f]]
     n_groups = bounds.size - 1
     n_trees = roots.size
-    n_feat = X.shape[1]
+    n_feat = varies.size
     for g in numba.prange(n_groups):
         s = bounds[g]
         e = bounds[g + 1]
@@ -47,7 +49,7 @@ def _forest_predict(X, bounds, varies, key, ordered, nodes, value, roots, out): 
         if key >= 0:
             vals = np.empty(m, np.float32)
             for j in range(m):
-                vals[j] = X[s + j, key]
+                vals[j] = XT[pos[key], s + j]
             start[:] = np.argsort(vals, kind="mergesort")
         else:
             for j in range(m):
@@ -56,8 +58,9 @@ def _forest_predict(X, bounds, varies, key, ordered, nodes, value, roots, out): 
         for f in range(n_feat):
             if ordered[f] and varies[f]:
                 ok = True
+                c = pos[f]
                 for j in range(m - 1):
-                    if X[s + start[j], f] > X[s + start[j + 1], f]:
+                    if XT[c, s + start[j]] > XT[c, s + start[j + 1]]:
                         ok = False
                         break
                 sorted_by[f] = ok
@@ -84,25 +87,26 @@ def _forest_predict(X, bounds, varies, key, ordered, nodes, value, roots, out): 
                     f = node.feature
                     thr = node.threshold
                     if not varies[f]:  # the same in every row of the group: one comparison for all
-                        k = node.child + (X[s + idx[lo], f] > thr)
+                        k = node.child + (U[g, pos[f]] > thr)
                         node = nodes[k]
                         continue
+                    c = pos[f]
                     if sorted_by[f]:  # the rows at or below the threshold come first
                         a = lo
                         b = hi
                         while a < b:
-                            c = (a + b) // 2
-                            if X[s + idx[c], f] > thr:
-                                b = c
+                            h = (a + b) // 2
+                            if XT[c, s + idx[h]] > thr:
+                                b = h
                             else:
-                                a = c + 1
+                                a = h + 1
                         mid = a
                     else:  # split the rows without a branch per row: left ones stay, right ones aside
                         nl = 0
                         nr = 0
                         for j in range(lo, hi):
                             r = idx[j]
-                            right = X[s + r, f] > thr
+                            right = XT[c, s + r] > thr
                             tmp[nr] = r
                             idx[lo + nl] = r
                             nr += right
@@ -203,22 +207,58 @@ class SlotForest:
         group; default: every column may vary. ``key`` and ``ordered``: a column to sort each
         group's rows by, and the columns that may rise with it (checked per group); their splits
         become binary searches. Speed only: the result is the same with or without them."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.statistics.size:
             raise ValueError(f"SlotForest: expected (rows, {self.statistics.size}) inputs, got {X.shape}")
-        missing = np.isnan(X)
-        if missing.any():  # the pipeline's imputer: its statistics, cast as the forest casts its input
-            X = np.where(missing, self.statistics.astype(np.float32)[None, :], X)
-        out = np.empty(len(X), dtype=np.float64)
-        if len(X):
-            varies = np.ones(X.shape[1], np.bool_) if varies is None else np.asarray(varies, np.bool_)
-            if np.ndim(groups) == 0:
-                bounds = np.append(np.arange(0, len(X), max(int(groups), 1)), len(X))
-            else:
-                bounds = np.append(np.asarray(groups, np.int64), len(X))
-                if bounds[0] != 0 or (np.diff(bounds) <= 0).any():
-                    raise ValueError("SlotForest: groups must start at row 0 and increase")
-            ordered = np.zeros(X.shape[1], np.bool_) if ordered is None else np.asarray(ordered, np.bool_)
-            _forest_predict(X, bounds.astype(np.int64), varies, -1 if key is None else int(key), ordered,
+        varies = np.ones(X.shape[1], np.bool_) if varies is None else np.asarray(varies, np.bool_)
+        bounds = self._bounds(len(X), groups)
+        return self.predict_split(np.ascontiguousarray(X[:, varies].T), X[bounds[:-1]][:, ~varies], bounds[:-1],
+                                  varies, key, ordered)
+
+    def predict_split(self, XT: np.ndarray, U: np.ndarray, groups: int | np.ndarray, varies: np.ndarray,
+                      key: int | None = None, ordered: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict` with the inputs as the 168-slot table holds them: ``XT`` (the varying
+        columns, rows) float32, each column's rows side by side, and ``U`` (groups, the other
+        columns), one row per group; the columns of each in the model's order. Nothing is
+        repeated 168 times, and a column's rows are written as one block."""
+        varies = np.asarray(varies, np.bool_)
+        if varies.size != self.statistics.size:
+            raise ValueError(f"SlotForest: varies has {varies.size} columns, the forest reads {self.statistics.size}")
+        XT = np.ascontiguousarray(XT, dtype=np.float32)
+        U = np.ascontiguousarray(U, dtype=np.float32)
+        n = XT.shape[1] if XT.ndim == 2 else -1
+        bounds = self._bounds(n, groups) if n >= 0 else None
+        if (XT.ndim != 2 or XT.shape[0] != varies.sum() or U.ndim != 2 or U.shape[1] != (~varies).sum()
+                or len(U) != len(bounds) - 1):
+            raise ValueError(f"SlotForest: expected ({int(varies.sum())}, rows) and (groups, {int((~varies).sum())}) "
+                             f"inputs, got {XT.shape} and {U.shape}")
+        stats = self.statistics.astype(np.float32)
+        XT, U = _imputed(XT, stats[varies][:, None]), _imputed(U, stats[~varies][None, :])
+        pos = np.empty(varies.size, np.int64)
+        pos[varies] = np.arange(varies.sum())
+        pos[~varies] = np.arange((~varies).sum())
+        out = np.empty(n, dtype=np.float64)
+        if n:
+            ordered = np.zeros(varies.size, np.bool_) if ordered is None else np.asarray(ordered, np.bool_)
+            if key is not None and not varies[key]:
+                key = None  # a column the same in every row does not order them
+            _forest_predict(XT, U, bounds.astype(np.int64), varies, pos, -1 if key is None else int(key), ordered,
                             self.nodes, self.value, self.roots, out)
         return out
+
+    @staticmethod
+    def _bounds(n: int, groups: int | np.ndarray) -> np.ndarray:
+        """The first row of each group, then ``n``."""
+        if np.ndim(groups) == 0:
+            return np.append(np.arange(0, n, max(int(groups), 1)), n).astype(np.int64)
+        bounds = np.append(np.asarray(groups, np.int64), n)
+        if (n and bounds[0] != 0) or (np.diff(bounds) <= 0).any():
+            raise ValueError("SlotForest: groups must start at row 0 and increase")
+        return bounds
+
+
+def _imputed(a: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``a`` with its missing values replaced by the pipeline imputer's statistics (as the
+    forest casts its input)."""
+    missing = np.isnan(a)
+    return np.where(missing, fill, a).astype(np.float32) if missing.any() else a

@@ -127,17 +127,25 @@ def test_history_with_sends_but_no_opens_builds_features():
     assert uf.table.loc["u", "sends_28d"] == 2 and uf.table.loc["u", "human_opens_28d"] == 0
 
 
-def test_the_model_matrix_is_the_model_frame_as_float32(tmp_path):
-    """The compiled scoring's input, built without the frame: the same numbers, any columns' order."""
+def test_the_slot_blocks_are_the_model_frame_as_float32(tmp_path):
+    """The compiled scoring's input, built without the frame: the same numbers, split into the
+    columns that vary by slot (a column's rows side by side) and one row per user of the rest,
+    in any columns' order."""
+    from sendtime.features.definitions import HOUR_BLIND_FEATURES
     from sendtime.simulation.simulate import simulate_world, world_config
 
     w = simulate_world(world_config("default", n_users=300, days=30, seed=4))
     ev, us = validate_events(w.events).accepted, validate_users(w.users).accepted
     uf = build_user_features(build_messages(ev, us), us, w.config.end_ts)
-    rows = np.repeat(np.arange(0, 300, 7), 168)
-    how = np.tile(np.arange(168) + 168, len(rows) // 168)  # hours of the week past 167 wrap
     cols = list(MODEL_FEATURES)[::-1]
-    want = uf.model_frame(rows, how)[cols].to_numpy(dtype=np.float32)
-    np.testing.assert_array_equal(uf.model_matrix(rows, how, cols), want)
-    with pytest.raises(KeyError, match="not a model feature"):
-        uf.model_matrix(rows[:3], how[:3], ["nope"])
+    varies = np.array([c not in HOUR_BLIND_FEATURES for c in cols])
+    want = uf.model_frame(np.repeat(np.arange(40, 97), 168), np.tile(np.arange(168), 57))[cols].to_numpy(dtype=np.float32)
+    XT, U = uf.slot_blocks(40, 97, cols, varies)
+    assert XT.shape == (varies.sum(), 57 * 168) and U.shape == (57, (~varies).sum())
+    np.testing.assert_array_equal(XT.T, want[:, varies])
+    np.testing.assert_array_equal(U, want[::168][:, ~varies])
+    assert (want[:, ~varies].reshape(57, 168, -1) == U[:, None, :]).all()  # a user's own columns: one row is all rows
+    with pytest.raises(KeyError, match="not a per-user model feature"):
+        uf.slot_blocks(0, 3, ["nope"], np.array([False]))
+    with pytest.raises(KeyError, match="varies by slot"):
+        uf.slot_blocks(0, 3, ["sends_7d"], np.array([True]))

@@ -73,6 +73,9 @@ def test_other_models_are_left_to_their_own_predict_proba():
         fast.predict(np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="groups"):
         fast.predict(X.to_numpy(np.float32)[:10], np.array([2, 5]))
+    varies = np.isin(X.columns, ["hour", "act", "noise", "act_sq"])
+    with pytest.raises(ValueError, match=r"expected \(4, rows\) and \(groups, 3\)"):
+        fast.predict_split(np.zeros((4, 336), np.float32), np.zeros((3, 3), np.float32), 168, varies)
 
 
 def test_the_champions_score_table_is_predict_proba_s(trained):
