@@ -119,9 +119,21 @@ def engagement_heatmap(msgs: pd.DataFrame, what: str = "opens") -> Figure:
     return fig
 
 
+def _row_mean(a: np.ndarray, rows: int = 200_000) -> np.ndarray:
+    """The mean row of a (n, k) table, read ``rows`` at a time (a memory-mapped ten-million-user
+    table is never copied whole, and its pages are released as it is read)."""
+    from sendtime.features.mapped import release
+
+    total = np.zeros(a.shape[1])
+    for s in range(0, len(a), rows):
+        total += np.asarray(a[s:s + rows], dtype=np.float64).sum(axis=0)
+        release(a)
+    return total / max(len(a), 1)
+
+
 def profile_heatmap(lam: np.ndarray) -> Figure:
     """Mean exposure-corrected reading rate per local hour-of-week (a feature snapshot's profiles)."""
-    grid = np.asarray(lam, dtype=float).mean(axis=0).reshape(7, 24)
+    grid = _row_mean(lam).reshape(7, 24)
     fig = Figure(figsize=(9, 3.6))
     ax = fig.add_subplot()
     _heatmap(ax, grid, "opens per hour", fig)

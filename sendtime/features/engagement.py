@@ -127,12 +127,17 @@ class UserFeatures:
 
 def slot_features(lam: np.ndarray, decay: float, horizon: int) -> dict[str, np.ndarray]:
     """Request-time features for all 168 slots of each profile row."""
-    act24 = decayed_sums(lam, decay, horizon)
+    if lam.dtype == np.float32 and lam.ndim == 2:  # one compiled pass, the same numbers
+        from sendtime.features.kernels import decayed_sums_at
+
+        act3, act6, act24 = decayed_sums_at(lam, decay, (3, 6, horizon))
+    else:
+        act3, act6, act24 = (decayed_sums(lam, decay, w) for w in (3, 6, horizon))
     day_max = np.repeat(act24.reshape(-1, 7, 24).max(axis=2), 24, axis=1)
     return {
         "act_0": lam.astype(np.float32),
-        "act_3": decayed_sums(lam, decay, 3),
-        "act_6": decayed_sums(lam, decay, 6),
+        "act_3": act3,
+        "act_6": act6,
         "act_24": act24,
         "p_struct": (1.0 - np.exp(-act24)).astype(np.float32),
         "act_rel": (act24 / np.maximum(act24.max(axis=1, keepdims=True), 1e-9)).astype(np.float32),
@@ -247,6 +252,12 @@ def build_user_features(
     return _assemble(cols, index, zones, tz_source, segments, lam, prior, as_of, H)
 
 
+def _shared(codes: np.ndarray, categories) -> np.ndarray:
+    """An object array of strings in which equal values are one string (ten million users' zones
+    as ten million string objects would be over half a GB)."""
+    return np.asarray([str(c) for c in categories], dtype=object)[np.asarray(codes, dtype=np.int64)]
+
+
 def _table_users(users: pd.DataFrame, message_users, default_tz: str):
     """Every user of the users table, then users with sends but no users-table row (sorted)."""
     table_users = users[["user_id", "timezone", "segment"]] if len(users) else pd.DataFrame(columns=["user_id", "timezone", "segment"])
@@ -256,9 +267,9 @@ def _table_users(users: pd.DataFrame, message_users, default_tz: str):
             [table_users, pd.DataFrame({"user_id": extra, "timezone": None, "segment": "unknown"})],
             ignore_index=True,
         )
-    tz_source = np.where(table_users["timezone"].notna(), "users_table", "default")
-    zones = table_users["timezone"].fillna(default_tz).astype(str).to_numpy()
-    segments = table_users["segment"].fillna("unknown").astype(str).to_numpy()
+    tz_source = _shared(np.where(table_users["timezone"].notna(), 1, 0), ("default", "users_table"))
+    zones = _shared(*pd.factorize(table_users["timezone"].fillna(default_tz).astype(str)))
+    segments = _shared(*pd.factorize(table_users["segment"].fillna("unknown").astype(str)))
     index = pd.Index(table_users["user_id"].astype(str), name="user_id")
     return index, zones, segments, tz_source
 

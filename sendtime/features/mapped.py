@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 #: rows read or written through a map between two :func:`release` calls
-RELEASE_ROWS = 1_000_000
+RELEASE_ROWS = 250_000
 
 
 def release(arr) -> None:

@@ -122,9 +122,6 @@ class Grid:
 
 
 PROFILE_POLICY = "profiles"
-#: users per call of the hour-blind part in :meth:`Scorer.full_table` (a forest's predict_proba
-#: has a fixed cost per call: in chunks of 5,000 users it was 2,000 calls at ten million)
-BLIND_CALL_USERS = 100_000
 
 
 class ProfilePolicy:
@@ -263,17 +260,19 @@ class Scorer:
             return self.score_model(uf, rows, how)
         return self._looked_up(rows, how)
 
-    def full_table(self, chunk_users: int = 5_000, out: np.ndarray | None = None,
+    def full_table(self, chunk_users: int = 20_000, out: np.ndarray | None = None,
                    progress: "Callable[[str], None] | None" = None) -> np.ndarray:
         """P(open) of all 168 slots for every known user (published by the nightly run).
 
         For the hour blend, its hour-blind part is the same at every slot of a user, so it is
         scored once per user rather than 168 times; the hour-aware forest runs compiled over
-        each user's 168 rows (:mod:`sendtime.serving.slot_forest`). The numbers are the blend's
-        own ``predict_proba``'s, up to the order of a float sum. ``out``: the (users, 168)
-        float32 array to fill, such as a memory-mapped file, whose pages are released as it
-        fills (a ten-million-user table, 6.7 GB, does not stay resident). ``progress`` hears
-        of each tenth of the users scored (with the rate and the time left)."""
+        each user's 168 rows (:mod:`sendtime.serving.slot_forest`), reading the slot columns
+        and the user's own columns apart, and the hour-blind part reads the same per-user rows.
+        The numbers are the blend's own ``predict_proba``'s, up to the order of a float sum.
+        ``out``: the (users, 168) float32 array to fill, such as a memory-mapped file, whose
+        pages are released as it fills (a ten-million-user table, 6.7 GB, does not stay
+        resident). ``progress`` hears of each tenth of the users scored (with the rate and the
+        time left)."""
         n = len(self.features.table)
         t0 = time.perf_counter()
         tell = ProgressTenths(n, progress, "users' 168 slots scored", t0)
@@ -282,29 +281,30 @@ class Scorer:
             raise ValueError(f"full_table: out has shape {out.shape}, the snapshot has {n} users x 168 slots")
         parts = blend_parts(self.model)
         hourly = parts[0][0] if parts is not None else self.model
-        if parts is not None:  # the hour-blind part: one row per user, in large calls (each has a fixed cost)
-            (_, w_full), (blind, w_blind) = parts
-            p_blind = np.empty(n)
-            for s in range(0, n, BLIND_CALL_USERS):
-                e = min(n, s + BLIND_CALL_USERS)
-                once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[self.input_columns]
-                p_blind[s:e] = blind.predict_proba(once)[:, 1]
-        every = max(1, RELEASE_ROWS // chunk_users)
         fast = self._slot_forest(hourly) if self.compiled else None
+        cols = list(self.input_columns)
+        varies, key, ordered = self._slot_layout
+        every = max(1, RELEASE_ROWS // chunk_users)
         for k, s in enumerate(range(0, n, chunk_users)):
             e = min(n, s + chunk_users)
             if fast is not None:  # the compiled traversal reads the slot and user columns apart: no frame
-                varies, key, ordered = self._slot_layout
-                XT, U = self.features.slot_blocks(s, e, self.input_columns, varies)
-                p_hours = fast.predict_split(XT, U, 168, varies, key, ordered)
+                XT, U = self.features.slot_blocks(s, e, cols, varies)
+                p_hours = fast.predict_split(XT, U, 168, varies, key, ordered).reshape(e - s, 168)
+                once = None
+                if parts is not None:  # the model's input at each user's first slot, from the same blocks
+                    once = pd.DataFrame({c: (U[:, np.sum(~varies[:j])] if not varies[j] else XT[np.sum(varies[:j]), ::168])
+                                         for j, c in enumerate(cols)}, columns=cols)
             else:
                 rows = np.repeat(np.arange(s, e), 168)
                 how = np.tile(np.arange(168), e - s)
-                p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[self.input_columns], 168)
+                p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[cols], 168).reshape(e - s, 168)
+                once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[cols]
             if parts is None:
-                out[s:e] = p_hours.reshape(e - s, 168)
-            else:
-                out[s:e] = (w_full * p_hours.reshape(e - s, 168) + w_blind * p_blind[s:e, None]) / (w_full + w_blind)
+                out[s:e] = p_hours
+            else:  # the hour-blind part: one row per user
+                (_, w_full), (blind, w_blind) = parts
+                p_blind = blind.predict_proba(once)[:, 1]
+                out[s:e] = (w_full * p_hours + w_blind * p_blind[:, None]) / (w_full + w_blind)
             if (k + 1) % every == 0:
                 release(out)
                 release(self.features.lam)

@@ -24,6 +24,10 @@ import numba
 import numpy as np
 
 _TREE_LEAF = -1
+#: groups (users) each tree walks before the next tree, so the tree's nodes stay in the core's
+#: cache while they are read again (on a 1M-user champion, 120 trees, 20,000 users scored three
+#: times: 1 user 474k-585k rows/s, 16 users 587k-655k, 128 users 720k-827k, 256 users 694k-732k)
+BLOCK_GROUPS = 128
 #: one node in 16 bytes (a quarter of a cache line): the split's column (-1 at a leaf), its
 #: threshold as the largest float32 at or below scikit-learn's float64 one (so ``x <= t`` says
 #: the same for every float32 ``x``), and the first child (the second is next to it) or, at a
@@ -32,105 +36,120 @@ NODE = np.dtype([("feature", np.int32), ("threshold", np.float32), ("child", np.
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _forest_predict(XT, U, bounds, varies, pos, key, ordered, nodes, value, roots, out):  # pragma: no cover - compiled
+def _forest_predict(XT, U, bounds, varies, pos, key, ordered, nodes, value, roots, block, out):  # pragma: no cover - compiled
     # XT: (varying columns, rows), each column's rows side by side; U: (groups, fixed columns);
-    # column f of the model is XT[pos[f]] if varies[f] else U[:, pos[f]]
+    # column f of the model is XT[pos[f]] if varies[f] else U[:, pos[f]]. Groups are taken
+    # ``block`` at a time, and each tree walks all of a block's groups before the next tree:
+    # the tree's nodes stay in the core's cache while they are read again and again.
     n_groups = bounds.size - 1
     n_trees = roots.size
     n_feat = varies.size
-    for g in numba.prange(n_groups):
-        s = bounds[g]
-        e = bounds[g + 1]
-        m = e - s
-        # the group's rows sorted by the key column; every split keeps each side in that order,
-        # so a split on a column that rises with the key (checked here, for this group) is a
+    n_blocks = (n_groups + block - 1) // block
+    for b in numba.prange(n_blocks):
+        g0 = b * block
+        g1 = min(n_groups, g0 + block)
+        r0 = bounds[g0]
+        rows = bounds[g1] - r0
+        widest = 0
+        for g in range(g0, g1):
+            widest = max(widest, bounds[g + 1] - bounds[g])
+        # each group's rows sorted by the key column; every split keeps each side in that
+        # order, so a split on a column that rises with the key (checked here, per group) is a
         # binary search instead of a pass over the rows
-        start = np.empty(m, np.int64)
-        if key >= 0:
-            vals = np.empty(m, np.float32)
-            for j in range(m):
-                vals[j] = XT[pos[key], s + j]
-            start[:] = np.argsort(vals, kind="mergesort")
-        else:
-            for j in range(m):
-                start[j] = j
-        sorted_by = np.zeros(n_feat, np.bool_)
-        for f in range(n_feat):
-            if ordered[f] and varies[f]:
-                ok = True
-                c = pos[f]
-                for j in range(m - 1):
-                    if XT[c, s + start[j]] > XT[c, s + start[j + 1]]:
-                        ok = False
-                        break
-                sorted_by[f] = ok
-        idx = np.empty(m, np.int64)  # the group's rows, partitioned node by node
-        tmp = np.empty(m, np.int64)
+        start = np.empty(rows, np.int64)
+        sorted_by = np.zeros((g1 - g0, n_feat), np.bool_)
+        vals = np.empty(widest, np.float32)
+        for g in range(g0, g1):
+            s = bounds[g]
+            m = bounds[g + 1] - s
+            o = s - r0
+            if key >= 0:
+                for j in range(m):
+                    vals[j] = XT[pos[key], s + j]
+                start[o:o + m] = np.argsort(vals[:m], kind="mergesort")
+            else:
+                for j in range(m):
+                    start[o + j] = j
+            for f in range(n_feat):
+                if ordered[f] and varies[f]:
+                    ok = True
+                    c = pos[f]
+                    for j in range(m - 1):
+                        if XT[c, s + start[o + j]] > XT[c, s + start[o + j + 1]]:
+                            ok = False
+                            break
+                    sorted_by[g - g0, f] = ok
+        idx = np.empty(widest, np.int64)  # a group's rows, partitioned node by node
+        tmp = np.empty(widest, np.int64)
         st_node = np.empty(64, np.int64)  # the walk's stack: (node, first row, end row)
         st_lo = np.empty(64, np.int64)
         st_hi = np.empty(64, np.int64)
-        acc = np.zeros(m, np.float64)
+        acc = np.zeros(rows, np.float64)
         for t in range(n_trees):
-            for j in range(m):
-                idx[j] = start[j]
-            st_node[0] = roots[t]
-            st_lo[0] = 0
-            st_hi[0] = m
-            top = 1
-            while top > 0:
-                top -= 1
-                k = st_node[top]
-                lo = st_lo[top]
-                hi = st_hi[top]
-                node = nodes[k]
-                while node.feature >= 0:
-                    f = node.feature
-                    thr = node.threshold
-                    if not varies[f]:  # the same in every row of the group: one comparison for all
-                        k = node.child + (U[g, pos[f]] > thr)
-                        node = nodes[k]
-                        continue
-                    c = pos[f]
-                    if sorted_by[f]:  # the rows at or below the threshold come first
-                        a = lo
-                        b = hi
-                        while a < b:
-                            h = (a + b) // 2
-                            if XT[c, s + idx[h]] > thr:
-                                b = h
-                            else:
-                                a = h + 1
-                        mid = a
-                    else:  # split the rows without a branch per row: left ones stay, right ones aside
-                        nl = 0
-                        nr = 0
-                        for j in range(lo, hi):
-                            r = idx[j]
-                            right = XT[c, s + r] > thr
-                            tmp[nr] = r
-                            idx[lo + nl] = r
-                            nr += right
-                            nl += 1 - right
-                        for j in range(nr):
-                            idx[lo + nl + j] = tmp[j]
-                        mid = lo + nl
-                    if mid > lo and mid < hi:  # walk the left part now, the right part later
-                        st_node[top] = node.child + 1
-                        st_lo[top] = mid
-                        st_hi[top] = hi
-                        top += 1
-                        hi = mid
-                        k = node.child
-                    elif mid > lo:
-                        k = node.child
-                    else:
-                        k = node.child + 1
+            for g in range(g0, g1):
+                s = bounds[g]
+                m = bounds[g + 1] - s
+                o = s - r0
+                for j in range(m):
+                    idx[j] = start[o + j]
+                st_node[0] = roots[t]
+                st_lo[0] = 0
+                st_hi[0] = m
+                top = 1
+                while top > 0:
+                    top -= 1
+                    k = st_node[top]
+                    lo = st_lo[top]
+                    hi = st_hi[top]
                     node = nodes[k]
-                v = value[node.child]
-                for j in range(lo, hi):
-                    acc[idx[j]] += v
-        for j in range(m):
-            out[s + j] = acc[j] / n_trees
+                    while node.feature >= 0:
+                        f = node.feature
+                        thr = node.threshold
+                        if not varies[f]:  # the same in every row of the group: one comparison for all
+                            k = node.child + (U[g, pos[f]] > thr)
+                            node = nodes[k]
+                            continue
+                        c = pos[f]
+                        if sorted_by[g - g0, f]:  # the rows at or below the threshold come first
+                            a = lo
+                            z = hi
+                            while a < z:
+                                h = (a + z) // 2
+                                if XT[c, s + idx[h]] > thr:
+                                    z = h
+                                else:
+                                    a = h + 1
+                            mid = a
+                        else:  # split the rows without a branch per row: left ones stay, right ones aside
+                            nl = 0
+                            nr = 0
+                            for j in range(lo, hi):
+                                r = idx[j]
+                                right = XT[c, s + r] > thr
+                                tmp[nr] = r
+                                idx[lo + nl] = r
+                                nr += right
+                                nl += 1 - right
+                            for j in range(nr):
+                                idx[lo + nl + j] = tmp[j]
+                            mid = lo + nl
+                        if mid > lo and mid < hi:  # walk the left part now, the right part later
+                            st_node[top] = node.child + 1
+                            st_lo[top] = mid
+                            st_hi[top] = hi
+                            top += 1
+                            hi = mid
+                            k = node.child
+                        elif mid > lo:
+                            k = node.child
+                        else:
+                            k = node.child + 1
+                        node = nodes[k]
+                    v = value[node.child]
+                    for j in range(lo, hi):
+                        acc[o + idx[j]] += v
+        for j in range(rows):
+            out[r0 + j] = acc[j] / n_trees
 
 
 def _float32_at_or_below(t: np.ndarray) -> np.ndarray:
@@ -243,7 +262,7 @@ class SlotForest:
             if key is not None and not varies[key]:
                 key = None  # a column the same in every row does not order them
             _forest_predict(XT, U, bounds.astype(np.int64), varies, pos, -1 if key is None else int(key), ordered,
-                            self.nodes, self.value, self.roots, out)
+                            self.nodes, self.value, self.roots, BLOCK_GROUPS, out)
         return out
 
     @staticmethod
