@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -57,19 +58,19 @@ def prior_from_dict(d: dict) -> PopulationPrior:
 SAVE_ROWS = 1_000_000
 
 
-def write_table_chunked(table: pd.DataFrame, path: Path, rows: int = SAVE_ROWS) -> None:
-    """``table.reset_index().to_parquet(path, index=False)``, converted ``rows`` at a time:
-    ten million users' table is not copied whole into a frame and then into Arrow."""
+def write_parquet_parts(parts: Iterable[pd.DataFrame], path: str | Path) -> None:
+    """Frames written one after another into one Parquet file (the first one's schema; no
+    index): a table of ten million rows is never whole in memory, nor copied whole into Arrow."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        for s in range(0, max(len(table), 1), rows):
-            part = pa.Table.from_pandas(table.iloc[s:s + rows].reset_index(), preserve_index=False)
+        for part in parts:
+            table = pa.Table.from_pandas(part, preserve_index=False)
             if writer is None:
-                writer = pq.ParquetWriter(str(path), part.schema)
-            writer.write_table(part.cast(writer.schema))
+                writer = pq.ParquetWriter(str(path), table.schema)
+            writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
             writer.close()
@@ -78,7 +79,8 @@ def write_table_chunked(table: pd.DataFrame, path: Path, rows: int = SAVE_ROWS) 
 def save_features(uf: UserFeatures, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_table_chunked(uf.table, folder / TABLE)
+    t = uf.table
+    write_parquet_parts((t.iloc[s:s + SAVE_ROWS].reset_index() for s in range(0, max(len(t), 1), SAVE_ROWS)), folder / TABLE)
     if not is_file(uf.lam, folder / PROFILES):  # profiles built into the file are there already
         np.save(folder / PROFILES, np.asarray(uf.lam, dtype=np.float32))  # no copy of a float32 table (6.7 GB at 10M users)
     meta = {

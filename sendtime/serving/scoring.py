@@ -290,20 +290,20 @@ class Scorer:
             if fast is not None:  # the compiled traversal reads the slot and user columns apart: no frame
                 XT, U = self.features.slot_blocks(s, e, cols, varies)
                 p_hours = fast.predict_split(XT, U, 168, varies, key, ordered).reshape(e - s, 168)
-                once = None
-                if parts is not None:  # the model's input at each user's first slot, from the same blocks
-                    once = pd.DataFrame({c: (U[:, np.sum(~varies[:j])] if not varies[j] else XT[np.sum(varies[:j]), ::168])
-                                         for j, c in enumerate(cols)}, columns=cols)
+                if parts is not None:  # the hour-blind part's input: each user's first slot, from the same blocks
+                    first = pd.DataFrame({c: XT[at, ::168] if vary else U[:, at]
+                                          for c, vary, at in zip(cols, varies, self._slot_positions)}, columns=cols)
             else:
                 rows = np.repeat(np.arange(s, e), 168)
                 how = np.tile(np.arange(168), e - s)
                 p_hours = self._hourly_proba(hourly, self.features.model_frame(rows, how)[cols], 168).reshape(e - s, 168)
-                once = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[cols]
+                if parts is not None:
+                    first = self.features.model_frame(np.arange(s, e), np.zeros(e - s, dtype=np.int64))[cols]
             if parts is None:
                 out[s:e] = p_hours
             else:  # the hour-blind part: one row per user
                 (_, w_full), (blind, w_blind) = parts
-                p_blind = blind.predict_proba(once)[:, 1]
+                p_blind = blind.predict_proba(first)[:, 1]
                 out[s:e] = (w_full * p_hours + w_blind * p_blind[:, None]) / (w_full + w_blind)
             if (k + 1) % every == 0:
                 release(out)
@@ -338,6 +338,12 @@ class Scorer:
         if id(model) not in cache:
             cache[id(model)] = (model, SlotForest.of(model))
         return cache[id(model)][1]
+
+    @cached_property
+    def _slot_positions(self) -> np.ndarray:
+        """Each input column's place in :meth:`UserFeatures.slot_blocks`' slot block or user block."""
+        varies = self._slot_layout[0]
+        return np.where(varies, np.cumsum(varies) - 1, np.cumsum(~varies) - 1)
 
     @cached_property
     def _slot_layout(self) -> tuple[np.ndarray, int | None, np.ndarray]:
@@ -475,24 +481,20 @@ class Scorer:
         """:meth:`predict_day` for every known user, written to the Parquet file ``path`` a chunk
         of users at a time (the frame of ten million users' 24 scores would be gigabytes):
         the same rows as ``predict_day(day).to_parquet(path)``. Returns the users and prior answers."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from sendtime.features.store import write_parquet_parts
 
         ids = self.user_ids()
-        writer, counts = None, {"users": 0, "prior": 0}
-        try:
+        counts = {"users": 0, "prior": 0}
+
+        def parts():
             for s in range(0, max(len(ids), 1), chunk_users):
                 part = self.predict_day(day, ids[s:s + chunk_users])
-                table = pa.Table.from_pandas(part, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(str(path), table.schema)
-                writer.write_table(table.cast(writer.schema))
                 counts["users"] += len(part)
                 counts["prior"] += int((part["source"] == "prior").sum())
+                yield part
                 release(self.table)
-        finally:
-            if writer is not None:
-                writer.close()
+
+        write_parquet_parts(parts(), path)
         return counts
 
     def grid(self, user_ids: Sequence[str], timezones: Sequence[str | None] | None, rules: WindowRules,
