@@ -76,15 +76,8 @@ class UserFeatures:
         i = j = 0
         for name, vary in zip(columns, varies):
             if vary:
-                if name in slots:
-                    col = slots[name]
-                elif name == "cand_hour":
-                    col = np.broadcast_to((how % 24).astype(np.float32), (n, 168))
-                elif name == "cand_weekday":
-                    col = np.broadcast_to((how // 24).astype(np.float32), (n, 168))
-                elif name == "cand_weekend":
-                    col = np.broadcast_to((how // 24 >= 5).astype(np.float32), (n, 168))
-                else:
+                col = slots[name] if name in slots else _candidate(name, how)
+                if col is None:
                     raise KeyError(f"model input: {name!r} is not a model feature that varies by slot")
                 XT[i].reshape(n, 168)[:] = col
                 i += 1
@@ -109,12 +102,8 @@ class UserFeatures:
         for name in names:
             if name in slots:
                 yield name, slots[name][inv, how]
-            elif name == "cand_hour":
-                yield name, (how % 24).astype(np.float32)
-            elif name == "cand_weekday":
-                yield name, (how // 24).astype(np.float32)
-            elif name == "cand_weekend":
-                yield name, (how // 24 >= 5).astype(np.float32)
+            elif name in CANDIDATE_COLUMNS:
+                yield name, _candidate(name, how)
             elif name == "p_struct_week":
                 # the profile's week in one number: the user's level as the profile sees it, the
                 # same at every hour (what the hour-blind model learns from)
@@ -123,6 +112,22 @@ class UserFeatures:
                 yield name, self.table[name].to_numpy(dtype=np.float32)[rows]
             else:
                 raise KeyError(f"model input: {name!r} is not a model feature")
+
+
+#: the candidate slot's own columns, functions of its local hour of the week alone
+CANDIDATE_COLUMNS = ("cand_hour", "cand_weekday", "cand_weekend")
+
+
+def _candidate(name: str, how: np.ndarray) -> np.ndarray | None:
+    """A column of :data:`CANDIDATE_COLUMNS` at local hours of the week ``how`` (float32); None
+    for any other name."""
+    if name == "cand_hour":
+        return (how % 24).astype(np.float32)
+    if name == "cand_weekday":
+        return (how // 24).astype(np.float32)
+    if name == "cand_weekend":
+        return (how // 24 >= 5).astype(np.float32)
+    return None
 
 
 def slot_features(lam: np.ndarray, decay: float, horizon: int) -> dict[str, np.ndarray]:
@@ -267,7 +272,7 @@ def _table_users(users: pd.DataFrame, message_users, default_tz: str):
             [table_users, pd.DataFrame({"user_id": extra, "timezone": None, "segment": "unknown"})],
             ignore_index=True,
         )
-    tz_source = _shared(np.where(table_users["timezone"].notna(), 1, 0), ("default", "users_table"))
+    tz_source = _shared(table_users["timezone"].notna().to_numpy(), ("default", "users_table"))
     zones = _shared(*pd.factorize(table_users["timezone"].fillna(default_tz).astype(str)))
     segments = _shared(*pd.factorize(table_users["segment"].fillna("unknown").astype(str)))
     index = pd.Index(table_users["user_id"].astype(str), name="user_id")
